@@ -1,0 +1,86 @@
+"""Collect activation statistics by running onnxruntime with intermediate values exposed as outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune import _ort
+from onnxprune.calibration.sources import CalibrationSource
+from onnxprune.calibration.stats import ChannelStats, ConvGeometry, unfold_conv_input
+from onnxprune.errors import CalibrationError
+
+__all__ = ["StatRequest", "collect_stats"]
+
+logger = logging.getLogger(__name__)
+
+#: Called after each batch with (samples done, samples in total).
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class StatRequest:
+    """Statistics wanted for one value: per-channel sums along ``axis``, optionally a Gram matrix.
+
+    With ``gram`` set, XᵀX is accumulated over rows of the value moved to ``[-1, channels]``, or,
+    when ``conv`` is given, over the im2col rows of a 2-D Conv input.
+    """
+
+    value: str
+    axis: int
+    gram: bool = False
+    conv: ConvGeometry | None = None
+
+
+def collect_stats(
+    model: ir.Model,
+    source: CalibrationSource,
+    requests: Sequence[StatRequest],
+    *,
+    batch_size: int = 32,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, ChannelStats]:
+    """Run the model over ``source`` once and return statistics keyed by value name.
+
+    Memory holds one batch of the requested activations plus the running sums.
+    """
+    merged: dict[str, StatRequest] = {}
+    for request in requests:
+        prior = merged.get(request.value)
+        if prior is None or (request.gram and not prior.gram):
+            merged[request.value] = request
+    if not merged:
+        return {}
+    input_names = {v.name for v in model.graph.inputs}
+    fetch = [name for name in merged if name not in input_names]
+    sess = _ort.session(model, fetch, threads=threads, what="model for calibration")
+    stats: dict[str, ChannelStats] = {}
+    done, total = 0, source.num_samples
+    for batch in source.batches(batch_size):
+        try:
+            outputs = sess.run(fetch, batch) if fetch else []
+        except Exception as e:
+            raise CalibrationError(f"onnxruntime failed on calibration data: {str(e).splitlines()[0]}") from e
+        values = dict(zip(fetch, outputs, strict=True))
+        values.update({k: v for k, v in batch.items() if k in merged})
+        for name, request in merged.items():
+            array = np.asarray(values[name])
+            entry = stats.get(name)
+            if entry is None:
+                entry = stats[name] = ChannelStats(request.axis, array.shape[request.axis])
+            entry.update(array)
+            if request.gram:
+                if request.conv is not None:
+                    entry.update_gram(unfold_conv_input(array.astype(np.float32, copy=False), request.conv))
+                else:
+                    entry.update_gram(np.moveaxis(array, request.axis, -1).reshape(-1, array.shape[request.axis]))
+        done += next(iter(batch.values())).shape[0] if batch else 1
+        if progress is not None:
+            progress(min(done, total), total)
+    logger.info("collected statistics for %d values over %d batches' worth of samples", len(stats), done)
+    return stats

@@ -1,0 +1,80 @@
+"""onnxruntime sessions built from in-memory models, optionally exposing intermediate values."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxprune import _io
+from onnxprune.errors import ValidationError
+
+__all__ = ["model_file", "session", "session_options"]
+
+logger = logging.getLogger(__name__)
+_INLINE_LIMIT = 1_500_000_000
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Session options with a fixed thread count and quiet logging."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def _has_external(model: ir.Model) -> bool:
+    return any(
+        isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
+    )
+
+
+@contextlib.contextmanager
+def model_file(model: ir.Model, extra_outputs: Sequence[str]) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="onnxprune-ort-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data", size_threshold_bytes=1024)
+        if extra_outputs:
+            proto = onnx.load(path, load_external_data=False)
+            proto.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra_outputs)
+            onnx.save(proto, path)
+        yield path
+
+
+def session(
+    model: ir.Model,
+    extra_outputs: Sequence[str] = (),
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    what: str = "model",
+) -> ort.InferenceSession:
+    """Create an onnxruntime session for ``model``, adding ``extra_outputs`` as graph outputs.
+
+    Small models go to onnxruntime as bytes; models with external data or over 1.5 GB go through
+    a temporary folder, so that nothing is held twice in memory.
+
+    Raises:
+        ValidationError: onnxruntime refused the model (the message names the node it reports).
+    """
+    options = session_options(threads)
+    existing = {v.name for v in model.graph.outputs}
+    extra = [name for name in dict.fromkeys(extra_outputs) if name not in existing]
+    try:
+        if _has_external(model) or _io.model_nbytes(model) > _INLINE_LIMIT:
+            with model_file(model, extra) as path:
+                return ort.InferenceSession(str(path), options, providers=list(providers))
+        proto = ir.to_proto(model)
+        proto.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra)
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
+    except Exception as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValidationError(f"onnxruntime cannot load the {what}: {message}") from e

@@ -1,0 +1,149 @@
+"""Per-node MACs/FLOPs and parameter counts (dense and nonzero-aware, ShrinkBench style)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = ["ModelCounts", "NodeCost", "count_model", "count_params"]
+
+_ELEMENTWISE = frozenset(
+    "Add Sub Mul Div Relu LeakyRelu Sigmoid Tanh Clip HardSigmoid HardSwish Erf Gelu Exp Log Sqrt Pow "
+    "BatchNormalization LayerNormalization InstanceNormalization Softmax MaxPool AveragePool "
+    "GlobalAveragePool GlobalMaxPool ReduceMean ReduceSum Max Min Where Neg Abs".split()
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeCost:
+    """MACs of one node: dense, and scaled by the density of its weight (theoretical sparse cost)."""
+
+    node: str
+    op_type: str
+    macs: int
+    sparse_macs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCounts:
+    """Whole-model counts. FLOPs = 2·MACs + elementwise ops; ``unknown`` nodes lacked static shapes."""
+
+    params: int
+    nonzero_params: int
+    macs: int
+    sparse_macs: int
+    flops: int
+    nodes: tuple[NodeCost, ...]
+    unknown: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly summary (per-node costs left out)."""
+        return {
+            "params": self.params,
+            "nonzero_params": self.nonzero_params,
+            "macs": self.macs,
+            "sparse_macs": self.sparse_macs,
+            "flops": self.flops,
+            "nodes_without_shapes": len(self.unknown),
+        }
+
+
+def count_params(model: ir.Model) -> tuple[int, int]:
+    """Return (parameters, nonzero parameters) over all float initializers and Constant tensors."""
+    total = nonzero = 0
+    for tensor in _constant_tensors(model):
+        if not tensor.dtype.is_floating_point():
+            continue
+        total += tensor.size
+        nonzero += _nonzero(tensor)
+    return total, nonzero
+
+
+def _constant_tensors(model: ir.Model) -> list[ir.TensorProtocol]:
+    tensors = []
+    for graph in model.graphs():
+        tensors.extend(v.const_value for v in graph.initializers.values() if v.const_value is not None)
+        for node in graph:
+            if node.op_type == "Constant" and "value" in node.attributes:
+                tensors.append(node.attributes["value"].as_tensor())
+    return tensors
+
+
+def _nonzero(tensor: ir.TensorProtocol, chunk: int = 1 << 24) -> int:
+    flat = tensor.numpy().reshape(-1)
+    return sum(int(np.count_nonzero(flat[i : i + chunk])) for i in range(0, flat.size, chunk))
+
+
+def _density(node: ir.Node, index: int) -> float:
+    if index >= len(node.inputs) or node.inputs[index] is None:
+        return 1.0
+    value = node.inputs[index]
+    while value.const_value is None and value.producer() is not None and value.producer().op_type == "Identity":
+        value = value.producer().inputs[0]
+    tensor = value.const_value
+    if tensor is None and value.producer() is not None and value.producer().op_type == "Constant":
+        attr = value.producer().attributes.get("value")
+        tensor = attr.as_tensor() if attr is not None else None
+    if tensor is None or tensor.size == 0:
+        return 1.0
+    return _nonzero(tensor) / tensor.size
+
+
+def _conv(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    out = shapes.get(node.outputs[0].name or "")
+    weight = shapes.get(node.inputs[1].name or "")
+    if out is None or weight is None:
+        return None
+    return math.prod(out) * math.prod(weight[1:])
+
+
+def _conv_transpose(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    inp = shapes.get(node.inputs[0].name or "")
+    weight = shapes.get(node.inputs[1].name or "")
+    if inp is None or weight is None:
+        return None
+    return math.prod(inp) * math.prod(weight[1:])
+
+
+def _matmul(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    a = shapes.get(node.inputs[0].name or "")
+    out = shapes.get(node.outputs[0].name or "")
+    if a is None or out is None or not a:
+        return None
+    k = a[-1] if not (node.op_type == "Gemm" and node.attributes.get_int("transA", 0)) else a[0]
+    return math.prod(out) * k
+
+
+_MAC_RULES: dict[str, Callable[[ir.Node, Mapping[str, tuple[int, ...]]], int | None]] = {
+    "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "Gemm": _matmul,
+    "MatMul": _matmul,
+}
+
+
+def count_model(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> ModelCounts:
+    """Count parameters, MACs and FLOPs of the main graph for the given static shapes."""
+    params, nonzero = count_params(model)
+    costs: list[NodeCost] = []
+    unknown: list[str] = []
+    macs = sparse = elementwise = 0
+    for node in model.graph:
+        rule = _MAC_RULES.get(node.op_type)
+        if rule is not None:
+            node_macs = rule(node, shapes)
+            if node_macs is None:
+                unknown.append(node.name or node.op_type)
+                continue
+            node_sparse = round(node_macs * _density(node, 1))
+            costs.append(NodeCost(node.name or "", node.op_type, node_macs, node_sparse))
+            macs += node_macs
+            sparse += node_sparse
+        elif node.op_type in _ELEMENTWISE and node.outputs:
+            out = shapes.get(node.outputs[0].name or "")
+            elementwise += math.prod(out) if out is not None else 0
+    return ModelCounts(params, nonzero, macs, sparse, 2 * macs + elementwise, tuple(costs), tuple(unknown))

@@ -1,0 +1,235 @@
+"""Prunable-weight analysis: find every constant weight of Conv/ConvTranspose/Gemm/MatMul.
+
+Weights come in several disguises: initializers, ``Constant`` nodes, ``Identity`` of an initializer
+(exporters de-duplicate equal tensors), and one tensor shared by several nodes. Each tensor appears
+here exactly once, with all of its uses, so a shared tensor is never pruned two ways. Tensors that
+cannot be pruned safely are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = [
+    "FLOAT_TYPES",
+    "PrunableWeights",
+    "Skipped",
+    "Weight",
+    "WeightUse",
+    "find_weights",
+    "read_weight",
+    "write_weight",
+]
+
+FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightUse:
+    """One node consuming the weight as its weight operand.
+
+    ``activation`` is the data operand the weight multiplies, ``feature_axis`` the axis of
+    ``activation`` that runs along the weight's input dimension.
+    """
+
+    node: ir.Node
+    activation: ir.Value | None
+    feature_axis: int
+    in_subgraph: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Weight:
+    """A prunable tensor and the layout of its axes.
+
+    ``out_axis``/``in_axis`` index the output-neuron and input-feature (reduction) axes of the
+    tensor. For Conv ``[out, in/g, kh, kw]`` they are 0 and 1; for MatMul ``[in, out]`` 1 and 0.
+    """
+
+    name: str
+    holder: ir.Value | ir.Node
+    shape: tuple[int, ...]
+    op_type: str
+    out_axis: int
+    in_axis: int
+    groups: int
+    uses: tuple[WeightUse, ...]
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """Names of the consuming nodes."""
+        return tuple(use.node.name or use.node.op_type for use in self.uses)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self.shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A constant weight-like tensor left alone, with the reason."""
+
+    name: str
+    node: str
+    op_type: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunableWeights:
+    """Result of :func:`find_weights`: prunable weights in topological order, plus the skipped ones."""
+
+    weights: tuple[Weight, ...]
+    skipped: tuple[Skipped, ...]
+
+    def __iter__(self) -> Iterator[Weight]:
+        return iter(self.weights)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+
+def _resolve_constant(value: ir.Value) -> tuple[str, ir.Value | ir.Node] | None:
+    """Follow Identity chains back to an initializer or a Constant node."""
+    seen = 0
+    while value is not None and seen < 64:
+        if value.is_initializer() and value.const_value is not None:
+            return value.name or "", value
+        producer = value.producer()
+        if producer is None:
+            return None
+        if producer.op_type == "Constant" and producer.domain in ("", "ai.onnx") and "value" in producer.attributes:
+            return value.name or "", producer
+        if producer.op_type != "Identity" or producer.domain not in ("", "ai.onnx"):
+            return None
+        value = producer.inputs[0]
+        seen += 1
+    return None
+
+
+def _alias_uses(value: ir.Value) -> Iterator[tuple[ir.Node, int]]:
+    """Uses of ``value`` with Identity nodes looked through."""
+    for node, index in value.uses():
+        if node.op_type == "Identity" and node.domain in ("", "ai.onnx"):
+            for out in node.outputs:
+                if out.is_graph_output():
+                    yield node, -1
+                yield from _alias_uses(out)
+        else:
+            yield node, index
+
+
+def _role(node: ir.Node, index: int, rank: int) -> tuple[str, int, int, int, int] | str:
+    """Return (op, out_axis, in_axis, groups, feature_axis) for a weight slot, or a reason string."""
+    op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+    attrs = node.attributes
+    if op == "Conv" and index == 1:
+        return ("Conv", 0, 1, attrs.get_int("group", 1), 1)
+    if op == "ConvTranspose" and index == 1:
+        return ("ConvTranspose", 1, 0, attrs.get_int("group", 1), 1)
+    if op == "Gemm" and index == 1:
+        trans_b = attrs.get_int("transB", 0)
+        return ("Gemm", 0 if trans_b else 1, 1 if trans_b else 0, 1, 0 if attrs.get_int("transA", 0) else 1)
+    if op == "MatMul" and index == 1:
+        if rank != 2:
+            return f"MatMul weight of rank {rank} (only 2-D weights are pruned)"
+        return ("MatMul", 1, 0, 1, -1)
+    if op in ("Conv", "Gemm", "MatMul") and index == 0:
+        return f"constant is the data operand of {op}, not its weight"
+    if op in ("Conv", "Gemm", "ConvTranspose") and index == 2:
+        return "bias"
+    if op in ("LSTM", "GRU", "RNN"):
+        return f"recurrent weight of {op} (recurrent layers are left dense)"
+    if op in ("DequantizeLinear", "QuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
+        return f"feeds {op}: quantized weights are left alone"
+    if index == -1:
+        return "aliased to a graph output"
+    return f"used as an input of {op}"
+
+
+def _graph_of(node: ir.Node) -> ir.Graph | None:
+    graph = node.graph
+    return graph if isinstance(graph, ir.Graph) else None
+
+
+def find_weights(model: ir.Model) -> PrunableWeights:
+    """Find every prunable weight tensor of the model (main graph and subgraphs)."""
+    candidates: dict[int, tuple[str, ir.Value | ir.Node, ir.Value]] = {}
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                candidates.setdefault(id(value), (value.name or "", value, value))
+        for node in graph:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and "value" in node.attributes:
+                candidates.setdefault(id(node), (node.outputs[0].name or "", node, node.outputs[0]))
+
+    weights: list[Weight] = []
+    skipped: list[Skipped] = []
+    order = {id(node): i for i, node in enumerate(ir.traversal.RecursiveGraphIterator(model.graph))}
+    for name, holder, value in candidates.values():
+        tensor = _tensor_of(holder)
+        shape = tuple(int(d) for d in tensor.shape)
+        uses = list(_alias_uses(value))
+        roles = [(node, _role(node, index, len(shape))) for node, index in uses]
+        weight_roles = [(node, role) for node, role in roles if not isinstance(role, str)]
+        if not weight_roles:
+            continue  # not a weight at all (bias, shape constant, ...)
+        first = weight_roles[0][0]
+        problem = next(((node, role) for node, role in roles if isinstance(role, str)), None)
+        if problem is not None:
+            skipped.append(Skipped(name, problem[0].name or "", problem[0].op_type, problem[1]))
+            continue
+        if tensor.dtype not in FLOAT_TYPES:
+            skipped.append(Skipped(name, first.name or "", first.op_type, f"dtype {tensor.dtype.name} is not float"))
+            continue
+        if isinstance(holder, ir.Value) and holder.is_graph_input():
+            skipped.append(
+                Skipped(name, first.name or "", first.op_type, "initializer is also a graph input (overridable)")
+            )
+            continue
+        if value.is_graph_output():
+            skipped.append(Skipped(name, first.name or "", first.op_type, "tensor is a graph output"))
+            continue
+        layouts = {role[:3] for _, role in weight_roles}
+        if len(layouts) != 1:
+            skipped.append(
+                Skipped(name, first.name or "", first.op_type, "shared by nodes that read it with different layouts")
+            )
+            continue
+        op, out_axis, in_axis, groups = weight_roles[0][1][:4]
+        uses_ = []
+        for node, role in weight_roles:
+            activation = node.inputs[0] if node.inputs else None
+            uses_.append(WeightUse(node, activation, role[4], _graph_of(node) is not model.graph))
+        weights.append(Weight(name, holder, shape, op, out_axis, in_axis, groups, tuple(uses_)))
+    weights.sort(key=lambda w: min(order.get(id(u.node), 0) for u in w.uses))
+    return PrunableWeights(tuple(weights), tuple(skipped))
+
+
+def _tensor_of(holder: ir.Value | ir.Node) -> ir.TensorProtocol:
+    if isinstance(holder, ir.Node):
+        return holder.attributes["value"].as_tensor()
+    assert holder.const_value is not None
+    return holder.const_value
+
+
+def read_weight(weight: Weight) -> np.ndarray:
+    """Read the weight's values (memory-mapped for external data)."""
+    return _tensor_of(weight.holder).numpy()
+
+
+def write_weight(weight: Weight, array: np.ndarray) -> None:
+    """Replace the weight's values in place, keeping its name, dtype and shape."""
+    old = _tensor_of(weight.holder)
+    if tuple(array.shape) != weight.shape:
+        raise ValueError(f"{weight.name}: new shape {array.shape} != {weight.shape}")
+    tensor = ir.Tensor(np.ascontiguousarray(array, dtype=old.dtype.numpy()), dtype=old.dtype, name=old.name)
+    if isinstance(weight.holder, ir.Node):
+        weight.holder.attributes["value"] = ir.AttrTensor("value", tensor)
+    else:
+        weight.holder.const_value = tensor

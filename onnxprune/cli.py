@@ -1,0 +1,257 @@
+"""The ``onnxprune`` command line: every verb compiles to a :class:`Recipe` and runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from onnxprune import _io
+from onnxprune.calibration.sources import open_source, parse_input_shapes
+from onnxprune.errors import OnnxPruneError, RecipeError
+from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, run_recipe
+from onnxprune.report import comparison_table, model_stats
+
+__all__ = ["main"]
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, handlers=[RichHandler(console=console, show_path=False)], format="%(message)s", force=True)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], Any]]:
+    if not enabled:
+        yield lambda _task: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def factory(name: str) -> Callable[[int, int], None]:
+            def update(done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = progress.add_task(name, total=total)
+                progress.update(tasks[name], completed=done, total=total)
+
+            return update
+
+        yield factory
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn errors into one line on stderr: exit 2 for bad input, 1 for internal failures."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except OnnxPruneError as e:
+            if debug:
+                raise
+            click.echo(f"onnxprune: error: {e}", err=True)
+            sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:
+            if debug:
+                raise
+            click.echo(f"onnxprune: internal error: {type(e).__name__}: {e} (rerun with --debug)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quiet", "-q", is_flag=True, help="Only errors; no progress bars.")
+@click.option("--debug", is_flag=True, help="Debug logging and full tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """Prune, validate and inspect ONNX models."""
+    _setup_logging(quiet, debug)
+    ctx.obj = {"quiet": quiet}
+
+
+def _parse_pattern(pattern: str) -> tuple[int, int]:
+    n, sep, m = pattern.partition(":")
+    if not sep or not n.isdigit() or not m.isdigit():
+        raise click.BadParameter(f"'{pattern}' is not N:M (for example 2:4)", param_hint="--pattern")
+    return int(n), int(m)
+
+
+def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
+    quiet = ctx.obj["quiet"]
+    with _progress(not quiet) as factory:
+        result = run_recipe(recipe, progress=factory)
+    if not quiet:
+        out.print(comparison_table(result.before, result.after, result.report["validation"]))
+        for report in result.report["passes"]:
+            summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items())
+            out.print(f"[bold]{report['name']}[/bold] ({report['seconds']:.2f} s): {summary}")
+            for skip in report["skipped"][:20]:
+                out.print(f"  skipped {skip['tensor']} ({skip['op']} {skip['node']}): {skip['reason']}")
+            if len(report["skipped"]) > 20:
+                out.print(f"  ... and {len(report['skipped']) - 20} more skipped (see --report)")
+        out.print(f"wrote {result.output}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
+@click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Unstructured sparsity (fraction zeroed).")
+@click.option("--pattern", help="N:M semi-structured sparsity, e.g. 2:4.")
+@click.option("--importance", type=click.Choice(["magnitude", "wanda"]), default="magnitude", show_default=True)
+@click.option("--scope", type=click.Choice(["global", "layer"]), default="layer", show_default=True)
+@click.option("--normalize", type=click.Choice(["none", "mean", "l2", "max"]), default="none", show_default=True,
+              help="With --scope global: per-layer score normalization.")
+@click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs).")
+@click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable).")
+@click.option("--include", multiple=True, help="Only prune nodes/tensors matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Never prune nodes/tensors matching this glob (repeatable).")
+@click.option("--keep-first", is_flag=True, help="Keep the first prunable layer dense.")
+@click.option("--keep-last", is_flag=True, help="Keep the last prunable layer dense.")
+@click.option("--data", type=click.Path(), help="Validation data (default: the calibration data).")
+@click.option("--threads", type=click.IntRange(1), help="onnxruntime threads.")
+@click.option("--external-data/--no-external-data", default=None, help="Force external data on or off (default: by size).")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit.")
+@click.pass_context
+@_handle_errors
+def prune(ctx: click.Context, model: str, output: str, sparsity: float | None, pattern: str | None, importance: str,
+          scope: str, normalize: str, calib: str | None, samples: int | None, batch_size: int,
+          input_shape: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], keep_first: bool,
+          keep_last: bool, data: str | None, threads: int | None, external_data: bool | None, report: str | None,
+          dump_recipe: bool) -> None:
+    """Prune MODEL (unstructured --sparsity or N:M --pattern) and write OUTPUT."""
+    if (sparsity is None) == (pattern is None):
+        raise click.UsageError("give exactly one of --sparsity or --pattern")
+    selection = {"include": list(include), "exclude": list(exclude), "keep_first": keep_first, "keep_last": keep_last}
+    if pattern is not None:
+        n, m = _parse_pattern(pattern)
+        spec = PassSpec("nm", {"n": n, "m": m, "importance": importance, **selection})
+    else:
+        spec = PassSpec("unstructured", {"sparsity": sparsity, "importance": importance, "scope": scope,
+                                         "normalize": normalize, **selection})
+    recipe = Recipe(
+        model=model,
+        output=output,
+        passes=(spec, PassSpec("cleanup")),
+        calibration=CalibrationSpec(calib, samples, batch_size, parse_input_shapes(input_shape)),
+        validation_data=data,
+        threads=threads,
+        external_data=external_data,
+        report=report,
+    )
+    Recipe.from_dict(recipe.to_dict())  # validates the pass configs
+    if dump_recipe:
+        click.echo(recipe.to_yaml(), nl=False)
+        return
+    _run_and_show(ctx, recipe)
+
+
+@cli.command("run")
+@click.argument("recipe_path", metavar="RECIPE.yaml", type=click.Path(dir_okay=False))
+@click.pass_context
+@_handle_errors
+def run_cmd(ctx: click.Context, recipe_path: str) -> None:
+    """Run a recipe file (see ``prune --dump-recipe``)."""
+    if not Path(recipe_path).is_file():
+        raise RecipeError(f"{recipe_path}: no such recipe file")
+    _run_and_show(ctx, Recipe.from_yaml(recipe_path))
+
+
+@cli.command("validate")
+@click.argument("ref", type=click.Path(dir_okay=False))
+@click.argument("cand", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(), help="Input data .npz/.npy file or folder (default: random inputs).")
+@click.option("--samples", type=click.IntRange(1))
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable).")
+@click.option("--threads", type=click.IntRange(1))
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.pass_context
+@_handle_errors
+def validate_cmd(ctx: click.Context, ref: str, cand: str, data: str | None, samples: int | None, batch_size: int,
+                 input_shape: tuple[str, ...], threads: int | None, report: str | None) -> None:
+    """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes."""
+    from onnxprune.report import write_json
+    from onnxprune.verify import validate
+
+    shapes = parse_input_shapes(input_shape)
+    reference, candidate = _io.load(ref), _io.load(cand)
+    source = open_source(data, reference, samples=samples, input_shapes=shapes)
+    with _progress(not ctx.obj["quiet"]) as factory:
+        result = validate(reference, candidate, source, batch_size=batch_size, threads=threads,
+                          progress=factory("validation")).as_dict()
+    before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
+    if report:
+        write_json({"ref": ref, "cand": cand, "before": before.as_dict(), "after": after.as_dict(),
+                    "validation": result}, report)
+    if not ctx.obj["quiet"]:
+        out.print(comparison_table(before, after, result))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--input-shape", multiple=True, help="Fix dynamic dims for FLOPs: NAME=1,3,224,224.")
+@_handle_errors
+def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
+    """Ops, parameters, FLOPs and prunable weights of MODEL."""
+    from onnxprune.inspect import inspect_model
+
+    info = inspect_model(_io.load(model), parse_input_shapes(input_shape))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"{model}")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for key in ("opset", "nodes", "params", "nonzero_params", "macs", "flops"):
+        table.add_row(key, str(info[key]))
+    table.add_row("ops", ", ".join(f"{k}×{v}" for k, v in info["ops"].items()))
+    out.print(table)
+    weights = Table(title="prunable weights")
+    for column in ("tensor", "op", "shape", "nodes", "sparsity"):
+        weights.add_column(column)
+    for w in info["prunable"]:
+        weights.add_row(w["tensor"], w["op"], str(w["shape"]), ", ".join(w["nodes"]), f"{w['sparsity']:.3f}")
+    out.print(weights)
+    for s in info["skipped"]:
+        out.print(f"not prunable: {s['tensor']} ({s['op']} {s['node']}): {s['reason']}")
+
+
+@cli.command()
+def passes() -> None:
+    """List the registered passes and their options."""
+    import dataclasses
+
+    from onnxprune.passes import PASSES
+
+    for name, cls in PASSES.items():
+        out.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        for field in dataclasses.fields(cls.config_class):
+            out.print(f"    {field.name} = {field.default!r}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="onnxprune")

@@ -1,0 +1,59 @@
+"""What a pass may need beyond the model: shared analyses and calibration data."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import onnx_ir as ir
+
+from onnxprune.analysis.manager import AnalysisManager
+from onnxprune.calibration.collect import ProgressFn, StatRequest, collect_stats
+from onnxprune.calibration.sources import CalibrationSource
+from onnxprune.calibration.stats import ChannelStats
+from onnxprune.errors import CalibrationError
+
+__all__ = ["PassContext"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PassContext:
+    """Shared by the passes of one pipeline run.
+
+    Attributes:
+        analyses: The analysis cache; passes invalidate it when they change the graph.
+        calibration: Where activation statistics come from (``None``: data-driven passes refuse).
+        batch_size: Samples per onnxruntime call during calibration.
+        threads: onnxruntime intra-op threads (``None``: onnxruntime's default).
+        progress: Called with (done, total) samples while statistics are collected.
+    """
+
+    analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
+    calibration: CalibrationSource | None = None
+    batch_size: int = 32
+    threads: int | None = None
+    progress: ProgressFn | None = None
+
+    def stats(self, model: ir.Model, requests: Sequence[StatRequest], *, needed_by: str) -> dict[str, ChannelStats]:
+        """Return activation statistics for ``requests``, collected once per model and request set."""
+        if self.calibration is None:
+            raise CalibrationError(f"{needed_by} needs calibration data (--calib PATH, or random inputs)")
+        key = tuple(sorted(set(requests), key=repr))
+        return self.analyses.get(_collect, model, self, key, key=("stats", key))
+
+
+def _collect(
+    model: ir.Model, context: PassContext, requests: tuple[StatRequest, ...]
+) -> dict[str, ChannelStats]:
+    assert context.calibration is not None
+    return collect_stats(
+        model,
+        context.calibration,
+        requests,
+        batch_size=context.batch_size,
+        threads=context.threads,
+        progress=context.progress,
+    )

@@ -1,0 +1,43 @@
+"""``onnxprune inspect``: a structural summary of a model."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.analysis.flops import count_model
+from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.analysis.weights import find_weights, read_weight
+
+__all__ = ["inspect_model"]
+
+
+def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Ops, params, FLOPs and prunable weights (with the reasons for the others)."""
+    counts = count_model(model, infer_shapes(model, input_shapes))
+    ops = Counter(node.op_type for node in ir.traversal.RecursiveGraphIterator(model.graph))
+    found = find_weights(model)
+    prunable = []
+    for w in found:
+        values = read_weight(w)
+        prunable.append({
+            "tensor": w.name,
+            "op": w.op_type,
+            "shape": list(w.shape),
+            "nodes": list(w.node_names),
+            "sparsity": float(np.count_nonzero(values == 0) / max(values.size, 1)),
+        })
+    return {
+        "opset": model.opset_imports.get("", None),
+        "nodes": sum(ops.values()),
+        "ops": dict(ops.most_common()),
+        "inputs": [{"name": v.name, "shape": str(v.shape), "dtype": str(v.dtype)} for v in model.graph.inputs],
+        "outputs": [{"name": v.name, "shape": str(v.shape), "dtype": str(v.dtype)} for v in model.graph.outputs],
+        **counts.as_dict(),
+        "prunable": prunable,
+        "skipped": [{"tensor": s.name, "node": s.node, "op": s.op_type, "reason": s.reason} for s in found.skipped],
+    }

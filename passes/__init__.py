@@ -1,0 +1,28 @@
+"""onnxprune passes (``onnxprune.passes``): ``onnx_ir`` in-place passes with frozen configs.
+
+``PASSES`` maps the names used by the CLI and recipes to pass classes; it is an explicit dict, so
+importing a module never registers anything behind your back.
+"""
+
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
+from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
+
+PASSES: dict[str, type[OnnxPrunePass]] = {
+    UnstructuredPrunePass.name: UnstructuredPrunePass,
+    NMPrunePass.name: NMPrunePass,
+    CleanupPass.name: CleanupPass,
+}
+
+__all__ = [
+    "PASSES",
+    "CleanupConfig",
+    "CleanupPass",
+    "NMPruneConfig",
+    "NMPrunePass",
+    "OnnxPrunePass",
+    "PassReport",
+    "PruneResult",
+    "UnstructuredPruneConfig",
+    "UnstructuredPrunePass",
+]

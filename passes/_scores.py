@@ -1,0 +1,70 @@
+"""Weight importance scores, shaped like the weight: magnitude and Wanda (|W|·‖X_in‖)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.analysis.weights import Weight
+from onnxprune.calibration.collect import StatRequest
+from onnxprune.calibration.stats import ChannelStats
+
+__all__ = ["IMPORTANCES", "feature_norms", "input_requests", "score", "to_rows", "from_rows"]
+
+IMPORTANCES = ("magnitude", "wanda")
+
+
+def input_requests(weight: Weight, *, gram: bool = False) -> list[StatRequest]:
+    """Statistics requests for the activations multiplied by ``weight`` (one per use)."""
+    return [
+        StatRequest(use.activation.name or "", use.feature_axis, gram=gram)
+        for use in weight.uses
+        if use.activation is not None
+    ]
+
+
+def feature_norms(weight: Weight, stats: dict[str, ChannelStats]) -> np.ndarray:
+    """‖X_j‖ per input feature of the weight, broadcastable to the weight's shape.
+
+    A tensor shared by several nodes combines the activations of all its uses.
+    """
+    sum_sq = sum(stats[use.activation.name or ""].sum_sq for use in weight.uses if use.activation is not None)
+    norms = np.sqrt(np.asarray(sum_sq, dtype=np.float64))
+    ndim = len(weight.shape)
+    if weight.op_type == "Conv" and weight.groups > 1:
+        out, per_group = weight.shape[0], weight.shape[1]
+        group_of_row = np.arange(out) // (out // weight.groups)
+        table = norms.reshape(weight.groups, per_group)[group_of_row]
+        return table.reshape(out, per_group, *([1] * (ndim - 2)))
+    shape = [1] * ndim
+    shape[weight.in_axis] = weight.shape[weight.in_axis]
+    return norms.reshape(shape)
+
+
+def score(weight: Weight, values: np.ndarray, importance: str, stats: dict[str, ChannelStats] | None) -> np.ndarray:
+    """Importance of every element of ``values`` (the weight's current values)."""
+    magnitude = np.abs(values.astype(np.float32, copy=False))
+    if importance == "magnitude":
+        return magnitude
+    if importance == "wanda":
+        assert stats is not None
+        return (magnitude * feature_norms(weight, stats)).astype(np.float32)
+    raise ValueError(f"unknown importance '{importance}' (choose from {', '.join(IMPORTANCES)})")
+
+
+def to_rows(weight: Weight, array: np.ndarray) -> np.ndarray:
+    """View ``array`` (weight-shaped) as ``[rows, in]`` with the input-feature axis last.
+
+    Rows run over the output axis and any kernel axes: Conv ``[out, in, kh, kw]`` becomes
+    ``[out*kh*kw, in]``; MatMul ``[in, out]`` becomes ``[out, in]``.
+    """
+    moved = np.moveaxis(array, (weight.out_axis, weight.in_axis), (0, -1))
+    return moved.reshape(-1, moved.shape[-1])
+
+
+def from_rows(weight: Weight, rows: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_rows`."""
+    shape = list(weight.shape)
+    moved_shape = [shape[weight.out_axis]] + [
+        d for i, d in enumerate(shape) if i not in (weight.out_axis, weight.in_axis)
+    ] + [shape[weight.in_axis]]
+    return np.moveaxis(rows.reshape(moved_shape), (0, -1), (weight.out_axis, weight.in_axis))

@@ -1,0 +1,260 @@
+"""Unstructured and N:M pruning: magnitude or Wanda scores, layer-wise or global selection."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
+from onnxprune.calibration.stats import ChannelStats
+from onnxprune.errors import RecipeError
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, matches
+from onnxprune.passes._scores import IMPORTANCES, input_requests, score, to_rows, from_rows
+from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
+
+__all__ = [
+    "NMPruneConfig",
+    "NMPrunePass",
+    "UnstructuredPruneConfig",
+    "UnstructuredPrunePass",
+    "select_weights",
+]
+
+logger = logging.getLogger(__name__)
+_NORMALIZE = ("none", "mean", "l2", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Selection:
+    """Which weights a pass may touch."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    keep_first: bool = False
+    keep_last: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class UnstructuredPruneConfig(_Selection):
+    """Unstructured pruning.
+
+    Attributes:
+        sparsity: Fraction of weights set to zero, in [0, 1).
+        importance: ``magnitude`` (|W|) or ``wanda`` (|W|·‖X_in‖, needs calibration data).
+        scope: ``layer`` (the same sparsity in every tensor; Wanda selects per output row) or
+            ``global`` (one threshold over all tensors).
+        normalize: With global scope, divide each tensor's scores by their mean, L2 norm or max.
+        include/exclude: Node- or tensor-name globs.
+        keep_first/keep_last: Leave the first/last prunable layer dense.
+    """
+
+    sparsity: float = 0.5
+    importance: str = "magnitude"
+    scope: str = "layer"
+    normalize: str = "none"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        _check_choice("importance", self.importance, IMPORTANCES)
+        _check_choice("scope", self.scope, ("layer", "global"))
+        _check_choice("normalize", self.normalize, _NORMALIZE)
+
+
+@dataclasses.dataclass(frozen=True)
+class NMPruneConfig(_Selection):
+    """N:M semi-structured pruning: keep ``n`` of every ``m`` consecutive weights along the input axis."""
+
+    n: int = 2
+    m: int = 4
+    importance: str = "magnitude"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.n <= self.m or self.m < 1:
+            raise RecipeError(f"N:M pattern needs 0 <= N <= M and M >= 1, got {self.n}:{self.m}")
+        _check_choice("importance", self.importance, IMPORTANCES)
+
+
+def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise RecipeError(f"{field} must be one of {', '.join(choices)}; got '{value}'")
+
+
+def select_weights(
+    model: ir.Model, config: _Selection, report: PassReport, *, needs_data: bool
+) -> list[Weight]:
+    """Prunable weights after include/exclude/keep-first/last, recording every skip in ``report``."""
+    found = find_weights(model)
+    for s in found.skipped:
+        report.skip(s.name, s.node, s.op_type, s.reason)
+    weights = list(found.weights)
+    main = [w for w in weights if not any(u.in_subgraph for u in w.uses)]
+    dense: dict[str, str] = {}
+    if config.keep_first and main:
+        dense[main[0].name] = "first layer kept dense (keep_first)"
+    if config.keep_last and main:
+        dense[main[-1].name] = "last layer kept dense (keep_last)"
+    chosen = []
+    for weight in weights:
+        node = weight.node_names[0]
+        reason = dense.get(weight.name)
+        if reason is None and config.include and not matches(weight, config.include):
+            reason = "not matched by include globs"
+        if reason is None and config.exclude and matches(weight, config.exclude):
+            reason = "matched an exclude glob"
+        if reason is None and needs_data and any(u.in_subgraph for u in weight.uses):
+            reason = "inside a subgraph (If/Loop/Scan): no calibration statistics"
+        if reason is None:
+            chosen.append(weight)
+        else:
+            report.skip(weight.name, node, weight.op_type, reason)
+    return chosen
+
+
+def _stats_for(pass_: OnnxPrunePass, model: ir.Model, weights: list[Weight], importance: str) -> dict[str, ChannelStats] | None:
+    if importance == "magnitude" or not weights:
+        return None
+    requests = [r for w in weights for r in input_requests(w)]
+    return pass_.context.stats(model, requests, needed_by=f"{pass_.name} with importance '{importance}'")
+
+
+def _entry(weight: Weight, pruned: int, extra: dict | None = None) -> dict:
+    return {
+        "tensor": weight.name,
+        "nodes": list(weight.node_names),
+        "op": weight.op_type,
+        "shape": list(weight.shape),
+        "numel": weight.size,
+        "zeros": pruned,
+        "sparsity": pruned / max(weight.size, 1),
+        **(extra or {}),
+    }
+
+
+def _normalizer(scores: np.ndarray, how: str) -> float:
+    if how == "none":
+        return 1.0
+    value = {"mean": np.mean, "max": np.max, "l2": np.linalg.norm}[how](scores)
+    return float(value) if value > 0 else 1.0
+
+
+class UnstructuredPrunePass(OnnxPrunePass):
+    """Zero the lowest-scoring weights (layer-wise or with one global threshold)."""
+
+    name = "unstructured"
+    config_class = UnstructuredPruneConfig
+
+    def call(self, model: ir.Model) -> PruneResult:
+        start = time.perf_counter()
+        config: UnstructuredPruneConfig = self.config
+        report = self.new_report()
+        weights = select_weights(model, config, report, needs_data=config.importance != "magnitude")
+        stats = _stats_for(self, model, weights, config.importance)
+        modified = False
+        if config.sparsity > 0 and weights:
+            if config.scope == "global":
+                modified = self._global(weights, stats, report)
+            else:
+                modified = self._layerwise(weights, stats, report)
+        total = sum(e["numel"] for e in report.changed)
+        zeros = sum(e["zeros"] for e in report.changed)
+        report.summary = {
+            "requested_sparsity": config.sparsity,
+            "achieved_sparsity": zeros / total if total else 0.0,
+            "pruned_tensors": len(report.changed),
+            "skipped_tensors": len(report.skipped),
+        }
+        if modified:
+            self.context.analyses.invalidate(preserved=(find_weights,))
+        report.seconds = time.perf_counter() - start
+        logger.info("%s: %d tensors at %.1f%% sparsity", self.name, len(report.changed), 100 * report.summary["achieved_sparsity"])
+        return PruneResult(model, modified, report)
+
+    def _layerwise(self, weights: list[Weight], stats: dict | None, report: PassReport) -> bool:
+        config: UnstructuredPruneConfig = self.config
+        for weight in weights:
+            values = read_weight(weight)
+            scores = score(weight, values, config.importance, stats)
+            n = int(round(config.sparsity * weight.size))
+            if config.importance == "wanda":
+                rows = np.moveaxis(scores, weight.out_axis, 0).reshape(weight.shape[weight.out_axis], -1)
+                keep_rows = row_mask(rows, n)
+                keep = np.moveaxis(keep_rows.reshape(np.moveaxis(scores, weight.out_axis, 0).shape), 0, weight.out_axis)
+            else:
+                keep = prune_lowest([lambda s=scores: s], n)(0).reshape(weight.shape)
+            write_weight(weight, np.where(keep, values, 0))
+            report.changed.append(_entry(weight, int(np.count_nonzero(~keep))))
+        return True
+
+    def _global(self, weights: list[Weight], stats: dict | None, report: PassReport) -> bool:
+        config: UnstructuredPruneConfig = self.config
+        scales = []
+        for weight in weights:
+            scales.append(_normalizer(score(weight, read_weight(weight), config.importance, stats), config.normalize))
+
+        def score_fn(i: int) -> Callable[[], np.ndarray]:
+            weight = weights[i]
+            return lambda: score(weight, read_weight(weight), config.importance, stats) / np.float32(scales[i])
+
+        fns = [score_fn(i) for i in range(len(weights))]
+        n = int(round(config.sparsity * sum(w.size for w in weights)))
+        keep_of = prune_lowest(fns, n)
+        for i, weight in enumerate(weights):
+            keep = keep_of(i).reshape(weight.shape)
+            write_weight(weight, np.where(keep, read_weight(weight), 0))
+            report.changed.append(_entry(weight, int(np.count_nonzero(~keep))))
+        return True
+
+
+class NMPrunePass(OnnxPrunePass):
+    """N:M semi-structured sparsity along each weight's input (reduction) axis, verified after writing."""
+
+    name = "nm"
+    config_class = NMPruneConfig
+
+    def call(self, model: ir.Model) -> PruneResult:
+        start = time.perf_counter()
+        config: NMPruneConfig = self.config
+        report = self.new_report()
+        weights = select_weights(model, config, report, needs_data=config.importance != "magnitude")
+        fitting = []
+        for weight in weights:
+            k = weight.shape[weight.in_axis]
+            if k % config.m:
+                report.skip(weight.name, weight.node_names[0], weight.op_type, f"input dim {k} is not a multiple of M={config.m}")
+            else:
+                fitting.append(weight)
+        stats = _stats_for(self, model, fitting, config.importance)
+        for weight in fitting:
+            values = read_weight(weight)
+            scores = to_rows(weight, score(weight, values, config.importance, stats))
+            keep = from_rows(weight, nm_mask(scores, config.n, config.m))
+            pruned = np.where(keep, values, 0)
+            write_weight(weight, pruned)
+            check_nm(weight, pruned, config.n, config.m)
+            report.changed.append(_entry(weight, int(np.count_nonzero(pruned == 0)), {"pattern": f"{config.n}:{config.m}"}))
+        total = sum(e["numel"] for e in report.changed)
+        report.summary = {
+            "pattern": f"{config.n}:{config.m}",
+            "achieved_sparsity": sum(e["zeros"] for e in report.changed) / total if total else 0.0,
+            "pruned_tensors": len(report.changed),
+            "skipped_tensors": len(report.skipped),
+        }
+        modified = bool(report.changed) and config.n < config.m
+        if modified:
+            self.context.analyses.invalidate(preserved=(find_weights,))
+        report.seconds = time.perf_counter() - start
+        return PruneResult(model, modified, report)
+
+
+def check_nm(weight: Weight, values: np.ndarray, n: int, m: int) -> None:
+    """Raise if any group of ``m`` consecutive input weights holds more than ``n`` nonzeros."""
+    rows = to_rows(weight, values)
+    counts = np.count_nonzero(rows.reshape(rows.shape[0], -1, m), axis=-1)
+    if counts.max(initial=0) > n:
+        raise AssertionError(f"{weight.name}: N:M check failed ({int(counts.max())} nonzeros in a group of {m})")
