@@ -86,10 +86,10 @@ def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def select_weights(
-    model: ir.Model, config: _Selection, report: PassReport, *, needs_data: bool
+    pass_: OnnxPrunePass, model: ir.Model, config: _Selection, report: PassReport, *, needs_data: bool
 ) -> list[Weight]:
     """Prunable weights after include/exclude/keep-first/last, recording every skip in ``report``."""
-    found = find_weights(model)
+    found = pass_.context.analyses.get(find_weights, model)
     for s in found.skipped:
         report.skip(s.name, s.node, s.op_type, s.reason)
     weights = list(found.weights)
@@ -153,7 +153,7 @@ class UnstructuredPrunePass(OnnxPrunePass):
         start = time.perf_counter()
         config: UnstructuredPruneConfig = self.config
         report = self.new_report()
-        weights = select_weights(model, config, report, needs_data=config.importance != "magnitude")
+        weights = select_weights(self, model, config, report, needs_data=config.importance != "magnitude")
         stats = _stats_for(self, model, weights, config.importance)
         modified = False
         if config.sparsity > 0 and weights:
@@ -221,7 +221,7 @@ class NMPrunePass(OnnxPrunePass):
         start = time.perf_counter()
         config: NMPruneConfig = self.config
         report = self.new_report()
-        weights = select_weights(model, config, report, needs_data=config.importance != "magnitude")
+        weights = select_weights(self, model, config, report, needs_data=config.importance != "magnitude")
         fitting = []
         for weight in weights:
             k = weight.shape[weight.in_axis]

@@ -8,8 +8,13 @@ cannot be pruned safely are listed with the reason.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -22,6 +27,7 @@ __all__ = [
     "WeightUse",
     "find_weights",
     "read_weight",
+    "spill",
     "write_weight",
 ]
 
@@ -94,22 +100,9 @@ class PrunableWeights:
         return len(self.weights)
 
 
-def _resolve_constant(value: ir.Value) -> tuple[str, ir.Value | ir.Node] | None:
-    """Follow Identity chains back to an initializer or a Constant node."""
-    seen = 0
-    while value is not None and seen < 64:
-        if value.is_initializer() and value.const_value is not None:
-            return value.name or "", value
-        producer = value.producer()
-        if producer is None:
-            return None
-        if producer.op_type == "Constant" and producer.domain in ("", "ai.onnx") and "value" in producer.attributes:
-            return value.name or "", producer
-        if producer.op_type != "Identity" or producer.domain not in ("", "ai.onnx"):
-            return None
-        value = producer.inputs[0]
-        seen += 1
-    return None
+_WEIGHT_BEARING = frozenset(
+    "LSTM GRU RNN DequantizeLinear QuantizeLinear MatMulInteger ConvInteger QLinearConv QLinearMatMul".split()
+)
 
 
 def _alias_uses(value: ir.Value) -> Iterator[tuple[ir.Node, int]]:
@@ -178,7 +171,11 @@ def find_weights(model: ir.Model) -> PrunableWeights:
         roles = [(node, _role(node, index, len(shape))) for node, index in uses]
         weight_roles = [(node, role) for node, role in roles if not isinstance(role, str)]
         if not weight_roles:
-            continue  # not a weight at all (bias, shape constant, ...)
+            # Not a weight of a supported op. Report the matrices of weight-bearing ops we leave alone.
+            notable = next(((n, r) for n, r in roles if n.op_type in _WEIGHT_BEARING and len(shape) >= 2), None)
+            if notable is not None:
+                skipped.append(Skipped(name, notable[0].name or "", notable[0].op_type, str(notable[1])))
+            continue
         first = weight_roles[0][0]
         problem = next(((node, role) for node, role in roles if isinstance(role, str)), None)
         if problem is not None:
@@ -218,17 +215,43 @@ def _tensor_of(holder: ir.Value | ir.Node) -> ir.TensorProtocol:
     return holder.const_value
 
 
+_SPILL_DIR: Path | None = None
+
+
+def spill(array: np.ndarray, dtype: ir.DataType, name: str) -> ir.ExternalTensor:
+    """Write ``array`` to a scratch file and return it as a memory-mapped external tensor."""
+    global _SPILL_DIR
+    if _SPILL_DIR is None:
+        _SPILL_DIR = Path(tempfile.mkdtemp(prefix="onnxprune-spill-"))
+        atexit.register(shutil.rmtree, _SPILL_DIR, True)
+    fd, path = tempfile.mkstemp(suffix=".bin", dir=_SPILL_DIR)
+    with os.fdopen(fd, "wb") as f:
+        array.tofile(f)
+    return ir.ExternalTensor(
+        Path(path).name, 0, array.nbytes, dtype, shape=ir.Shape(array.shape), name=name, base_dir=_SPILL_DIR
+    )
+
+
 def read_weight(weight: Weight) -> np.ndarray:
     """Read the weight's values (memory-mapped for external data)."""
     return _tensor_of(weight.holder).numpy()
 
 
 def write_weight(weight: Weight, array: np.ndarray) -> None:
-    """Replace the weight's values in place, keeping its name, dtype and shape."""
+    """Replace the weight's values in place, keeping its name, dtype and shape.
+
+    A weight that was memory-mapped external data is written to a scratch file and memory-mapped
+    again, so pruning a model over 2 GB never holds all of its weights in memory.
+    """
     old = _tensor_of(weight.holder)
     if tuple(array.shape) != weight.shape:
         raise ValueError(f"{weight.name}: new shape {array.shape} != {weight.shape}")
-    tensor = ir.Tensor(np.ascontiguousarray(array, dtype=old.dtype.numpy()), dtype=old.dtype, name=old.name)
+    array = np.ascontiguousarray(array, dtype=old.dtype.numpy())
+    tensor: ir.TensorProtocol
+    if isinstance(old, ir.ExternalTensor):
+        tensor = spill(array, old.dtype, old.name or weight.name)
+    else:
+        tensor = ir.Tensor(array, dtype=old.dtype, name=old.name)
     if isinstance(weight.holder, ir.Node):
         weight.holder.attributes["value"] = ir.AttrTensor("value", tensor)
     else:
