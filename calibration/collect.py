@@ -82,5 +82,5 @@ def collect_stats(
         done += next(iter(batch.values())).shape[0] if batch else 1
         if progress is not None:
             progress(min(done, total), total)
-    logger.info("collected statistics for %d values over %d batches' worth of samples", len(stats), done)
+    logger.info("collected statistics for %d values over %d samples", len(stats), done)
     return stats

@@ -32,9 +32,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def _has_external(model: ir.Model) -> bool:
-    return any(
-        isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
-    )
+    return any(isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values())
 
 
 @contextlib.contextmanager

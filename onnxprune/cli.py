@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -31,7 +32,9 @@ out = Console()
 
 def _setup_logging(quiet: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, handlers=[RichHandler(console=console, show_path=False)], format="%(message)s", force=True)
+    logging.basicConfig(
+        level=level, handlers=[RichHandler(console=console, show_path=False)], format="%(message)s", force=True
+    )
 
 
 @contextlib.contextmanager
@@ -95,6 +98,11 @@ def _parse_pattern(pattern: str) -> tuple[int, int]:
     return int(n), int(m)
 
 
+def _absolute(path: str | None) -> str | None:
+    """Absolute form of a path, so that a dumped recipe works from any folder."""
+    return None if path is None else str(Path(path).resolve())
+
+
 def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
     quiet = ctx.obj["quiet"]
     with _progress(not quiet) as factory:
@@ -102,7 +110,9 @@ def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
     if not quiet:
         out.print(comparison_table(result.before, result.after, result.report["validation"]))
         for report in result.report["passes"]:
-            summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items())
+            summary = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items()
+            )
             out.print(f"[bold]{report['name']}[/bold] ({report['seconds']:.2f} s): {summary}")
             for skip in report["skipped"][:20]:
                 out.print(f"  skipped {skip['tensor']} ({skip['op']} {skip['node']}): {skip['reason']}")
@@ -116,10 +126,21 @@ def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
 @click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Unstructured sparsity (fraction zeroed).")
 @click.option("--pattern", help="N:M semi-structured sparsity, e.g. 2:4.")
-@click.option("--importance", type=click.Choice(["magnitude", "wanda"]), default="magnitude", show_default=True)
+@click.option(
+    "--importance",
+    type=click.Choice(["magnitude", "wanda", "sparsegpt"]),
+    default="magnitude",
+    show_default=True,
+    help="sparsegpt: SparseGPT with weight reconstruction (ignores --scope).",
+)
 @click.option("--scope", type=click.Choice(["global", "layer"]), default="layer", show_default=True)
-@click.option("--normalize", type=click.Choice(["none", "mean", "l2", "max"]), default="none", show_default=True,
-              help="With --scope global: per-layer score normalization.")
+@click.option(
+    "--normalize",
+    type=click.Choice(["none", "mean", "l2", "max"]),
+    default="none",
+    show_default=True,
+    help="With --scope global: per-layer score normalization.",
+)
 @click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs).")
 @click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
@@ -130,35 +151,62 @@ def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
 @click.option("--keep-last", is_flag=True, help="Keep the last prunable layer dense.")
 @click.option("--data", type=click.Path(), help="Validation data (default: the calibration data).")
 @click.option("--threads", type=click.IntRange(1), help="onnxruntime threads.")
-@click.option("--external-data/--no-external-data", default=None, help="Force external data on or off (default: by size).")
+@click.option(
+    "--external-data/--no-external-data", default=None, help="Force external data on or off (default: by size)."
+)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit.")
 @click.pass_context
 @_handle_errors
-def prune(ctx: click.Context, model: str, output: str, sparsity: float | None, pattern: str | None, importance: str,
-          scope: str, normalize: str, calib: str | None, samples: int | None, batch_size: int,
-          input_shape: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], keep_first: bool,
-          keep_last: bool, data: str | None, threads: int | None, external_data: bool | None, report: str | None,
-          dump_recipe: bool) -> None:
+def prune(
+    ctx: click.Context,
+    model: str,
+    output: str,
+    sparsity: float | None,
+    pattern: str | None,
+    importance: str,
+    scope: str,
+    normalize: str,
+    calib: str | None,
+    samples: int | None,
+    batch_size: int,
+    input_shape: tuple[str, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    keep_first: bool,
+    keep_last: bool,
+    data: str | None,
+    threads: int | None,
+    external_data: bool | None,
+    report: str | None,
+    dump_recipe: bool,
+) -> None:
     """Prune MODEL (unstructured --sparsity or N:M --pattern) and write OUTPUT."""
     if (sparsity is None) == (pattern is None):
         raise click.UsageError("give exactly one of --sparsity or --pattern")
     selection = {"include": list(include), "exclude": list(exclude), "keep_first": keep_first, "keep_last": keep_last}
-    if pattern is not None:
+    if importance == "sparsegpt":
+        target = {"sparsity": sparsity} if pattern is None else dict(zip("nm", _parse_pattern(pattern), strict=True))
+        spec = PassSpec("sparsegpt", {**target, **selection})
+    elif pattern is not None:
         n, m = _parse_pattern(pattern)
         spec = PassSpec("nm", {"n": n, "m": m, "importance": importance, **selection})
     else:
-        spec = PassSpec("unstructured", {"sparsity": sparsity, "importance": importance, "scope": scope,
-                                         "normalize": normalize, **selection})
+        spec = PassSpec(
+            "unstructured",
+            {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize, **selection},
+        )
     recipe = Recipe(
-        model=model,
-        output=output,
+        model=_absolute(model) if dump_recipe else model,
+        output=_absolute(output) if dump_recipe else output,
         passes=(spec, PassSpec("cleanup")),
-        calibration=CalibrationSpec(calib, samples, batch_size, parse_input_shapes(input_shape)),
-        validation_data=data,
+        calibration=CalibrationSpec(
+            _absolute(calib) if dump_recipe else calib, samples, batch_size, parse_input_shapes(input_shape)
+        ),
+        validation_data=_absolute(data) if dump_recipe else data,
         threads=threads,
         external_data=external_data,
-        report=report,
+        report=_absolute(report) if dump_recipe else report,
     )
     Recipe.from_dict(recipe.to_dict())  # validates the pass configs
     if dump_recipe:
@@ -169,13 +217,17 @@ def prune(ctx: click.Context, model: str, output: str, sparsity: float | None, p
 
 @cli.command("run")
 @click.argument("recipe_path", metavar="RECIPE.yaml", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Override the recipe's output path.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Override the recipe's report path.")
 @click.pass_context
 @_handle_errors
-def run_cmd(ctx: click.Context, recipe_path: str) -> None:
+def run_cmd(ctx: click.Context, recipe_path: str, output: str | None, report: str | None) -> None:
     """Run a recipe file (see ``prune --dump-recipe``)."""
     if not Path(recipe_path).is_file():
         raise RecipeError(f"{recipe_path}: no such recipe file")
-    _run_and_show(ctx, Recipe.from_yaml(recipe_path))
+    recipe = Recipe.from_yaml(recipe_path)
+    overrides = {k: v for k, v in (("output", output), ("report", report)) if v is not None}
+    _run_and_show(ctx, dataclasses.replace(recipe, **overrides))
 
 
 @cli.command("validate")
@@ -189,8 +241,17 @@ def run_cmd(ctx: click.Context, recipe_path: str) -> None:
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.pass_context
 @_handle_errors
-def validate_cmd(ctx: click.Context, ref: str, cand: str, data: str | None, samples: int | None, batch_size: int,
-                 input_shape: tuple[str, ...], threads: int | None, report: str | None) -> None:
+def validate_cmd(
+    ctx: click.Context,
+    ref: str,
+    cand: str,
+    data: str | None,
+    samples: int | None,
+    batch_size: int,
+    input_shape: tuple[str, ...],
+    threads: int | None,
+    report: str | None,
+) -> None:
     """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes."""
     from onnxprune.report import write_json
     from onnxprune.verify import validate
@@ -199,12 +260,15 @@ def validate_cmd(ctx: click.Context, ref: str, cand: str, data: str | None, samp
     reference, candidate = _io.load(ref), _io.load(cand)
     source = open_source(data, reference, samples=samples, input_shapes=shapes)
     with _progress(not ctx.obj["quiet"]) as factory:
-        result = validate(reference, candidate, source, batch_size=batch_size, threads=threads,
-                          progress=factory("validation")).as_dict()
+        result = validate(
+            reference, candidate, source, batch_size=batch_size, threads=threads, progress=factory("validation")
+        ).as_dict()
     before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
     if report:
-        write_json({"ref": ref, "cand": cand, "before": before.as_dict(), "after": after.as_dict(),
-                    "validation": result}, report)
+        write_json(
+            {"ref": ref, "cand": cand, "before": before.as_dict(), "after": after.as_dict(), "validation": result},
+            report,
+        )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))
 
@@ -242,8 +306,6 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
 @cli.command()
 def passes() -> None:
     """List the registered passes and their options."""
-    import dataclasses
-
     from onnxprune.passes import PASSES
 
     for name, cls in PASSES.items():

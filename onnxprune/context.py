@@ -45,9 +45,7 @@ class PassContext:
         return self.analyses.get(_collect, model, self, key, key=("stats", key))
 
 
-def _collect(
-    model: ir.Model, context: PassContext, requests: tuple[StatRequest, ...]
-) -> dict[str, ChannelStats]:
+def _collect(model: ir.Model, context: PassContext, requests: tuple[StatRequest, ...]) -> dict[str, ChannelStats]:
     assert context.calibration is not None
     return collect_stats(
         model,

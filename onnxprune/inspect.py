@@ -24,13 +24,15 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
     prunable = []
     for w in found:
         values = read_weight(w)
-        prunable.append({
-            "tensor": w.name,
-            "op": w.op_type,
-            "shape": list(w.shape),
-            "nodes": list(w.node_names),
-            "sparsity": float(np.count_nonzero(values == 0) / max(values.size, 1)),
-        })
+        prunable.append(
+            {
+                "tensor": w.name,
+                "op": w.op_type,
+                "shape": list(w.shape),
+                "nodes": list(w.node_names),
+                "sparsity": float(np.count_nonzero(values == 0) / max(values.size, 1)),
+            }
+        )
     return {
         "opset": model.opset_imports.get("", None),
         "nodes": sum(ops.values()),

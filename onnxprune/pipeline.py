@@ -36,7 +36,8 @@ class Pipeline(ir.passes.InPlacePass):
         self.context = context if context is not None else PassContext()
         self.passes = list(passes)
         for p in self.passes:
-            p.context = self.context
+            if not p.context_given:
+                p.context = self.context
 
     def call(self, model: ir.Model) -> PipelineResult:
         reports: list[PassReport] = []

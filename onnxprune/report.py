@@ -101,7 +101,10 @@ def comparison_table(before: ModelStats, after: ModelStats, validation: Mapping[
         for out in validation["outputs"]:
             top1 = "" if out["top1_agreement"] is None else f", top-1 agree {out['top1_agreement']:.4f}"
             table.add_row(
-                f"output '{out['name']}'", "", f"max|Δ| {out['max_abs_diff']:.3g}, cos {out['mean_cosine']:.5f}{top1}", ""
+                f"output '{out['name']}'",
+                "",
+                f"max|Δ| {out['max_abs_diff']:.3g}, cos {out['mean_cosine']:.5f}{top1}",
+                "",
             )
     return table
 

@@ -14,6 +14,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import _io, _ort
+from onnxprune._ort import session
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.errors import ValidationError
@@ -26,6 +27,7 @@ __all__ = [
     "compare_outputs",
     "measure_latency",
     "run_model",
+    "session",
     "validate",
 ]
 
@@ -137,7 +139,11 @@ def compare_outputs(
 
 
 def measure_latency(
-    ref: ort.InferenceSession, cand: ort.InferenceSession, feed: Mapping[str, np.ndarray], runs: int = 30, warmup: int = 3
+    ref: ort.InferenceSession,
+    cand: ort.InferenceSession,
+    feed: Mapping[str, np.ndarray],
+    runs: int = 30,
+    warmup: int = 3,
 ) -> tuple[float, float]:
     """Median latency (ms) of both sessions on one feed, runs interleaved in this process."""
     feed = dict(feed)

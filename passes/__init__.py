@@ -6,11 +6,13 @@ importing a module never registers anything behind your back.
 
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
+from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
 from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
 
 PASSES: dict[str, type[OnnxPrunePass]] = {
     UnstructuredPrunePass.name: UnstructuredPrunePass,
     NMPrunePass.name: NMPrunePass,
+    SparseGPTPass.name: SparseGPTPass,
     CleanupPass.name: CleanupPass,
 }
 
@@ -23,6 +25,8 @@ __all__ = [
     "OnnxPrunePass",
     "PassReport",
     "PruneResult",
+    "SparseGPTConfig",
+    "SparseGPTPass",
     "UnstructuredPruneConfig",
     "UnstructuredPrunePass",
 ]

@@ -59,6 +59,7 @@ class OnnxPrunePass(ir.passes.InPlacePass):
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.context = context if context is not None else PassContext()
+        self.context_given = context is not None
 
     def new_report(self) -> PassReport:
         """An empty report for this pass and config."""

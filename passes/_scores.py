@@ -64,7 +64,9 @@ def to_rows(weight: Weight, array: np.ndarray) -> np.ndarray:
 def from_rows(weight: Weight, rows: np.ndarray) -> np.ndarray:
     """Inverse of :func:`to_rows`."""
     shape = list(weight.shape)
-    moved_shape = [shape[weight.out_axis]] + [
-        d for i, d in enumerate(shape) if i not in (weight.out_axis, weight.in_axis)
-    ] + [shape[weight.in_axis]]
+    moved_shape = (
+        [shape[weight.out_axis]]
+        + [d for i, d in enumerate(shape) if i not in (weight.out_axis, weight.in_axis)]
+        + [shape[weight.in_axis]]
+    )
     return np.moveaxis(rows.reshape(moved_shape), (0, -1), (weight.out_axis, weight.in_axis))

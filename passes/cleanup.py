@@ -36,7 +36,11 @@ class CleanupPass(OnnxPrunePass):
         if self.config.remove_identities:
             steps.append(common.IdentityEliminationPass())
         if self.config.remove_unused:
-            steps += [common.RemoveUnusedNodesPass(), common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()]
+            steps += [
+                common.RemoveUnusedNodesPass(),
+                common.RemoveUnusedFunctionsPass(),
+                common.RemoveUnusedOpsetsPass(),
+            ]
         modified = bool(steps) and ir.passes.Sequential(*steps)(model).modified
         nodes_after = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
         inits_after = sum(len(g.initializers) for g in model.graphs())

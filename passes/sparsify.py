@@ -14,7 +14,7 @@ from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, matches
-from onnxprune.passes._scores import IMPORTANCES, input_requests, score, to_rows, from_rows
+from onnxprune.passes._scores import IMPORTANCES, from_rows, input_requests, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
 
 __all__ = [
@@ -116,7 +116,9 @@ def select_weights(
     return chosen
 
 
-def _stats_for(pass_: OnnxPrunePass, model: ir.Model, weights: list[Weight], importance: str) -> dict[str, ChannelStats] | None:
+def _stats_for(
+    pass_: OnnxPrunePass, model: ir.Model, weights: list[Weight], importance: str
+) -> dict[str, ChannelStats] | None:
     if importance == "magnitude" or not weights:
         return None
     requests = [r for w in weights for r in input_requests(w)]
@@ -172,7 +174,12 @@ class UnstructuredPrunePass(OnnxPrunePass):
         if modified:
             self.context.analyses.invalidate(preserved=(find_weights,))
         report.seconds = time.perf_counter() - start
-        logger.info("%s: %d tensors at %.1f%% sparsity", self.name, len(report.changed), 100 * report.summary["achieved_sparsity"])
+        logger.info(
+            "%s: %d tensors at %.1f%% sparsity",
+            self.name,
+            len(report.changed),
+            100 * report.summary["achieved_sparsity"],
+        )
         return PruneResult(model, modified, report)
 
     def _layerwise(self, weights: list[Weight], stats: dict | None, report: PassReport) -> bool:
@@ -226,7 +233,12 @@ class NMPrunePass(OnnxPrunePass):
         for weight in weights:
             k = weight.shape[weight.in_axis]
             if k % config.m:
-                report.skip(weight.name, weight.node_names[0], weight.op_type, f"input dim {k} is not a multiple of M={config.m}")
+                report.skip(
+                    weight.name,
+                    weight.node_names[0],
+                    weight.op_type,
+                    f"input dim {k} is not a multiple of M={config.m}",
+                )
             else:
                 fitting.append(weight)
         stats = _stats_for(self, model, fitting, config.importance)
@@ -237,7 +249,9 @@ class NMPrunePass(OnnxPrunePass):
             pruned = np.where(keep, values, 0)
             write_weight(weight, pruned)
             check_nm(weight, pruned, config.n, config.m)
-            report.changed.append(_entry(weight, int(np.count_nonzero(pruned == 0)), {"pattern": f"{config.n}:{config.m}"}))
+            report.changed.append(
+                _entry(weight, int(np.count_nonzero(pruned == 0)), {"pattern": f"{config.n}:{config.m}"})
+            )
         total = sum(e["numel"] for e in report.changed)
         report.summary = {
             "pattern": f"{config.n}:{config.m}",

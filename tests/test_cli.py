@@ -28,8 +28,20 @@ def _accuracy(path: Path) -> float:
 def test_prune_writes_model_and_report(tmp_path: Path, digits_model: Path, digits_calib: Path) -> None:
     before = sha256(digits_model)
     out, report = tmp_path / "p.onnx", tmp_path / "r.json"
-    result = _invoke("prune", digits_model, "-o", out, "--sparsity", "0.5", "--importance", "wanda",
-                     "--calib", digits_calib, "--report", report)
+    result = _invoke(
+        "prune",
+        digits_model,
+        "-o",
+        out,
+        "--sparsity",
+        "0.5",
+        "--importance",
+        "wanda",
+        "--calib",
+        digits_calib,
+        "--report",
+        report,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["after"]["nonzero_params"] < 0.55 * data["before"]["nonzero_params"]
@@ -40,16 +52,30 @@ def test_prune_writes_model_and_report(tmp_path: Path, digits_model: Path, digit
 
 
 def test_table_is_printed(tmp_path: Path, digits_model: Path, digits_calib: Path) -> None:
-    result = CliRunner().invoke(cli, ["prune", str(digits_model), "-o", str(tmp_path / "p.onnx"), "--pattern", "2:4",
-                                      "--calib", str(digits_calib)])
+    result = CliRunner().invoke(
+        cli,
+        ["prune", str(digits_model), "-o", str(tmp_path / "p.onnx"), "--pattern", "2:4", "--calib", str(digits_calib)],
+    )
     assert result.exit_code == 0, result.output
     assert "nonzero parameters" in result.output and "latency" in result.output
 
 
 def test_dump_recipe_then_run_reproduces(tmp_path: Path, digits_model: Path, digits_calib: Path) -> None:
     out = tmp_path / "p.onnx"
-    args = ["prune", digits_model, "-o", out, "--sparsity", "0.6", "--scope", "global", "--calib", digits_calib,
-            "--exclude", "*classifier.3*"]
+    args = [
+        "prune",
+        digits_model,
+        "-o",
+        out,
+        "--sparsity",
+        "0.6",
+        "--scope",
+        "global",
+        "--calib",
+        digits_calib,
+        "--exclude",
+        "*classifier.3*",
+    ]
     dumped = _invoke(*args, "--dump-recipe")
     assert dumped.exit_code == 0 and not out.exists()
     recipe = tmp_path / "recipe.yaml"
@@ -77,14 +103,27 @@ def test_validate_inspect_passes(tmp_path: Path, digits_model: Path, digits_cali
     assert "unstructured" in listing and "nm" in listing
 
 
-def test_bundled_model_keeps_stated_accuracy_at_50_percent(tmp_path: Path, digits_model: Path,
-                                                           digits_calib: Path) -> None:
+def test_bundled_model_keeps_stated_accuracy_at_50_percent(
+    tmp_path: Path, digits_model: Path, digits_calib: Path
+) -> None:
     assert _accuracy(digits_model) >= 0.98
     floors = {("wanda", "layer"): 0.97, ("magnitude", "global"): 0.97, ("magnitude", "layer"): 0.93}
     for (importance, scope), floor in floors.items():
         out = tmp_path / f"{importance}-{scope}.onnx"
-        result = _invoke("prune", digits_model, "-o", out, "--sparsity", "0.5", "--importance", importance,
-                         "--scope", scope, "--calib", digits_calib)
+        result = _invoke(
+            "prune",
+            digits_model,
+            "-o",
+            out,
+            "--sparsity",
+            "0.5",
+            "--importance",
+            importance,
+            "--scope",
+            scope,
+            "--calib",
+            digits_calib,
+        )
         assert result.exit_code == 0, result.output
         assert _accuracy(out) >= floor, (importance, scope)
 
@@ -113,14 +152,28 @@ def test_bad_model_files_exit_2_with_one_line(tmp_path: Path, digits_model: Path
 
 @pytest.mark.parametrize(
     ("arrays", "fragment"),
-    [({"image": np.zeros((4, 1, 1, 8, 8), np.float32)}, "missing model input 'input'"),
-     ({"input": np.zeros((4, 1, 2, 8, 8), np.float32)}, "input 'input' has shape")],
+    [
+        ({"image": np.zeros((4, 1, 1, 8, 8), np.float32)}, "missing model input 'input'"),
+        ({"input": np.zeros((4, 1, 2, 8, 8), np.float32)}, "input 'input' has shape"),
+    ],
 )
 def test_bad_calibration_exits_2(tmp_path: Path, digits_model: Path, arrays: dict, fragment: str) -> None:
     calib = tmp_path / "c.npz"
     np.savez(calib, **arrays)
-    line = _error_line(_invoke("prune", digits_model, "-o", tmp_path / "o.onnx", "--sparsity", "0.5",
-                               "--importance", "wanda", "--calib", calib))
+    line = _error_line(
+        _invoke(
+            "prune",
+            digits_model,
+            "-o",
+            tmp_path / "o.onnx",
+            "--sparsity",
+            "0.5",
+            "--importance",
+            "wanda",
+            "--calib",
+            calib,
+        )
+    )
     assert fragment in line
     assert not (tmp_path / "o.onnx").exists()
 
@@ -135,8 +188,12 @@ def test_output_equal_to_input_exits_2(digits_model: Path) -> None:
 def test_usage_errors_exit_2(tmp_path: Path, digits_model: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["prune", str(digits_model), "-o", str(tmp_path / "o.onnx")]).exit_code == 2
-    assert runner.invoke(cli, ["prune", str(digits_model), "-o", str(tmp_path / "o.onnx"),
-                               "--pattern", "two:four"]).exit_code == 2
+    assert (
+        runner.invoke(
+            cli, ["prune", str(digits_model), "-o", str(tmp_path / "o.onnx"), "--pattern", "two:four"]
+        ).exit_code
+        == 2
+    )
     bad_recipe = tmp_path / "r.yaml"
     bad_recipe.write_text("model: x.onnx\noutput: y.onnx\npasses: [{name: nosuch}]\n")
     assert "unknown pass 'nosuch'" in _error_line(_invoke("run", bad_recipe))

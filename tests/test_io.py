@@ -132,7 +132,9 @@ def test_pruning_external_data_keeps_weights_memory_mapped(tmp_path: Path) -> No
     UnstructuredPrunePass(UnstructuredPruneConfig(sparsity=0.5))(model)
     pruned = [v for v in model.graph.initializers.values() if v.const_value.size >= 64]
     assert pruned and all(isinstance(v.const_value, ir.ExternalTensor) for v in pruned)
-    assert all(np.mean(v.const_value.numpy() == 0) == pytest.approx(0.5, abs=0.02) for v in pruned if v.shape.rank() > 1)
+    assert all(
+        np.mean(v.const_value.numpy() == 0) == pytest.approx(0.5, abs=0.02) for v in pruned if v.shape.rank() > 1
+    )
     in_memory = ort_run(model, feeds)
     out = onnxprune.save(model, tmp_path / "pruned.onnx", external_data=True, size_threshold_bytes=64)
     for key, value in ort_run(onnxprune.load(out), feeds).items():

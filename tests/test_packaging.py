@@ -22,16 +22,20 @@ def test_wheel_installs_and_imports(tmp_path: Path) -> None:
     )
     wheel = next(wheels.glob("onnxprune-*.whl"))
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        cwd=tmp_path,
+    )
     code = (
         "import onnxprune, onnxprune.passes, onnxprune.calibration, onnxprune.analysis, onnxprune.cli;"
-        "assert onnxprune.__file__.startswith(%r), onnxprune.__file__;"
-        "assert onnxprune.passes.__file__.startswith(%r);"
-        "print(sorted(onnxprune.passes.PASSES))" % (str(target), str(target))
+        f"assert onnxprune.__file__.startswith({str(target)!r}), onnxprune.__file__;"
+        f"assert onnxprune.passes.__file__.startswith({str(target)!r});"
+        "print(sorted(onnxprune.passes.PASSES))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
-    result = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert "unstructured" in result.stdout

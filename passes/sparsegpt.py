@@ -1,0 +1,389 @@
+"""SparseGPT: one-shot pruning with OBS weight reconstruction (Frantar & Alistarh, 2023).
+
+Each weight is viewed as a matrix ``W [rows, K]`` (rows: outputs, K: input features, ordered like the
+columns of the activation's Gram matrix ``H = XᵀX``). Columns are pruned left to right in blocks; the
+error of every pruned weight is spread over the not-yet-processed weights of its row through the upper
+Cholesky factor of ``H⁻¹``, so that the layer's output on the calibration data changes as little as
+possible. Statistics come from one calibration run of the dense model (all layers at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
+from onnxprune.calibration.collect import StatRequest
+from onnxprune.calibration.stats import ChannelStats, ConvGeometry
+from onnxprune.errors import RecipeError
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes._select import nm_mask
+from onnxprune.passes.sparsify import _entry, _Selection, check_nm, select_weights
+
+__all__ = ["SparseGPTConfig", "SparseGPTPass", "sparsegpt_prune"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseGPTConfig(_Selection):
+    """SparseGPT pruning (needs calibration data).
+
+    Attributes:
+        sparsity: Unstructured sparsity, in [0, 1); ignored when ``m > 0``.
+        n/m: With ``m > 0``, N:M semi-structured sparsity instead: keep ``n`` of every ``m``
+            consecutive weights along the input axis (for Conv: along the input channels).
+        blocksize: Columns processed together (lazy batch updates; for N:M rounded up to a
+            multiple of ``m``, which leaves the result unchanged).
+        percdamp: Dampening added to the Hessian's diagonal, as a fraction of its mean.
+        include/exclude: Node- or tensor-name globs.
+        keep_first/keep_last: Leave the first/last prunable layer dense.
+    """
+
+    sparsity: float = 0.5
+    n: int = 0
+    m: int = 0
+    blocksize: int = 128
+    percdamp: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.m < 0 or (self.m == 0 and self.n != 0) or (self.m > 0 and not 0 <= self.n <= self.m):
+            raise RecipeError(f"N:M pattern needs 0 <= N <= M (M = 0: unstructured), got {self.n}:{self.m}")
+        if self.blocksize < 1:
+            raise RecipeError(f"blocksize must be >= 1, got {self.blocksize}")
+        if not 0.0 <= self.percdamp < float("inf"):
+            raise RecipeError(f"percdamp must be >= 0, got {self.percdamp}")
+
+    @property
+    def active(self) -> bool:
+        """Whether the config prunes anything at all."""
+        return self.n < self.m if self.m > 0 else self.sparsity > 0
+
+
+# --------------------------------------------------------------------------- #
+# the algorithm
+# --------------------------------------------------------------------------- #
+
+
+def _upper_cholesky_of_inverse(hessian: np.ndarray, percdamp: float) -> np.ndarray:
+    """``U`` with ``H⁻¹ = UᵀU`` after dampening; more dampening is tried if ``H`` is not definite."""
+    mean_diag = float(np.mean(np.diag(hessian))) if hessian.size else 0.0
+    damp = percdamp
+    for attempt in range(6):
+        h = hessian.copy()
+        h[np.diag_indices_from(h)] += damp * mean_diag
+        try:
+            lower = np.linalg.cholesky(h)
+            lower_inv = np.linalg.inv(lower)
+            inverse = lower_inv.T @ lower_inv
+            upper = np.linalg.cholesky((inverse + inverse.T) / 2).T
+        except np.linalg.LinAlgError:
+            damp = max(damp * 10, 1e-4)
+            continue
+        if attempt:
+            logger.warning("Hessian not positive definite: dampening raised to %.3g", damp)
+        return upper
+    raise np.linalg.LinAlgError(f"Hessian is not positive definite even with dampening {damp:.3g}")
+
+
+def _block_counts(sparsity: float, rows: int, cols: int, blocksize: int) -> list[int]:
+    """Weights to prune in each column block, exact in total (``round(sparsity * rows * cols)``)."""
+    edges = list(range(0, cols, blocksize)) + [cols]
+    upto = [int(round(sparsity * rows * e)) for e in edges]
+    return [b - a for a, b in zip(upto[:-1], upto[1:], strict=True)]
+
+
+def sparsegpt_prune(
+    w: np.ndarray,
+    hessian: np.ndarray,
+    sparsity: float,
+    *,
+    n: int = 0,
+    m: int = 0,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> np.ndarray:
+    """Prune ``w [rows, cols]`` with SparseGPT and return the reconstructed weights (float64).
+
+    Args:
+        w: Weights, one row per output, one column per input feature.
+        hessian: ``XᵀX [cols, cols]`` of the inputs (any positive scale).
+        sparsity: Fraction of weights zeroed (unstructured, ``m == 0``), exact in total; each
+            block of ``blocksize`` columns gets its share, chosen by ``w² / diag(H⁻¹)²``.
+        n: With ``m > 0``: weights kept in every run of ``m`` consecutive columns of each row.
+        m: N:M group size (0: unstructured).
+        blocksize: Columns per lazy-update block. Unstructured masks are chosen per block; for N:M
+            the result does not depend on it (rounded up to a multiple of ``m``).
+        percdamp: Dampening ``percdamp * mean(diag(H))`` added to the diagonal.
+
+    Inputs that never fire (``H_ii == 0``) get ``H_ii = 1`` and their weights are zeroed, as in
+    the reference implementation. With nothing to prune, ``w`` is returned unchanged.
+    """
+    weights = np.array(w, dtype=np.float64)
+    rows, cols = weights.shape
+    if hessian.shape != (cols, cols):
+        raise ValueError(f"Hessian shape {hessian.shape} does not match {cols} weight columns")
+    if m > 0:
+        if not 0 <= n <= m:
+            raise ValueError(f"N:M pattern needs 0 <= N <= M, got {n}:{m}")
+        if cols % m:
+            raise ValueError(f"columns ({cols}) must be a multiple of M={m}")
+        if n == m:
+            return weights
+        blocksize = -(-blocksize // m) * m
+    elif sparsity <= 0:
+        return weights
+    h = np.array(hessian, dtype=np.float64)
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    weights[:, dead] = 0.0
+    hinv = _upper_cholesky_of_inverse(h, percdamp)
+    counts = _block_counts(sparsity, rows, cols, blocksize) if m == 0 else []
+    for b, i1 in enumerate(range(0, cols, blocksize)):
+        i2 = min(i1 + blocksize, cols)
+        w1 = weights[:, i1:i2].copy()
+        q1 = np.zeros_like(w1)
+        err1 = np.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        d1 = np.diag(hinv1)
+        if m == 0:
+            saliency = (w1**2 / d1[None, :] ** 2).ravel()
+            mask1 = np.zeros(w1.size, dtype=bool)
+            mask1[np.argsort(saliency, kind="stable")[: counts[b]]] = True
+            mask1 = mask1.reshape(w1.shape)
+        else:
+            mask1 = np.zeros(w1.shape, dtype=bool)
+        for i in range(i2 - i1):
+            if m > 0 and i % m == 0:
+                saliency = w1[:, i : i + m] ** 2 / d1[None, i : i + m] ** 2
+                lowest = np.argsort(saliency, axis=1, kind="stable")[:, : m - n]
+                np.put_along_axis(mask1[:, i : i + m], lowest, True, axis=1)
+            col = w1[:, i]
+            q = np.where(mask1[:, i], 0.0, col)
+            err = (col - q) / d1[i]
+            w1[:, i:] -= np.outer(err, hinv1[i, i:])
+            q1[:, i] = q
+            err1[:, i] = err
+        weights[:, i1:i2] = q1
+        weights[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return weights
+
+
+def output_error(w: np.ndarray, pruned: np.ndarray, hessian: np.ndarray) -> float:
+    """Relative output error ‖(W−Ŵ)X‖/‖WX‖ from ``H = XᵀX``: sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))."""
+    delta = w - pruned
+    num = float(np.einsum("ij,jk,ik->", delta, hessian, delta))
+    den = float(np.einsum("ij,jk,ik->", w, hessian, w))
+    return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
+
+
+def _magnitude(w: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
+    """Plain magnitude pruning of ``w [rows, cols]`` (whole-tensor threshold, or N:M along columns)."""
+    if m > 0:
+        return np.where(nm_mask(np.abs(w), n, m), w, 0.0)
+    flat = np.abs(w).ravel()
+    keep = np.ones(flat.size, dtype=bool)
+    keep[np.argsort(flat, kind="stable")[: int(round(sparsity * flat.size))]] = False
+    return np.where(keep.reshape(w.shape), w, 0.0)
+
+
+# --------------------------------------------------------------------------- #
+# weights as matrices
+# --------------------------------------------------------------------------- #
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How one weight is pruned: its Gram requests (one per use) and its matrix layout."""
+
+    weight: Weight
+    requests: tuple[StatRequest, ...]
+    columns: int
+
+
+def _conv_geometry(node: ir.Node, kernel: tuple[int, int]) -> ConvGeometry | str:
+    attrs = node.attributes
+    auto_pad = attrs.get_string("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
+        return f"Conv with auto_pad={auto_pad} is not supported by sparsegpt (needs explicit pads)"
+    strides = tuple(attrs.get_ints("strides", (1, 1)))
+    dilations = tuple(attrs.get_ints("dilations", (1, 1)))
+    pads = (0, 0, 0, 0) if auto_pad == "VALID" else tuple(attrs.get_ints("pads", (0, 0, 0, 0)))
+    if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
+        return "Conv attributes do not describe a 2-D convolution"
+    return ConvGeometry(kernel, strides, pads, dilations)  # type: ignore[arg-type]
+
+
+def _plan(weight: Weight, m: int) -> _Plan | str:
+    """Return the plan for ``weight``, or the reason it is skipped."""
+    if any(use.activation is None for use in weight.uses):
+        return "a consuming node has no data input"
+    names = [use.activation.name or "" for use in weight.uses if use.activation is not None]
+    if weight.op_type in ("Gemm", "MatMul"):
+        k = weight.shape[weight.in_axis]
+        if m and k % m:
+            return f"input dim {k} is not a multiple of M={m}"
+        uses = zip(names, weight.uses, strict=True)
+        requests = [StatRequest(name, use.feature_axis, gram=True) for name, use in uses]
+        return _Plan(weight, tuple(requests), k)
+    if weight.op_type == "Conv":
+        if weight.groups != 1:
+            return f"grouped Conv (group={weight.groups}) is not supported by sparsegpt"
+        if len(weight.shape) != 4:
+            return f"{len(weight.shape) - 2}-D Conv is not supported by sparsegpt (only 2-D kernels)"
+        _, cin, kh, kw = weight.shape
+        if m and cin % m:
+            return f"input channels {cin} are not a multiple of M={m}"
+        requests = []
+        for name, use in zip(names, weight.uses, strict=True):
+            geometry = _conv_geometry(use.node, (kh, kw))
+            if isinstance(geometry, str):
+                return geometry
+            requests.append(StatRequest(name, 1, gram=True, conv=geometry))
+        return _Plan(weight, tuple(requests), cin * kh * kw)
+    return f"{weight.op_type} is not supported by sparsegpt (only Gemm, MatMul and 2-D Conv with group=1)"
+
+
+def _column_order(weight: Weight, nm: bool) -> np.ndarray | None:
+    """Permutation of the Gram's columns used for pruning (``None``: as collected).
+
+    Conv Grams follow the weight's ``(in, kh, kw)`` flattening; for N:M the columns are reordered to
+    ``(kh, kw, in)`` so that runs of consecutive columns lie along the input channels.
+    """
+    if weight.op_type != "Conv" or not nm:
+        return None
+    _, cin, kh, kw = weight.shape
+    return np.arange(cin * kh * kw).reshape(cin, kh, kw).transpose(1, 2, 0).ravel()
+
+
+def _to_matrix(weight: Weight, values: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    if weight.op_type == "Conv":
+        matrix = values.reshape(weight.shape[0], -1)
+        return matrix if order is None else matrix[:, order]
+    return np.moveaxis(values, weight.out_axis, 0)
+
+
+def _from_matrix(weight: Weight, matrix: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    if weight.op_type == "Conv":
+        if order is not None:
+            restored = np.empty_like(matrix)
+            restored[:, order] = matrix
+            matrix = restored
+        return matrix.reshape(weight.shape)
+    return np.moveaxis(matrix, 0, weight.out_axis)
+
+
+def _request_rounds(plans: list[_Plan]) -> list[list[StatRequest]]:
+    """Split requests into calibration runs holding at most one request per value.
+
+    Statistics are keyed by value name, so an activation feeding Convs of different geometry (or a
+    Conv and a MatMul) needs one run per distinct Gram.
+    """
+    rounds: list[dict[str, StatRequest]] = []
+    for request in dict.fromkeys(r for plan in plans for r in plan.requests):
+        for round_ in rounds:
+            if round_.get(request.value, request) == request:
+                round_[request.value] = request
+                break
+        else:
+            rounds.append({request.value: request})
+    return [list(r.values()) for r in rounds]
+
+
+# --------------------------------------------------------------------------- #
+# the pass
+# --------------------------------------------------------------------------- #
+
+
+class SparseGPTPass(OnnxPrunePass):
+    """SparseGPT: unstructured or N:M pruning with OBS weight reconstruction from calibration Grams."""
+
+    name = "sparsegpt"
+    config_class = SparseGPTConfig
+
+    def call(self, model: ir.Model) -> PruneResult:
+        """Prune every selected weight in place and report per-tensor reconstruction errors."""
+        start = time.perf_counter()
+        config: SparseGPTConfig = self.config
+        report = self.new_report()
+        weights = select_weights(self, model, config, report, needs_data=True)
+        plans = []
+        for weight in weights:
+            plan = _plan(weight, config.m)
+            if isinstance(plan, str):
+                report.skip(weight.name, weight.node_names[0], weight.op_type, plan)
+            else:
+                plans.append(plan)
+        if config.active and plans:
+            grams = self._grams(model, plans)
+            for plan in plans:
+                self._prune(plan, grams, report)
+        total = sum(e["numel"] for e in report.changed)
+        zeros = sum(e["zeros"] for e in report.changed)
+        errors = [e["reconstruction_error"] for e in report.changed]
+        baseline = [e["magnitude_error"] for e in report.changed]
+        report.summary = {
+            **({"pattern": f"{config.n}:{config.m}"} if config.m else {"requested_sparsity": config.sparsity}),
+            "achieved_sparsity": zeros / total if total else 0.0,
+            "pruned_tensors": len(report.changed),
+            "skipped_tensors": len(report.skipped),
+            "mean_reconstruction_error": float(np.mean(errors)) if errors else 0.0,
+            "mean_magnitude_error": float(np.mean(baseline)) if baseline else 0.0,
+        }
+        modified = bool(report.changed)
+        if modified:
+            self.context.analyses.invalidate(preserved=(find_weights,))
+        report.seconds = time.perf_counter() - start
+        sparsity = 100 * report.summary["achieved_sparsity"]
+        logger.info("%s: %d tensors at %.1f%% sparsity", self.name, len(report.changed), sparsity)
+        return PruneResult(model, modified, report)
+
+    def _grams(self, model: ir.Model, plans: list[_Plan]) -> dict[StatRequest, ChannelStats]:
+        found: dict[StatRequest, ChannelStats] = {}
+        for requests in _request_rounds(plans):
+            stats = self.context.stats(model, requests, needed_by=self.name)
+            found.update({r: stats[r.value] for r in requests})
+        return found
+
+    def _prune(self, plan: _Plan, grams: dict[StatRequest, ChannelStats], report: PassReport) -> None:
+        config: SparseGPTConfig = self.config
+        weight = plan.weight
+        node = weight.node_names[0]
+        k = plan.columns
+        stats = [grams[r] for r in plan.requests]
+        if any(s.gram is None or s.gram.shape != (k, k) for s in stats):
+            report.skip(weight.name, node, weight.op_type, f"calibration Gram does not match the {k} input features")
+            return
+        rows_seen = sum(s.rows for s in stats)
+        hessian = sum(np.asarray(s.gram, dtype=np.float64) for s in stats) / max(rows_seen, 1)
+        order = _column_order(weight, config.m > 0)
+        if order is not None:
+            hessian = hessian[np.ix_(order, order)]
+        values = read_weight(weight)
+        matrix = _to_matrix(weight, values.astype(np.float64), order)
+        try:
+            pruned = sparsegpt_prune(
+                matrix, hessian, config.sparsity, n=config.n, m=config.m,
+                blocksize=config.blocksize, percdamp=config.percdamp,
+            )
+        except np.linalg.LinAlgError as e:
+            report.skip(weight.name, node, weight.op_type, f"SparseGPT failed: {e}")
+            return
+        write_weight(weight, _from_matrix(weight, pruned, order))
+        written = read_weight(weight)
+        if config.m:
+            check_nm(weight, written, config.n, config.m)
+        extra = {
+            "reconstruction_error": output_error(matrix, _to_matrix(weight, written.astype(np.float64), order),
+                                                 hessian),
+            "magnitude_error": output_error(matrix, _magnitude(matrix, config.sparsity, config.n, config.m), hessian),
+        }
+        if config.m:
+            extra["pattern"] = f"{config.n}:{config.m}"
+        report.changed.append(_entry(weight, int(np.count_nonzero(written == 0)), extra))
