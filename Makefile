@@ -19,8 +19,8 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/onnxprune prune examples/data/digits_cnn.onnx -o $(OUT)/digits_50.onnx \
-		--sparsity 0.5 --importance wanda --calib examples/data/digits_calib.npz --report $(OUT)/digits_50.json
-	$(VENV)/bin/onnxprune validate examples/data/digits_cnn.onnx $(OUT)/digits_50.onnx --data examples/data/digits_test.npz
+		--sparsity 0.5 --importance wanda --calib examples/data/digits_calib.npz --data examples/data/digits_test.npz \
+		--report $(OUT)/digits_50.json
 
 test: install
 	$(PY) -m pytest -n 2 -q

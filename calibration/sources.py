@@ -31,6 +31,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Keys of an ``.npz`` that hold class labels rather than model inputs.
+LABEL_KEYS = ("label", "labels")
+
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
@@ -102,9 +105,10 @@ class ArraySource:
         missing = [s.name for s in specs if s.name not in arrays]
         if missing:
             raise CalibrationError(f"{origin}: missing model input '{missing[0]}' (has {sorted(arrays)})")
-        extra = sorted(set(arrays) - {s.name for s in specs})
+        extra = sorted(set(arrays) - {s.name for s in specs} - set(LABEL_KEYS))
         if extra:
             logger.warning("%s: ignoring arrays that are not model inputs: %s", origin, ", ".join(extra))
+        self._labels = next((arrays[k] for k in LABEL_KEYS if k in arrays and k not in {s.name for s in specs}), None)
         self._samples: dict[str, np.ndarray] = {}
         self._stacked: dict[str, bool] = {}
         counts = {}
@@ -155,6 +159,18 @@ class ArraySource:
         for start in range(0, self._n, batch_size):
             stop = min(start + batch_size, self._n)
             yield {spec.name: self._take(spec, start, stop) for spec in self._specs}
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """Integer class labels stored beside the inputs under ``label``/``labels`` (one per sample)."""
+        labels = self._labels
+        if labels is None:
+            return None
+        if labels.ndim != 1 or labels.shape[0] < self._n or not np.issubdtype(labels.dtype, np.integer):
+            raise CalibrationError(
+                f"{self._origin}: 'label' must hold one integer per sample ({self._n}); got shape {labels.shape}"
+            )
+        return labels[: self._n]
 
     def limited(self, n: int) -> ArraySource:
         """A view holding only the first ``n`` samples."""

@@ -40,6 +40,9 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
         "inputs": [{"name": v.name, "shape": str(v.shape), "dtype": str(v.dtype)} for v in model.graph.inputs],
         "outputs": [{"name": v.name, "shape": str(v.shape), "dtype": str(v.dtype)} for v in model.graph.outputs],
         **counts.as_dict(),
+        "node_macs": [
+            {"node": c.node, "op": c.op_type, "macs": c.macs, "sparse_macs": c.sparse_macs} for c in counts.nodes
+        ],
         "prunable": prunable,
         "skipped": [{"tensor": s.name, "node": s.node, "op": s.op_type, "reason": s.reason} for s in found.skipped],
     }

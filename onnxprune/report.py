@@ -99,6 +99,13 @@ def comparison_table(before: ModelStats, after: ModelStats, validation: Mapping[
             f"{validation['latency_cand_ms'] / validation['latency_ref_ms']:.3f}",
         )
         for out in validation["outputs"]:
+            if out.get("accuracy_ref") is not None:
+                table.add_row(
+                    f"top-1 accuracy '{out['name']}'",
+                    f"{out['accuracy_ref']:.4f}",
+                    f"{out['accuracy_cand']:.4f}",
+                    f"{out['accuracy_cand'] - out['accuracy_ref']:+.4f}",
+                )
             top1 = "" if out["top1_agreement"] is None else f", top-1 agree {out['top1_agreement']:.4f}"
             table.add_row(
                 f"output '{out['name']}'",

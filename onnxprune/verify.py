@@ -42,6 +42,8 @@ class OutputFidelity:
     max_abs_diff: float
     mean_cosine: float
     top1_agreement: float | None
+    accuracy_ref: float | None = None
+    accuracy_cand: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +101,13 @@ def compare_outputs(
     *,
     progress: ProgressFn | None = None,
     total: int = 0,
+    labels: np.ndarray | None = None,
 ) -> tuple[tuple[OutputFidelity, ...], int]:
-    """Run both sessions on the same batches; return per-output fidelity and the sample count."""
+    """Run both sessions on the same batches; return per-output fidelity and the sample count.
+
+    With ``labels`` (one class per sample, in batch order), classifier-like outputs also get the
+    top-1 accuracy of both models.
+    """
     names = [o.name for o in ref.get_outputs()]
     cand_names = [o.name for o in cand.get_outputs()]
     if cand_names != names:
@@ -108,6 +115,7 @@ def compare_outputs(
     max_diff = dict.fromkeys(names, 0.0)
     cosines: dict[str, list[np.ndarray]] = {n: [] for n in names}
     agree: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    correct: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}
     samples = 0
     for feed in batches:
         out_ref = run_model(ref, feed)
@@ -123,6 +131,9 @@ def compare_outputs(
             cosines[name].append(_cosine(a, b))
             if a.ndim == 2 and a.shape[1] > 1 and np.issubdtype(a.dtype, np.floating):
                 agree[name].append(a.argmax(axis=1) == b.argmax(axis=1))
+                if labels is not None:
+                    truth = labels[samples : samples + a.shape[0]]
+                    correct[name].append((a.argmax(axis=1) == truth, b.argmax(axis=1) == truth))
         samples += next(iter(feed.values())).shape[0] if feed else 1
         if progress is not None:
             progress(min(samples, total or samples), total or samples)
@@ -132,6 +143,8 @@ def compare_outputs(
             max_diff[name],
             float(np.concatenate(cosines[name]).mean()) if cosines[name] else 1.0,
             float(np.concatenate(agree[name]).mean()) if agree[name] else None,
+            float(np.concatenate([r for r, _ in correct[name]]).mean()) if correct[name] else None,
+            float(np.concatenate([c for _, c in correct[name]]).mean()) if correct[name] else None,
         )
         for name in names
     )
@@ -181,7 +194,12 @@ def validate(
     cand_sess = _ort.session(cand, threads=threads, what="result")
     try:
         outputs, samples = compare_outputs(
-            ref_sess, cand_sess, source.batches(batch_size), progress=progress, total=source.num_samples
+            ref_sess,
+            cand_sess,
+            source.batches(batch_size),
+            progress=progress,
+            total=source.num_samples,
+            labels=getattr(source, "labels", None),
         )
     except ValidationError:
         raise

@@ -197,3 +197,14 @@ def test_usage_errors_exit_2(tmp_path: Path, digits_model: Path) -> None:
     bad_recipe = tmp_path / "r.yaml"
     bad_recipe.write_text("model: x.onnx\noutput: y.onnx\npasses: [{name: nosuch}]\n")
     assert "unknown pass 'nosuch'" in _error_line(_invoke("run", bad_recipe))
+
+
+def test_validate_reports_accuracy_when_labels_are_given(tmp_path: Path, digits_model: Path) -> None:
+    out, report = tmp_path / "p.onnx", tmp_path / "v.json"
+    assert _invoke("prune", digits_model, "-o", out, "--sparsity", "0.5", "--scope", "global").exit_code == 0
+    assert (
+        _invoke("validate", digits_model, out, "--data", DIGITS / "digits_test.npz", "--report", report).exit_code == 0
+    )
+    logits = json.loads(report.read_text())["validation"]["outputs"][0]
+    assert logits["accuracy_ref"] == pytest.approx(_accuracy(digits_model))
+    assert logits["accuracy_cand"] == pytest.approx(_accuracy(out))
