@@ -16,13 +16,13 @@ import time
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
+from onnxprune.analysis.weights import Weight, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats, ConvGeometry
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._select import nm_mask
-from onnxprune.passes.sparsify import _entry, _Selection, check_nm, select_weights
+from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, select_weights
 
 __all__ = ["SparseGPTConfig", "SparseGPTPass", "sparsegpt_prune"]
 
@@ -324,25 +324,14 @@ class SparseGPTPass(OnnxPrunePass):
             grams = self._grams(model, plans)
             for plan in plans:
                 self._prune(plan, grams, report)
-        total = sum(e["numel"] for e in report.changed)
-        zeros = sum(e["zeros"] for e in report.changed)
         errors = [e["reconstruction_error"] for e in report.changed]
         baseline = [e["magnitude_error"] for e in report.changed]
         report.summary = {
-            **({"pattern": f"{config.n}:{config.m}"} if config.m else {"requested_sparsity": config.sparsity}),
-            "achieved_sparsity": zeros / total if total else 0.0,
-            "pruned_tensors": len(report.changed),
-            "skipped_tensors": len(report.skipped),
             "mean_reconstruction_error": float(np.mean(errors)) if errors else 0.0,
             "mean_magnitude_error": float(np.mean(baseline)) if baseline else 0.0,
         }
-        modified = bool(report.changed)
-        if modified:
-            self.context.analyses.invalidate(preserved=(find_weights,))
-        report.seconds = time.perf_counter() - start
-        sparsity = 100 * report.summary["achieved_sparsity"]
-        logger.info("%s: %d tensors at %.1f%% sparsity", self.name, len(report.changed), sparsity)
-        return PruneResult(model, modified, report)
+        head = {"pattern": f"{config.n}:{config.m}"} if config.m else {"requested_sparsity": config.sparsity}
+        return finish(self, model, report, start, head, modified=bool(report.changed))
 
     def _grams(self, model: ir.Model, plans: list[_Plan]) -> dict[StatRequest, ChannelStats]:
         found: dict[StatRequest, ChannelStats] = {}
@@ -369,8 +358,13 @@ class SparseGPTPass(OnnxPrunePass):
         matrix = _to_matrix(weight, values.astype(np.float64), order)
         try:
             pruned = sparsegpt_prune(
-                matrix, hessian, config.sparsity, n=config.n, m=config.m,
-                blocksize=config.blocksize, percdamp=config.percdamp,
+                matrix,
+                hessian,
+                config.sparsity,
+                n=config.n,
+                m=config.m,
+                blocksize=config.blocksize,
+                percdamp=config.percdamp,
             )
         except np.linalg.LinAlgError as e:
             report.skip(weight.name, node, weight.op_type, f"SparseGPT failed: {e}")
@@ -380,8 +374,9 @@ class SparseGPTPass(OnnxPrunePass):
         if config.m:
             check_nm(weight, written, config.n, config.m)
         extra = {
-            "reconstruction_error": output_error(matrix, _to_matrix(weight, written.astype(np.float64), order),
-                                                 hessian),
+            "reconstruction_error": output_error(
+                matrix, _to_matrix(weight, written.astype(np.float64), order), hessian
+            ),
             "magnitude_error": output_error(matrix, _magnitude(matrix, config.sparsity, config.n, config.m), hessian),
         }
         if config.m:

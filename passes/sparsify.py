@@ -138,6 +138,26 @@ def _entry(weight: Weight, pruned: int, extra: dict | None = None) -> dict:
     }
 
 
+def finish(
+    pass_: OnnxPrunePass, model: ir.Model, report: PassReport, start: float, head: dict, *, modified: bool
+) -> PruneResult:
+    """Summarize a sparsifying pass, invalidate what it changed, and build its result."""
+    total = sum(e["numel"] for e in report.changed)
+    report.summary = {
+        **head,
+        "achieved_sparsity": sum(e["zeros"] for e in report.changed) / total if total else 0.0,
+        "pruned_tensors": len(report.changed),
+        "skipped_tensors": len(report.skipped),
+        **report.summary,
+    }
+    if modified:
+        pass_.context.analyses.invalidate(preserved=(find_weights,))
+    report.seconds = time.perf_counter() - start
+    sparsity = 100 * report.summary["achieved_sparsity"]
+    logger.info("%s: %d tensors at %.1f%% sparsity", pass_.name, len(report.changed), sparsity)
+    return PruneResult(model, modified, report)
+
+
 def _normalizer(scores: np.ndarray, how: str) -> float:
     if how == "none":
         return 1.0
@@ -163,24 +183,7 @@ class UnstructuredPrunePass(OnnxPrunePass):
                 modified = self._global(weights, stats, report)
             else:
                 modified = self._layerwise(weights, stats, report)
-        total = sum(e["numel"] for e in report.changed)
-        zeros = sum(e["zeros"] for e in report.changed)
-        report.summary = {
-            "requested_sparsity": config.sparsity,
-            "achieved_sparsity": zeros / total if total else 0.0,
-            "pruned_tensors": len(report.changed),
-            "skipped_tensors": len(report.skipped),
-        }
-        if modified:
-            self.context.analyses.invalidate(preserved=(find_weights,))
-        report.seconds = time.perf_counter() - start
-        logger.info(
-            "%s: %d tensors at %.1f%% sparsity",
-            self.name,
-            len(report.changed),
-            100 * report.summary["achieved_sparsity"],
-        )
-        return PruneResult(model, modified, report)
+        return finish(self, model, report, start, {"requested_sparsity": config.sparsity}, modified=modified)
 
     def _layerwise(self, weights: list[Weight], stats: dict | None, report: PassReport) -> bool:
         config: UnstructuredPruneConfig = self.config
@@ -252,18 +255,8 @@ class NMPrunePass(OnnxPrunePass):
             report.changed.append(
                 _entry(weight, int(np.count_nonzero(pruned == 0)), {"pattern": f"{config.n}:{config.m}"})
             )
-        total = sum(e["numel"] for e in report.changed)
-        report.summary = {
-            "pattern": f"{config.n}:{config.m}",
-            "achieved_sparsity": sum(e["zeros"] for e in report.changed) / total if total else 0.0,
-            "pruned_tensors": len(report.changed),
-            "skipped_tensors": len(report.skipped),
-        }
         modified = bool(report.changed) and config.n < config.m
-        if modified:
-            self.context.analyses.invalidate(preserved=(find_weights,))
-        report.seconds = time.perf_counter() - start
-        return PruneResult(model, modified, report)
+        return finish(self, model, report, start, {"pattern": f"{config.n}:{config.m}"}, modified=modified)
 
 
 def check_nm(weight: Weight, values: np.ndarray, n: int, m: int) -> None:
