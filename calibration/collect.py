@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxprune import _ort
+from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.calibration.sources import CalibrationSource
-from onnxprune.calibration.stats import ChannelStats, ConvGeometry, unfold_conv_input
+from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, unfold_conv_input
 from onnxprune.errors import CalibrationError
 
 __all__ = ["StatRequest", "collect_stats"]
@@ -26,6 +28,7 @@ ProgressFn = Callable[[int, int], None]
 class StatRequest:
     """Statistics wanted for one value: per-channel sums along ``axis``, optionally a Gram matrix.
 
+    ``sums`` picks the running sums to keep (``abs``, ``sq``, ``nonzero``; all by default).
     With ``gram`` set, XᵀX is accumulated over rows of the value moved to ``[-1, channels]``, or,
     when ``conv`` is given, over the im2col rows of a 2-D Conv input.
     """
@@ -34,6 +37,24 @@ class StatRequest:
     axis: int
     gram: bool = False
     conv: ConvGeometry | None = None
+    sums: frozenset[str] = ALL_SUMS
+
+
+def _batch_within_budget(
+    model: ir.Model, source: CalibrationSource, fetch: Sequence[str], batch_size: int, budget: int
+) -> int:
+    """Largest batch (at most ``batch_size``) whose fetched activations fit in ``budget`` bytes."""
+    first = next(iter(source.batches(1)), None)
+    if not first or not fetch:
+        return batch_size
+    shapes = infer_shapes(model, {name: array.shape for name, array in first.items()})
+    per_sample = sum(4 * math.prod(shapes[name]) for name in fetch if name in shapes)
+    if per_sample == 0:
+        return batch_size
+    fitted = max(1, min(batch_size, budget // per_sample))
+    if fitted < batch_size:
+        logger.info("calibration batch %d -> %d to keep activations under %d MB", batch_size, fitted, budget >> 20)
+    return fitted
 
 
 def collect_stats(
@@ -44,20 +65,26 @@ def collect_stats(
     batch_size: int = 32,
     threads: int | None = None,
     progress: ProgressFn | None = None,
+    memory_mb: int = 64,
 ) -> dict[str, ChannelStats]:
     """Run the model over ``source`` once and return statistics keyed by value name.
 
-    Memory holds one batch of the requested activations plus the running sums.
+    Memory holds one batch of the requested activations plus the running sums; the batch is made
+    smaller than ``batch_size`` where the activations of one batch would exceed ``memory_mb``.
     """
     merged: dict[str, StatRequest] = {}
     for request in requests:
         prior = merged.get(request.value)
-        if prior is None or (request.gram and not prior.gram):
+        if prior is None:
             merged[request.value] = request
+        else:
+            gram_of = request if request.gram else prior
+            merged[request.value] = dataclasses.replace(gram_of, sums=prior.sums | request.sums)
     if not merged:
         return {}
     input_names = {v.name for v in model.graph.inputs}
     fetch = [name for name in merged if name not in input_names]
+    batch_size = _batch_within_budget(model, source, fetch, batch_size, memory_mb << 20)
     sess = _ort.session(model, fetch, threads=threads, what="model for calibration")
     stats: dict[str, ChannelStats] = {}
     done, total = 0, source.num_samples
@@ -72,7 +99,7 @@ def collect_stats(
             array = np.asarray(values[name])
             entry = stats.get(name)
             if entry is None:
-                entry = stats[name] = ChannelStats(request.axis, array.shape[request.axis])
+                entry = stats[name] = ChannelStats(request.axis, array.shape[request.axis], sums=request.sums)
             entry.update(array)
             if request.gram:
                 if request.conv is not None:

@@ -6,7 +6,10 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["ChannelStats", "ConvGeometry", "unfold_conv_input"]
+__all__ = ["ALL_SUMS", "ChannelStats", "ConvGeometry", "unfold_conv_input"]
+
+#: The running sums a :class:`ChannelStats` can keep: sum |a|, sum a², count of nonzeros.
+ALL_SUMS = frozenset({"abs", "sq", "nonzero"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +41,9 @@ def unfold_conv_input(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
 class ChannelStats:
     """Running sums over one axis of an activation.
 
-    ``count`` is the number of values seen per channel; ``gram`` (optional) accumulates XᵀX of the
-    rows the consuming weight multiplies, with ``rows`` rows seen.
+    ``count`` is the number of values seen per channel; ``sums`` says which sums are kept (the
+    others stay zero); ``gram`` (optional) accumulates XᵀX of the rows the consuming weight
+    multiplies, with ``rows`` rows seen.
     """
 
     axis: int
@@ -50,6 +54,7 @@ class ChannelStats:
     nonzero: np.ndarray = dataclasses.field(default=None)  # type: ignore[assignment]
     gram: np.ndarray | None = None
     rows: int = 0
+    sums: frozenset[str] = ALL_SUMS
 
     def __post_init__(self) -> None:
         for name in ("sum_abs", "sum_sq", "nonzero"):
@@ -57,15 +62,35 @@ class ChannelStats:
                 setattr(self, name, np.zeros(self.channels, dtype=np.float64))
 
     def update(self, x: np.ndarray) -> None:
-        """Accumulate one batch of activations."""
+        """Accumulate one batch of activations.
+
+        Reduces in the array's own layout (no transposed copy): ``[outer, C, inner]`` with the
+        contiguous inner axis summed first, in float32, then accumulated in float64.
+        """
         axis = self.axis % x.ndim
-        moved = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
-        if moved.dtype != np.float32 and moved.dtype != np.float64:
-            moved = moved.astype(np.float32)
-        self.count += moved.shape[0]
-        self.sum_abs += np.abs(moved).sum(axis=0, dtype=np.float64)
-        self.sum_sq += np.einsum("ij,ij->j", moved, moved, dtype=np.float64)
-        self.nonzero += np.count_nonzero(moved, axis=0)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)
+        x = np.ascontiguousarray(x)
+        channels = x.shape[axis]
+        outer = int(np.prod(x.shape[:axis]))
+        inner = int(np.prod(x.shape[axis + 1 :]))
+        self.count += outer * inner
+        if inner == 1:  # channels last (MatMul/Gemm inputs)
+            rows = x.reshape(outer, channels)
+            if "abs" in self.sums:
+                self.sum_abs += np.add.reduce(np.abs(rows), axis=0)
+            if "sq" in self.sums:
+                self.sum_sq += np.einsum("ij,ij->j", rows, rows)
+            if "nonzero" in self.sums:
+                self.nonzero += np.count_nonzero(rows, axis=0)
+            return
+        blocks = x.reshape(outer, channels, inner)  # NCHW: reduce the contiguous spatial axis first
+        if "abs" in self.sums:
+            self.sum_abs += np.add.reduce(np.abs(blocks), axis=2).sum(axis=0, dtype=np.float64)
+        if "sq" in self.sums:
+            self.sum_sq += np.einsum("ijk,ijk->ij", blocks, blocks).sum(axis=0, dtype=np.float64)
+        if "nonzero" in self.sums:
+            self.nonzero += np.count_nonzero(blocks, axis=2).sum(axis=0)
 
     def update_gram(self, rows: np.ndarray) -> None:
         """Accumulate XᵀX of a ``[rows, features]`` matrix."""

@@ -14,9 +14,12 @@ IMPORTANCES = ("magnitude", "wanda")
 
 
 def input_requests(weight: Weight, *, gram: bool = False) -> list[StatRequest]:
-    """Statistics requests for the activations multiplied by ``weight`` (one per use)."""
+    """Statistics requests for the activations multiplied by ``weight`` (one per use).
+
+    Only the sum of squares is requested: it is all that ‖X_j‖ needs.
+    """
     return [
-        StatRequest(use.activation.name or "", use.feature_axis, gram=gram)
+        StatRequest(use.activation.name or "", use.feature_axis, gram=gram, sums=frozenset({"sq"}))
         for use in weight.uses
         if use.activation is not None
     ]

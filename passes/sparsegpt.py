@@ -230,7 +230,7 @@ def _plan(weight: Weight, m: int) -> _Plan | str:
         if m and k % m:
             return f"input dim {k} is not a multiple of M={m}"
         uses = zip(names, weight.uses, strict=True)
-        requests = [StatRequest(name, use.feature_axis, gram=True) for name, use in uses]
+        requests = [StatRequest(name, use.feature_axis, gram=True, sums=frozenset()) for name, use in uses]
         return _Plan(weight, tuple(requests), k)
     if weight.op_type == "Conv":
         if weight.groups != 1:
@@ -245,7 +245,7 @@ def _plan(weight: Weight, m: int) -> _Plan | str:
             geometry = _conv_geometry(use.node, (kh, kw))
             if isinstance(geometry, str):
                 return geometry
-            requests.append(StatRequest(name, 1, gram=True, conv=geometry))
+            requests.append(StatRequest(name, 1, gram=True, conv=geometry, sums=frozenset()))
         return _Plan(weight, tuple(requests), cin * kh * kw)
     return f"{weight.op_type} is not supported by sparsegpt (only Gemm, MatMul and 2-D Conv with group=1)"
 
