@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
+import onnxruntime as ort
 
 from onnxprune import _ort
-from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, unfold_conv_input
 from onnxprune.errors import CalibrationError
@@ -41,17 +40,18 @@ class StatRequest:
 
 
 def _batch_within_budget(
-    model: ir.Model, source: CalibrationSource, fetch: Sequence[str], batch_size: int, budget: int
+    sess: ort.InferenceSession, source: CalibrationSource, fetch: Sequence[str], batch_size: int, budget: int
 ) -> int:
-    """Largest batch (at most ``batch_size``) whose fetched activations fit in ``budget`` bytes."""
+    """Largest batch (at most ``batch_size``) whose fetched activations fit in ``budget`` bytes.
+
+    The size per sample is measured by running one sample (shape inference cannot see through
+    every exported Reshape).
+    """
     first = next(iter(source.batches(1)), None)
     if not first or not fetch:
         return batch_size
-    shapes = infer_shapes(model, {name: array.shape for name, array in first.items()})
-    per_sample = sum(4 * math.prod(shapes[name]) for name in fetch if name in shapes)
-    if per_sample == 0:
-        return batch_size
-    fitted = max(1, min(batch_size, budget // per_sample))
+    per_sample = sum(np.asarray(a).nbytes for a in sess.run(list(fetch), first))
+    fitted = max(1, min(batch_size, budget // max(per_sample, 1)))
     if fitted < batch_size:
         logger.info("calibration batch %d -> %d to keep activations under %d MB", batch_size, fitted, budget >> 20)
     return fitted
@@ -84,8 +84,8 @@ def collect_stats(
         return {}
     input_names = {v.name for v in model.graph.inputs}
     fetch = [name for name in merged if name not in input_names]
-    batch_size = _batch_within_budget(model, source, fetch, batch_size, memory_mb << 20)
     sess = _ort.session(model, fetch, threads=threads, what="model for calibration")
+    batch_size = _batch_within_budget(sess, source, fetch, batch_size, memory_mb << 20)
     stats: dict[str, ChannelStats] = {}
     done, total = 0, source.num_samples
     for batch in source.batches(batch_size):
