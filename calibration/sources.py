@@ -48,6 +48,11 @@ class InputSpec:
         """The axis that batches samples: the first dynamic dim (``None`` if all dims are fixed)."""
         return next((i for i, d in enumerate(self.shape) if d is None), None)
 
+    @property
+    def display_shape(self) -> str:
+        """The shape as ``[?,3,224,224]`` (``?`` for dynamic dims), for messages."""
+        return "[" + ",".join("?" if d is None else str(d) for d in self.shape) + "]"
+
 
 def input_specs(model: ir.Model) -> list[InputSpec]:
     """Return the model's real inputs (initializers listed as inputs excluded)."""
@@ -92,8 +97,9 @@ class CalibrationSource(Protocol):
 
 def _check_dims(origin: str, spec: InputSpec, shape: tuple[int, ...]) -> None:
     if len(shape) != len(spec.shape) or any(d is not None and d != s for d, s in zip(spec.shape, shape, strict=False)):
-        want = "[" + ",".join("?" if d is None else str(d) for d in spec.shape) + "]"
-        raise CalibrationError(f"{origin}: input '{spec.name}' has shape {list(shape)}, model expects {want}")
+        raise CalibrationError(
+            f"{origin}: input '{spec.name}' has shape {list(shape)}, model expects {spec.display_shape}"
+        )
 
 
 class ArraySource:
@@ -127,10 +133,9 @@ class ArraySource:
                 self._stacked[spec.name] = True
                 counts[spec.name] = array.shape[spec.batch_axis]
             else:
-                want = "[" + ",".join("?" if d is None else str(d) for d in spec.shape) + "]"
                 raise CalibrationError(
-                    f"{origin}: input '{spec.name}' has shape {list(array.shape)}; expected [N, *{want}] "
-                    f"or {want} stacked along a dynamic batch axis"
+                    f"{origin}: input '{spec.name}' has shape {list(array.shape)}; expected [N, *{spec.display_shape}] "
+                    f"or {spec.display_shape} stacked along a dynamic batch axis"
                 )
             self._samples[spec.name] = array
         if len(set(counts.values())) > 1:

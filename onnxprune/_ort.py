@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnxprune import _io
 from onnxprune.errors import ValidationError
 
-__all__ = ["model_file", "session", "session_options"]
+__all__ = ["model_file", "needs_file", "session", "session_options"]
 
 logger = logging.getLogger(__name__)
 _INLINE_LIMIT = 1_500_000_000
@@ -31,8 +31,12 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def _has_external(model: ir.Model) -> bool:
-    return any(isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values())
+def needs_file(model: ir.Model) -> bool:
+    """Whether the model must reach onnx C APIs through a file (external data, or too big for bytes)."""
+    has_external = any(
+        isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
+    )
+    return has_external or _io.model_nbytes(model) > _INLINE_LIMIT
 
 
 @contextlib.contextmanager
@@ -67,7 +71,7 @@ def session(
     existing = {v.name for v in model.graph.outputs}
     extra = [name for name in dict.fromkeys(extra_outputs) if name not in existing]
     try:
-        if _has_external(model) or _io.model_nbytes(model) > _INLINE_LIMIT:
+        if needs_file(model):
             with model_file(model, extra) as path:
                 return ort.InferenceSession(str(path), options, providers=list(providers))
         proto = ir.to_proto(model)

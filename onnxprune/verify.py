@@ -13,7 +13,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxprune import _io, _ort
+from onnxprune import _ort
 from onnxprune._ort import session
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sources import CalibrationSource
@@ -70,7 +70,7 @@ class Validation:
 def check_model(model: ir.Model, what: str = "model") -> None:
     """Run the onnx checker; raise :class:`ValidationError` with its first line on failure."""
     try:
-        if _io.model_nbytes(model) > 1_500_000_000 or _ort._has_external(model):
+        if _ort.needs_file(model):
             with _ort.model_file(model, ()) as path:
                 onnx.checker.check_model(str(path))
         else:

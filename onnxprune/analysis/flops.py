@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.analysis.weights import constant_behind
+
 __all__ = ["ModelCounts", "NodeCost", "count_model", "count_params"]
 
 _ELEMENTWISE = frozenset(
@@ -79,15 +81,8 @@ def _nonzero(tensor: ir.TensorProtocol, chunk: int = 1 << 24) -> int:
 
 
 def _density(node: ir.Node, index: int) -> float:
-    if index >= len(node.inputs) or node.inputs[index] is None:
-        return 1.0
-    value = node.inputs[index]
-    while value.const_value is None and value.producer() is not None and value.producer().op_type == "Identity":
-        value = value.producer().inputs[0]
-    tensor = value.const_value
-    if tensor is None and value.producer() is not None and value.producer().op_type == "Constant":
-        attr = value.producer().attributes.get("value")
-        tensor = attr.as_tensor() if attr is not None else None
+    value = node.inputs[index] if index < len(node.inputs) else None
+    tensor = constant_behind(value) if value is not None else None
     if tensor is None or tensor.size == 0:
         return 1.0
     return _nonzero(tensor) / tensor.size

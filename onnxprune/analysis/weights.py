@@ -25,6 +25,7 @@ __all__ = [
     "Skipped",
     "Weight",
     "WeightUse",
+    "constant_behind",
     "find_weights",
     "read_weight",
     "spill",
@@ -206,6 +207,17 @@ def find_weights(model: ir.Model) -> PrunableWeights:
         weights.append(Weight(name, holder, shape, op, out_axis, in_axis, groups, tuple(uses_)))
     weights.sort(key=lambda w: min(order.get(id(u.node), 0) for u in w.uses))
     return PrunableWeights(tuple(weights), tuple(skipped))
+
+
+def constant_behind(value: ir.Value) -> ir.TensorProtocol | None:
+    """The constant tensor a value carries, looking through Identity chains and Constant nodes."""
+    while value.const_value is None and (producer := value.producer()) is not None:
+        if producer.op_type == "Constant" and "value" in producer.attributes:
+            return producer.attributes["value"].as_tensor()
+        if producer.op_type != "Identity":
+            return None
+        value = producer.inputs[0]
+    return value.const_value
 
 
 def _tensor_of(holder: ir.Value | ir.Node) -> ir.TensorProtocol:
