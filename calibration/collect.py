@@ -15,7 +15,7 @@ from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, unfold_conv_input
 from onnxprune.errors import CalibrationError
 
-__all__ = ["StatRequest", "collect_stats"]
+__all__ = ["StatRequest", "collect_stats", "conv_geometry"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ class StatRequest:
 
     ``sums`` picks the running sums to keep (``abs``, ``sq``, ``nonzero``; all by default).
     With ``gram`` set, XᵀX is accumulated over rows of the value moved to ``[-1, channels]``, or,
-    when ``conv`` is given, over the im2col rows of a 2-D Conv input.
+    when ``conv`` is given, over the im2col rows of a 2-D Conv input. Results are keyed by
+    ``key`` (default: the value name), so one value can be unfolded for two different convs.
     """
 
     value: str
@@ -37,6 +38,26 @@ class StatRequest:
     gram: bool = False
     conv: ConvGeometry | None = None
     sums: frozenset[str] = ALL_SUMS
+    key: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The key its statistics are returned under."""
+        return self.key or self.value
+
+
+def conv_geometry(node: ir.Node, kernel: tuple[int, int]) -> ConvGeometry | str:
+    """How a 2-D Conv node unfolds its input, or why it cannot be described."""
+    attrs = node.attributes
+    auto_pad = attrs.get_string("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
+        return f"Conv with auto_pad={auto_pad} is not supported (needs explicit pads)"
+    strides = tuple(attrs.get_ints("strides", (1, 1)))
+    dilations = tuple(attrs.get_ints("dilations", (1, 1)))
+    pads = (0, 0, 0, 0) if auto_pad == "VALID" else tuple(attrs.get_ints("pads", (0, 0, 0, 0)))
+    if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
+        return "Conv attributes do not describe a 2-D convolution"
+    return ConvGeometry(kernel, strides, pads, dilations)  # type: ignore[arg-type]
 
 
 def _batch_within_budget(
@@ -74,16 +95,16 @@ def collect_stats(
     """
     merged: dict[str, StatRequest] = {}
     for request in requests:
-        prior = merged.get(request.value)
+        prior = merged.get(request.name)
         if prior is None:
-            merged[request.value] = request
+            merged[request.name] = request
         else:
             gram_of = request if request.gram else prior
-            merged[request.value] = dataclasses.replace(gram_of, sums=prior.sums | request.sums)
+            merged[request.name] = dataclasses.replace(gram_of, sums=prior.sums | request.sums)
     if not merged:
         return {}
     input_names = {v.name for v in model.graph.inputs}
-    fetch = [name for name in merged if name not in input_names]
+    fetch = list(dict.fromkeys(r.value for r in merged.values() if r.value not in input_names))
     sess = _ort.session(model, fetch, threads=threads, what="model for calibration")
     batch_size = _batch_within_budget(sess, source, fetch, batch_size, memory_mb << 20)
     stats: dict[str, ChannelStats] = {}
@@ -94,9 +115,9 @@ def collect_stats(
         except Exception as e:
             raise CalibrationError(f"onnxruntime failed on calibration data: {str(e).splitlines()[0]}") from e
         values = dict(zip(fetch, outputs, strict=True))
-        values.update({k: v for k, v in batch.items() if k in merged})
+        values.update({k: v for k, v in batch.items() if k not in values})
         for name, request in merged.items():
-            array = np.asarray(values[name])
+            array = np.asarray(values[request.value])
             entry = stats.get(name)
             if entry is None:
                 entry = stats[name] = ChannelStats(request.axis, array.shape[request.axis], sums=request.sums)

@@ -190,6 +190,9 @@ class ArraySource:
 class RandomSource:
     """Random inputs built from the model's input specs (a stand-in when no data is given)."""
 
+    #: passes that fit weights to data (reconstruction) refuse a random source
+    random = True
+
     def __init__(
         self, specs: Sequence[InputSpec], num_samples: int, shapes: Mapping[str, tuple[int, ...]], seed: int = 0
     ) -> None:

@@ -43,7 +43,7 @@ class ChannelStats:
 
     ``count`` is the number of values seen per channel; ``sums`` says which sums are kept (the
     others stay zero); ``gram`` (optional) accumulates XᵀX of the rows the consuming weight
-    multiplies, with ``rows`` rows seen.
+    multiplies, ``gram_sum`` their column sums, with ``rows`` rows seen.
     """
 
     axis: int
@@ -53,6 +53,7 @@ class ChannelStats:
     sum_sq: np.ndarray = dataclasses.field(default=None)  # type: ignore[assignment]
     nonzero: np.ndarray = dataclasses.field(default=None)  # type: ignore[assignment]
     gram: np.ndarray | None = None
+    gram_sum: np.ndarray | None = None
     rows: int = 0
     sums: frozenset[str] = ALL_SUMS
 
@@ -96,7 +97,9 @@ class ChannelStats:
         """Accumulate XᵀX of a ``[rows, features]`` matrix."""
         rows64 = rows.astype(np.float64, copy=False)
         gram = rows64.T @ rows64
+        total = rows64.sum(axis=0)
         self.gram = gram if self.gram is None else self.gram + gram
+        self.gram_sum = total if self.gram_sum is None else self.gram_sum + total
         self.rows += rows.shape[0]
 
     @property

@@ -121,19 +121,72 @@ def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
         out.print(f"wrote {result.output}")
 
 
+def _channel_spec(
+    ratio: float | None,
+    target_flops: float | None,
+    target_params: float | None,
+    importance: str,
+    scope: str,
+    normalize: str,
+    round_to: int,
+    min_channels: int,
+    *,
+    reconstruct: bool,
+    verify: bool,
+    exclude: tuple[str, ...],
+) -> PassSpec:
+    if importance == "sparsegpt":
+        raise click.UsageError("--importance sparsegpt is unstructured; use l2, wanda, ... with --channels")
+    config: dict[str, Any] = {
+        "ratio": ratio or 0.0,
+        "importance": "l2" if importance == "magnitude" else importance,
+        "scope": "global" if scope == "global" else "uniform",
+        "round_to": round_to,
+        "min_channels": min_channels,
+        "reconstruct": reconstruct,
+        "verify": verify,
+        "exclude": list(exclude),
+    }
+    if normalize != "none":
+        config["normalize"] = "max" if normalize == "l2" else normalize
+    if target_flops is not None:
+        config["target_flops"] = target_flops
+    if target_params is not None:
+        config["target_params"] = target_params
+    return PassSpec("channels", config)
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
 @click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Unstructured sparsity (fraction zeroed).")
 @click.option("--pattern", help="N:M semi-structured sparsity, e.g. 2:4.")
 @click.option(
+    "--channels",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Structured: fraction of each coupled group's channels removed (tensors shrink).",
+)
+@click.option(
+    "--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Structured: keep this fraction of MACs."
+)
+@click.option(
+    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Structured: keep this fraction of parameters."
+)
+@click.option(
     "--importance",
-    type=click.Choice(["magnitude", "wanda", "sparsegpt"]),
+    type=click.Choice(["magnitude", "wanda", "sparsegpt", "l1", "l2", "bn", "act_mean", "apoz", "density"]),
     default="magnitude",
     show_default=True,
-    help="sparsegpt: SparseGPT with weight reconstruction (ignores --scope).",
+    help="sparsegpt: SparseGPT with weight reconstruction (ignores --scope). Structured: magnitude (=l2), "
+    "l1, bn (BatchNorm gamma), act_mean (DropNet), apoz/density, wanda (|W|·|X|).",
 )
-@click.option("--scope", type=click.Choice(["global", "layer"]), default="layer", show_default=True)
+@click.option(
+    "--scope",
+    type=click.Choice(["global", "layer"]),
+    default="layer",
+    show_default=True,
+    help="layer: the same fraction everywhere; global: one threshold over normalized scores.",
+)
 @click.option(
     "--normalize",
     type=click.Choice(["none", "mean", "l2", "max"]),
@@ -141,6 +194,24 @@ def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
     show_default=True,
     help="With --scope global: per-layer score normalization.",
 )
+@click.option(
+    "--round-to",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Structured: kept channels are multiples of N.",
+)
+@click.option(
+    "--min-channels",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Structured: keep at least N per group.",
+)
+@click.option(
+    "--no-reconstruct", is_flag=True, help="Structured: do not refit consumers on the calibration data (ridge)."
+)
+@click.option("--verify", is_flag=True, help="Structured: check that the shrunk model equals the masked model.")
 @click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs).")
 @click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
@@ -164,9 +235,16 @@ def prune(
     output: str,
     sparsity: float | None,
     pattern: str | None,
+    channels: float | None,
+    target_flops: float | None,
+    target_params: float | None,
     importance: str,
     scope: str,
     normalize: str,
+    round_to: int,
+    min_channels: int,
+    no_reconstruct: bool,
+    verify: bool,
     calib: str | None,
     samples: int | None,
     batch_size: int,
@@ -181,11 +259,30 @@ def prune(
     report: str | None,
     dump_recipe: bool,
 ) -> None:
-    """Prune MODEL (unstructured --sparsity or N:M --pattern) and write OUTPUT."""
-    if (sparsity is None) == (pattern is None):
-        raise click.UsageError("give exactly one of --sparsity or --pattern")
+    """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
+    structured = channels is not None or target_flops is not None or target_params is not None
+    if sum((sparsity is not None, pattern is not None, structured)) != 1:
+        raise click.UsageError("give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params")
+    if verify and not structured:
+        raise click.UsageError("--verify checks structured pruning (--channels/--target-flops)")
     selection = {"include": list(include), "exclude": list(exclude), "keep_first": keep_first, "keep_last": keep_last}
-    if importance == "sparsegpt":
+    if structured:
+        spec = _channel_spec(
+            channels,
+            target_flops,
+            target_params,
+            importance,
+            scope,
+            normalize,
+            round_to,
+            min_channels,
+            reconstruct=calib is not None and not no_reconstruct,
+            verify=verify,
+            exclude=exclude,
+        )
+    elif importance not in ("magnitude", "wanda", "sparsegpt"):
+        raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
+    elif importance == "sparsegpt":
         target = {"sparsity": sparsity} if pattern is None else dict(zip("nm", _parse_pattern(pattern), strict=True))
         spec = PassSpec("sparsegpt", {**target, **selection})
     elif pattern is not None:
@@ -277,11 +374,19 @@ def validate_cmd(
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims for FLOPs: NAME=1,3,224,224.")
+@click.option("--groups", is_flag=True, help="List the coupled channel groups and why groups cannot be pruned.")
 @_handle_errors
-def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
+def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: bool) -> None:
     """Ops, parameters, FLOPs and prunable weights of MODEL."""
-    from onnxprune.inspect import inspect_model
+    from onnxprune.inspect import channel_groups, inspect_model
 
+    if groups:
+        found = channel_groups(_io.load(model), parse_input_shapes(input_shape))
+        if as_json:
+            click.echo(json.dumps(found, indent=2))
+        else:
+            _print_groups(model, found)
+        return
     info = inspect_model(_io.load(model), parse_input_shapes(input_shape))
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -301,6 +406,28 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
     out.print(weights)
     for s in info["skipped"]:
         out.print(f"not prunable: {s['tensor']} ({s['op']} {s['node']}): {s['reason']}")
+
+
+def _print_groups(model: str, groups: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{model}: channel groups")
+    for column in ("id", "channels", "block", "producers", "members", "prunable"):
+        table.add_column(column)
+    for g in groups:
+        members = ", ".join(f"{v['value']}[{v['axis']}]" for v in g["values"][:6])
+        if len(g["values"]) > 6:
+            members += f" (+{len(g['values']) - 6})"
+        producers = ", ".join(g["producers"][:4]) + (
+            f" (+{len(g['producers']) - 4})" if len(g["producers"]) > 4 else ""
+        )
+        table.add_row(
+            str(g["id"]), str(g["channels"]), str(g["block"]), producers, members, "yes" if g["prunable"] else "no"
+        )
+    out.print(table)
+    prunable = [g for g in groups if g["prunable"]]
+    out.print(f"{len(prunable)} of {len(groups)} groups prunable ({sum(g['channels'] for g in prunable)} channels)")
+    for g in groups:
+        if not g["prunable"]:
+            out.print(f"not prunable: group {g['id']} ({', '.join(g['producers'][:3])}): {g['reasons'][0]}")
 
 
 @cli.command()

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.analysis.channels import analyze_channels, record
 from onnxprune.analysis.flops import count_model
-from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.analysis.shapes import complete_shapes, infer_shapes
 from onnxprune.analysis.weights import find_weights, read_weight
 
-__all__ = ["inspect_model"]
+__all__ = ["channel_groups", "inspect_model"]
 
 
 def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
@@ -46,3 +47,32 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
         "prunable": prunable,
         "skipped": [{"tensor": s.name, "node": s.node, "op": s.op_type, "reason": s.reason} for s in found.skipped],
     }
+
+
+def channel_groups(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> list[dict[str, Any]]:
+    """The coupled channel groups: size, members, parameters, and why a group cannot be pruned."""
+    analysis = analyze_channels(model, complete_shapes(model, input_shapes))
+    params: dict[int, list[dict[str, Any]]] = {}
+    for use in record(analysis):
+        layout = analysis.layout(use.by)
+        for gid in set(analysis.groups.find(g) for g in (layout.groups() if layout else ())):
+            params.setdefault(gid, []).append(
+                {"node": use.node.name, "op": use.node.op_type, "input": use.index, "axis": use.axis, "role": use.role}
+            )
+    groups = []
+    for group in analysis.groups.roots():
+        values = analysis.values_of(group)
+        groups.append(
+            {
+                "id": group.id,
+                "producers": list(group.producers),
+                "channels": group.units,
+                "block": group.block,
+                "prunable": group.prunable,
+                "inexact": analysis.inexact(group),
+                "reasons": [str(b) for b in group.blockers],
+                "values": [{"value": v.name, "axis": lay.axis, "width": lay.width} for v, lay in values],
+                "params": params.get(group.id, []),
+            }
+        )
+    return groups

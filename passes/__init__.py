@@ -5,6 +5,7 @@ importing a module never registers anything behind your back.
 """
 
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
 from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
@@ -13,11 +14,14 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     UnstructuredPrunePass.name: UnstructuredPrunePass,
     NMPrunePass.name: NMPrunePass,
     SparseGPTPass.name: SparseGPTPass,
+    ChannelPrunePass.name: ChannelPrunePass,
     CleanupPass.name: CleanupPass,
 }
 
 __all__ = [
     "PASSES",
+    "ChannelPruneConfig",
+    "ChannelPrunePass",
     "CleanupConfig",
     "CleanupPass",
     "NMPruneConfig",

@@ -17,8 +17,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.analysis.weights import Weight, read_weight, write_weight
-from onnxprune.calibration.collect import StatRequest
-from onnxprune.calibration.stats import ChannelStats, ConvGeometry
+from onnxprune.calibration.collect import StatRequest, conv_geometry
+from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._select import nm_mask
@@ -207,19 +207,6 @@ class _Plan:
     columns: int
 
 
-def _conv_geometry(node: ir.Node, kernel: tuple[int, int]) -> ConvGeometry | str:
-    attrs = node.attributes
-    auto_pad = attrs.get_string("auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", "VALID"):
-        return f"Conv with auto_pad={auto_pad} is not supported by sparsegpt (needs explicit pads)"
-    strides = tuple(attrs.get_ints("strides", (1, 1)))
-    dilations = tuple(attrs.get_ints("dilations", (1, 1)))
-    pads = (0, 0, 0, 0) if auto_pad == "VALID" else tuple(attrs.get_ints("pads", (0, 0, 0, 0)))
-    if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
-        return "Conv attributes do not describe a 2-D convolution"
-    return ConvGeometry(kernel, strides, pads, dilations)  # type: ignore[arg-type]
-
-
 def _plan(weight: Weight, m: int) -> _Plan | str:
     """Return the plan for ``weight``, or the reason it is skipped."""
     if any(use.activation is None for use in weight.uses):
@@ -242,7 +229,7 @@ def _plan(weight: Weight, m: int) -> _Plan | str:
             return f"input channels {cin} are not a multiple of M={m}"
         requests = []
         for name, use in zip(names, weight.uses, strict=True):
-            geometry = _conv_geometry(use.node, (kh, kw))
+            geometry = conv_geometry(use.node, (kh, kw))
             if isinstance(geometry, str):
                 return geometry
             requests.append(StatRequest(name, 1, gram=True, conv=geometry, sums=frozenset()))

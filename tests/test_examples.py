@@ -118,8 +118,13 @@ def test_01_prune_cli(tmp_path: Path) -> None:
     dumped = yaml.safe_load(next(text for command, text in outputs.items() if "--dump-recipe" in command))
     dumped["passes"][0]["config"]["keep_first"] = True
     written = yaml.safe_load((example / "recipe.yaml").read_text())
-    for section, key in ((None, "model"), (None, "output"), (None, "validation_data"), (None, "report"),
-                         ("calibration", "path")):
+    for section, key in (
+        (None, "model"),
+        (None, "output"),
+        (None, "validation_data"),
+        (None, "report"),
+        ("calibration", "path"),
+    ):
         holder = written[section] if section else written
         holder[key] = str((example / holder[key]).resolve())
     assert dumped == written

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["infer_shapes"]
+__all__ = ["complete_shapes", "infer_shapes"]
 
 logger = logging.getLogger(__name__)
 _KEEP_BYTES = 4096
@@ -73,4 +74,37 @@ def infer_shapes(
     for value in model.graph.initializers.values():
         if value.const_value is not None:
             shapes[value.name or ""] = tuple(int(d) for d in value.const_value.shape)
+    return shapes
+
+
+def complete_shapes(
+    model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """:func:`infer_shapes`, then the shapes it missed read off one onnxruntime run.
+
+    Shape inference loses track after a Reshape whose target is computed from ``Shape`` ops
+    (common in TorchScript exports); running the model once on zeros (dynamic dims fixed as in
+    :func:`infer_shapes`) gives the real shapes.
+    """
+    from onnxprune import _ort
+
+    shapes = infer_shapes(model, input_shapes)
+    missing = [out.name for node in model.graph for out in node.outputs if out.name and out.name not in shapes]
+    if not missing:
+        return shapes
+    feeds = {}
+    for value in model.graph.inputs:
+        if value.is_initializer() or value.name is None:
+            continue
+        dims = (input_shapes or {}).get(value.name) or shapes.get(value.name)
+        if dims is None or value.dtype is None:
+            return shapes
+        feeds[value.name] = np.zeros(dims, dtype=value.dtype.numpy())
+    try:
+        session = _ort.session(model, missing, what="model for shape discovery")
+        results = session.run(missing, feeds)
+    except Exception as e:  # best effort, as inference
+        logger.warning("could not run the model to find shapes (%s)", str(e).splitlines()[0])
+        return shapes
+    shapes.update({name: tuple(int(d) for d in np.shape(r)) for name, r in zip(missing, results, strict=True)})
     return shapes

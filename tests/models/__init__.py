@@ -21,6 +21,13 @@ Two families of builders live here:
 
 :func:`random_inputs` (:mod:`tests.models.inputs`) builds feeds for any of these
 from the graph input specs.
+
+* The structured-pruning zoo (:mod:`tests.models.structured_zoo`): eleven small
+  plain-torch architectures named in :data:`ARCHS` (ResNet basic/bottleneck,
+  MobileNetV2 inverted residuals, EfficientNet SE blocks, VGG, DenseNet,
+  Inception, UNet, ShuffleNet, a transformer MLP, an EfficientNet-B0-shaped net)
+  with :func:`build_module`, :func:`example_input` and the cached exporter
+  :func:`zoo_onnx` (torch imported lazily).
 """
 
 from __future__ import annotations
@@ -41,17 +48,21 @@ from tests.models.handbuilt import (
     shared_weight_model,
 )
 from tests.models.inputs import random_inputs
+from tests.models.structured_zoo import ARCHS, build_module, example_input, zoo_onnx
 from tests.models.torch_modules import CLASS_NAMES as _LAZY_CLASSES
 from tests.models.torch_modules import module_class as _module_class
 
 __all__ = [
+    "ARCHS",
     "HELPER_BUILDERS",
     "BertLikeEncoder",
     "MobileNetV2Like",
     "ResNet18Like",
     "TinyCNN",
     "bert_like_onnx",
+    "build_module",
     "conv_model",
+    "example_input",
     "gru_model",
     "if_loop_model",
     "lstm_model",
@@ -65,6 +76,7 @@ __all__ = [
     "shared_weight_model",
     "tiny_cnn_onnx",
     "torch_export",
+    "zoo_onnx",
 ]
 
 if TYPE_CHECKING:  # real nn.Module subclasses, built lazily by the module __getattr__ below

@@ -56,8 +56,12 @@ def _weight(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 def matmul_model(k: int = 32, out: int = 16, seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
-    return _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [("x", ["N", k])], ["y"],
-                  {"w": _weight(rng, out, k).T})
+    return _model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [("x", ["N", k])],
+        ["y"],
+        {"w": _weight(rng, out, k).T},
+    )
 
 
 def gemm_model(trans_a: int = 0, trans_b: int = 1, k: int = 32, out: int = 16, seed: int = 0) -> onnx.ModelProto:
@@ -65,16 +69,18 @@ def gemm_model(trans_a: int = 0, trans_b: int = 1, k: int = 32, out: int = 16, s
     w = _weight(rng, out, k)
     node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="gemm", transA=trans_a, transB=trans_b, alpha=0.5)
     x_shape = [k, "N"] if trans_a else ["N", k]
-    return _model([node], [("x", x_shape)], ["y"], {"w": w if trans_b else w.T, "b": rng.standard_normal(out)},
-                  opset=13)
+    return _model(
+        [node], [("x", x_shape)], ["y"], {"w": w if trans_b else w.T, "b": rng.standard_normal(out)}, opset=13
+    )
 
 
 def conv_model(cin: int = 8, out: int = 16, seed: int = 0, **attrs) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     attrs = {"pads": [1, 1, 1, 1], **attrs}
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", **attrs)
-    return _model([node], [("x", ["N", cin, 6, 6])], ["y"], {"w": _weight(rng, out, cin, 3, 3),
-                                                           "b": rng.standard_normal(out)})
+    return _model(
+        [node], [("x", ["N", cin, 6, 6])], ["y"], {"w": _weight(rng, out, cin, 3, 3), "b": rng.standard_normal(out)}
+    )
 
 
 def correlated(shape: tuple[int, ...], feature_axis: int, seed: int) -> np.ndarray:
@@ -246,8 +252,12 @@ def test_shared_weight_and_one_activation_with_two_geometries() -> None:
         helper.make_node("Conv", ["x", "k3"], ["y3"], name="conv3", pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["x", "k1"], ["y1"], name="conv1"),
     ]
-    proto = _model(nodes, [("a", ["N", 16]), ("b", ["N", 16]), ("x", ["N", 4, 5, 5])], ["ya", "yb", "y3", "y1"],
-                   {"w": _weight(rng, 8, 16).T, "k3": _weight(rng, 6, 4, 3, 3), "k1": _weight(rng, 6, 4, 1, 1)})
+    proto = _model(
+        nodes,
+        [("a", ["N", 16]), ("b", ["N", 16]), ("x", ["N", 4, 5, 5])],
+        ["ya", "yb", "y3", "y1"],
+        {"w": _weight(rng, 8, 16).T, "k3": _weight(rng, 6, 4, 3, 3), "k1": _weight(rng, 6, 4, 1, 1)},
+    )
     model, result = prune(proto, SparseGPTPass, SparseGPTConfig(sparsity=0.5))
     changed = {e["tensor"]: e for e in result.report.changed}
     assert sorted(changed) == ["k1", "k3", "w"]
@@ -268,10 +278,20 @@ def test_unsupported_weights_are_skipped_with_reasons() -> None:
         helper.make_node("MatMul", ["v", "wm"], ["y_m"], name="odd"),
         helper.make_node("Conv", ["x", "wok"], ["y_ok"], name="fine", pads=[1, 1, 1, 1]),
     ]
-    inits = {"wt": _weight(rng, 4, 4, 3, 3), "wg": _weight(rng, 4, 2, 3, 3), "ws": _weight(rng, 4, 4, 3, 3),
-             "w1": _weight(rng, 4, 4, 3), "wm": _weight(rng, 5, 6).T, "wok": _weight(rng, 4, 4, 3, 3)}
-    proto = _model(nodes, [("x", ["N", 4, 6, 6]), ("s", ["N", 4, 10]), ("v", ["N", 6])],
-                   ["y_t", "y_g", "y_s", "y_1", "y_m", "y_ok"], inits)
+    inits = {
+        "wt": _weight(rng, 4, 4, 3, 3),
+        "wg": _weight(rng, 4, 2, 3, 3),
+        "ws": _weight(rng, 4, 4, 3, 3),
+        "w1": _weight(rng, 4, 4, 3),
+        "wm": _weight(rng, 5, 6).T,
+        "wok": _weight(rng, 4, 4, 3, 3),
+    }
+    proto = _model(
+        nodes,
+        [("x", ["N", 4, 6, 6]), ("s", ["N", 4, 10]), ("v", ["N", 6])],
+        ["y_t", "y_g", "y_s", "y_1", "y_m", "y_ok"],
+        inits,
+    )
     model, result = prune(proto, SparseGPTPass, SparseGPTConfig(n=2, m=4))
     reasons = {s["tensor"]: s["reason"] for s in result.report.skipped}
     assert "ConvTranspose is not supported" in reasons["wt"]
@@ -305,8 +325,19 @@ def test_cli_builds_a_sparsegpt_spec(tmp_path) -> None:
     onnx.save(gemm_model(), model)
     runner = CliRunner()
     for args, config in ((["--sparsity", "0.5"], {"sparsity": 0.5}), (["--pattern", "2:4"], {"n": 2, "m": 4})):
-        result = runner.invoke(cli, ["prune", str(model), "-o", str(tmp_path / "out.onnx"), *args,
-                                     "--importance", "sparsegpt", "--dump-recipe"])
+        result = runner.invoke(
+            cli,
+            [
+                "prune",
+                str(model),
+                "-o",
+                str(tmp_path / "out.onnx"),
+                *args,
+                "--importance",
+                "sparsegpt",
+                "--dump-recipe",
+            ],
+        )
         assert result.exit_code == 0, result.output
         spec = yaml.safe_load(result.output)["passes"][0]
         assert spec["name"] == "sparsegpt"

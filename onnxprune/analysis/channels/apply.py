@@ -1,0 +1,192 @@
+"""Executors for the rules' ``slice``: record the channel parameters, zero them, or slice them.
+
+One ``slice`` function per op names the constant inputs and attributes that follow channels;
+:class:`Recorder` lists them (importance, inspection), :class:`Masker` zeroes the removed channels'
+weights in place (the masked reference model), :class:`Shrinker` removes them and rewrites shape
+constants and attributes (the physically smaller model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.analysis.channels.graph import ChannelAnalysis
+from onnxprune.analysis.channels.rules import RULES
+from onnxprune.analysis.weights import constant_behind
+
+__all__ = ["Executor", "Masker", "ParamUse", "Recorder", "Shrinker", "replace_constant", "shrink", "mask"]
+
+#: roles of a channel parameter: producer weight rows, consumer weight columns, bias, BN scale, other
+ROLES = ("out", "in", "bias", "scale", "norm", "const")
+_WEIGHT_ROLES = frozenset({"out", "in", "bias"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamUse:
+    """Constant input ``index`` of ``node`` follows the channels of ``by`` along ``axis``.
+
+    Parameter index ``i`` belongs to channel positions ``i*per .. (i+1)*per`` of ``by``.
+    """
+
+    node: ir.Node
+    index: int
+    axis: int
+    by: ir.Value
+    role: str
+    per: int = 1
+
+
+def replace_constant(node: ir.Node, index: int, array: np.ndarray, *, suffix: str = "") -> None:
+    """Give ``node`` its own constant ``array`` at input ``index`` (de-tying shared tensors).
+
+    The old tensor is updated in place when this input is its only use; otherwise (a tensor
+    shared with other nodes, an Identity alias, a Constant node) a new initializer is added.
+    """
+    graph = node.graph
+    assert graph is not None
+    old = node.inputs[index]
+    old_tensor = constant_behind(old) if old is not None else None
+    dtype = old_tensor.dtype if old_tensor is not None else ir.DataType.from_numpy(array.dtype)
+    array = np.ascontiguousarray(array, dtype=dtype.numpy())
+    if (
+        old is not None
+        and old.is_initializer()
+        and len(old.uses()) == 1
+        and not old.is_graph_input()
+        and not old.is_graph_output()
+    ):
+        old.const_value = ir.Tensor(array, dtype=dtype, name=old.name)
+        old.shape = ir.Shape(array.shape)
+        return
+    base = (old.name if old is not None and old.name else f"{node.name}_{index}") + (suffix or f"__{node.name}")
+    name, n = base, 1
+    while name in graph.initializers:
+        name, n = f"{base}_{n}", n + 1
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype))
+    value.const_value = ir.Tensor(array, dtype=dtype, name=name)
+    graph.register_initializer(value)
+    if index < len(node.inputs):
+        node.replace_input_with(index, value)
+    else:
+        node.resize_inputs(index + 1)
+        node.replace_input_with(index, value)
+
+
+class Executor:
+    """What a rule's ``slice`` can ask for; the base class only records nothing."""
+
+    def __init__(self, analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray] | None = None) -> None:
+        self.analysis = analysis
+        self.keep = dict(keep or {})
+
+    def kept(self, value: ir.Value) -> np.ndarray | None:
+        """Kept channel positions of ``value`` (all of them when nothing is removed)."""
+        return self.analysis.positions(value, self.keep)
+
+    def width(self, value: ir.Value) -> int:
+        layout = self.analysis.layout(value)
+        assert layout is not None
+        return layout.width
+
+    def changed(self, value: ir.Value) -> bool:
+        kept = self.kept(value)
+        return kept is not None and len(kept) != self.width(value)
+
+    def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
+        """Constant input ``index`` of ``node`` follows ``by``'s channels along ``axis``."""
+
+    def set_input(self, node: ir.Node, index: int, array: np.ndarray) -> None:
+        """Rewrite a shape-like constant input (split sizes, reshape target, slice bounds)."""
+
+    def set_attr(self, node: ir.Node, attr: ir.Attr) -> None:
+        """Rewrite an attribute (conv group count, norm group count)."""
+
+
+class Recorder(Executor):
+    """Collects every :class:`ParamUse` (nothing is changed)."""
+
+    def __init__(self, analysis: ChannelAnalysis) -> None:
+        super().__init__(analysis)
+        self.uses: list[ParamUse] = []
+
+    def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
+        if index < len(node.inputs) and node.inputs[index] is not None:
+            self.uses.append(ParamUse(node, index, axis, by, role, per))
+
+
+def _indices(positions: np.ndarray, per: int) -> np.ndarray:
+    return positions if per == 1 else np.unique(positions // per)
+
+
+class Masker(Executor):
+    """Zeroes the removed channels of producer weights, biases and consumer weights in place."""
+
+    def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
+        if role not in _WEIGHT_ROLES or not self.changed(by):
+            return
+        tensor = constant_behind(node.inputs[index]) if index < len(node.inputs) and node.inputs[index] else None
+        if tensor is None:
+            return
+        array = np.array(tensor.numpy())
+        kept = _indices(self.kept(by), per)  # type: ignore[arg-type]
+        removed = np.setdiff1d(np.arange(array.shape[axis]), kept)
+        index_ = [slice(None)] * array.ndim
+        index_[axis] = removed
+        array[tuple(index_)] = 0
+        replace_constant(node, index, array)
+
+
+class Shrinker(Executor):
+    """Removes the channels: slices constants, rewrites shape constants and attributes."""
+
+    def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
+        del role
+        if not self.changed(by):
+            return
+        tensor = constant_behind(node.inputs[index]) if index < len(node.inputs) and node.inputs[index] else None
+        if tensor is None:
+            return
+        kept = _indices(self.kept(by), per)  # type: ignore[arg-type]
+        replace_constant(node, index, np.take(tensor.numpy(), kept, axis=axis))
+
+    def set_input(self, node: ir.Node, index: int, array: np.ndarray) -> None:
+        replace_constant(node, index, array, suffix=f"__{node.name}")
+
+    def set_attr(self, node: ir.Node, attr: ir.Attr) -> None:
+        node.attributes[attr.name] = attr
+
+
+def _run(executor: Executor) -> None:
+    for node in executor.analysis.nodes:
+        slice_ = RULES[node.op_type].slice
+        if slice_ is not None:
+            slice_(node, executor)
+
+
+def record(analysis: ChannelAnalysis) -> list[ParamUse]:
+    """Every channel parameter of the analysed graph."""
+    recorder = Recorder(analysis)
+    _run(recorder)
+    return recorder.uses
+
+
+def mask(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> None:
+    """Zero the removed channels' weights in the analysed model (shapes unchanged)."""
+    _run(Masker(analysis, keep))
+
+
+def shrink(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> None:
+    """Physically remove the channels ``keep`` leaves out.
+
+    Shapes of intermediate values are cleared (they are re-inferred by whoever needs them).
+    """
+    _run(Shrinker(analysis, keep))
+    graph = analysis.model.graph
+    for node in graph:
+        for out in node.outputs:
+            if not out.is_graph_output():
+                out.shape = None

@@ -1,0 +1,12 @@
+"""Per-op channel rules: each op type has one registered entry with ``propagate`` and ``slice``.
+
+``propagate(node, analysis)`` reads the layouts of the node's inputs and sets those of its
+outputs, coupling or blocking groups on the way. ``slice(node, executor)`` names the constant
+inputs and attributes that follow the channels, so the same entry drives importance (record),
+masking (zero) and the physical shrink (slice). Importing this package registers every rule.
+"""
+
+from onnxprune.analysis.channels.rules import elementwise, norms, producers, reshape, spatial  # noqa: F401  (register)
+from onnxprune.analysis.channels.rules._registry import RULES, Rule, rule
+
+__all__ = ["RULES", "Rule", "rule"]

@@ -1,0 +1,172 @@
+"""Closed-form recovery: refit each consumer's weight and bias on the calibration activations.
+
+For a consumer whose input lost channels, the kept columns of ``X`` are fitted to the original
+output ``X·W + b`` by ridge regression, using only the streaming Gram ``XᵀX`` and column sums:
+``[W'; b'] = (Ĝ_kk + λI)⁻¹ Ĝ_k,: [W; b]`` with ``Ĝ`` the Gram of ``[X, 1]``. The result is written at
+full width with zeros in the removed columns, so the masked model already carries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, replace_constant
+from onnxprune.calibration.collect import StatRequest, conv_geometry
+from onnxprune.calibration.stats import ChannelStats
+
+__all__ = ["Refit", "plan_refits", "refit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Refit:
+    """One consumer to refit: its input, the Gram request, and where its weight and bias live."""
+
+    node: ir.Node
+    use: ParamUse
+    request: StatRequest
+    kernel: int  # columns per input channel (kh·kw for Conv, 1 otherwise)
+    bias: tuple[ir.Node, int] | None  # the node and input holding the bias, if any
+
+
+def _bias_add(node: ir.Node, analysis: ChannelAnalysis, n: int) -> tuple[ir.Node, int] | None:
+    """The ``Add(MatMul, const[n])`` that carries a MatMul's bias."""
+    uses = node.outputs[0].uses()
+    if len(uses) != 1 or uses[0][0].op_type != "Add":
+        return None
+    add = uses[0][0]
+    other = 1 - uses[0][1]
+    const = analysis.const(add.inputs[other])
+    if const is None or const.size != n or const.shape[-1] != n:
+        return None
+    return add, other
+
+
+def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Refit | str:
+    node = use.node
+    weight = analysis.const(node.inputs[1])
+    layout = analysis.layout(use.by)
+    assert weight is not None and layout is not None
+    key = f"{use.by.name}@{node.name}"
+    attrs = node.attributes
+    if node.op_type == "Conv":
+        if weight.ndim != 4:
+            return "only 2-D Conv consumers are refitted"
+        geometry = conv_geometry(node, tuple(weight.shape[2:]))  # type: ignore[arg-type]
+        if isinstance(geometry, str):
+            return geometry
+        kernel = int(weight.shape[2] * weight.shape[3])
+        request = StatRequest(use.by.name or "", 1, gram=True, conv=geometry, sums=frozenset(), key=key)
+        bias = (node, 2)
+    elif node.op_type == "Gemm":
+        if attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
+            return "Gemm with alpha/beta != 1 is not refitted"
+        kernel, bias = 1, (node, 2)
+        request = StatRequest(use.by.name or "", layout.axis, gram=True, sums=frozenset(), key=key)
+    else:
+        kernel = 1
+        bias = _bias_add(node, analysis, weight.shape[1])
+        request = StatRequest(use.by.name or "", layout.axis, gram=True, sums=frozenset(), key=key)
+    features = layout.width * kernel
+    if features > max_features:
+        return f"{features} input features exceed the refit limit ({max_features})"
+    return Refit(node, use, request, kernel, bias)
+
+
+def plan_refits(
+    analysis: ChannelAnalysis, uses: Sequence[ParamUse], keep: Mapping[int, np.ndarray], max_features: int
+) -> tuple[list[Refit], dict[str, str]]:
+    """Consumers that lose input channels under ``keep``, and the reasons for those left as they are."""
+    plans: list[Refit] = []
+    skipped: dict[str, str] = {}
+    for use in uses:
+        if use.role != "in":
+            continue
+        kept = analysis.positions(use.by, keep)
+        layout = analysis.layout(use.by)
+        if kept is None or layout is None or len(kept) == layout.width:
+            continue
+        plan = _plan_one(analysis, use, max_features)
+        if isinstance(plan, str):
+            skipped[use.node.name or ""] = plan
+        else:
+            plans.append(plan)
+    return plans, skipped
+
+
+def _as_matrix(node: ir.Node, weight: np.ndarray) -> np.ndarray:
+    """The weight as ``[features, outputs]`` (features in the Gram's column order)."""
+    if node.op_type == "Conv":
+        return weight.reshape(weight.shape[0], -1).T
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return weight.T
+    return weight
+
+
+def _from_matrix(node: ir.Node, matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if node.op_type == "Conv":
+        return matrix.T.reshape(shape)
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return matrix.T
+    return matrix
+
+
+def _output_error(gram: np.ndarray, delta: np.ndarray) -> float:
+    """Σ over samples of ‖[X,1]·delta‖² from the augmented Gram."""
+    return float(np.einsum("ij,ij->", delta, gram @ delta))
+
+
+def refit(
+    analysis: ChannelAnalysis,
+    plan: Refit,
+    keep: Mapping[int, np.ndarray],
+    stats: Mapping[str, ChannelStats],
+    ridge: float,
+) -> dict[str, float]:
+    """Refit one consumer in place; return its relative output error before and after."""
+    node = plan.node
+    entry = stats[plan.request.name]
+    assert entry.gram is not None and entry.gram_sum is not None
+    weight = np.asarray(analysis.const(node.inputs[1]))
+    matrix = _as_matrix(node, weight).astype(np.float64)
+    features, outputs = matrix.shape
+    bias_now = None
+    if plan.bias is not None:
+        holder, index = plan.bias
+        present = index < len(holder.inputs) and holder.inputs[index] is not None
+        bias_now = np.asarray(analysis.const(holder.inputs[index])) if present else np.zeros(outputs)
+    gram = np.zeros((features + 1, features + 1))
+    gram[:features, :features] = entry.gram
+    gram[:features, -1] = gram[-1, :features] = entry.gram_sum
+    gram[-1, -1] = entry.rows
+    original = np.vstack([matrix, (bias_now if bias_now is not None else np.zeros(outputs)).reshape(1, -1)])
+    channels = analysis.positions(plan.use.by, keep)
+    assert channels is not None
+    cols = (channels[:, None] * plan.kernel + np.arange(plan.kernel)[None, :]).ravel()
+    rows = np.append(cols, features) if bias_now is not None else cols
+    a = gram[np.ix_(rows, rows)]
+    damp = ridge * float(np.mean(np.diag(a)[: len(cols)])) if len(cols) else 0.0
+    a[np.arange(len(cols)), np.arange(len(cols))] += damp
+    solution = np.linalg.solve(a, gram[rows] @ original)
+    fitted = np.zeros_like(original)
+    fitted[rows] = solution
+    if bias_now is None:
+        fitted[-1] = original[-1]
+    masked = original.copy()
+    masked[np.setdiff1d(np.arange(features), cols)] = 0.0
+    reference = max(_output_error(gram, original), 1e-30)
+    before, after = (
+        _output_error(gram, masked - original) / reference,
+        _output_error(gram, fitted - original) / reference,
+    )
+    if after > before:  # ridge can only help on the data it saw; keep the plain slice otherwise
+        fitted = masked
+        after = before
+    replace_constant(node, 1, _from_matrix(node, fitted[:features], weight.shape).astype(weight.dtype))
+    if plan.bias is not None and bias_now is not None:
+        holder, index = plan.bias
+        replace_constant(holder, index, fitted[-1].reshape(bias_now.shape).astype(weight.dtype))
+    return {"error_before": before, "error_after": after}

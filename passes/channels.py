@@ -1,0 +1,292 @@
+"""Structured channel pruning: remove whole channels/neurons and physically shrink the tensors.
+
+The pass is thin: the channel-dependency analysis (``onnxprune.analysis.channels``) finds the
+coupled groups, ``_importance`` scores them, ``_allocate`` decides how many units each keeps,
+``_reconstruct`` refits the consumers on calibration data, and the analysis's shrink slices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+
+from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
+from onnxprune.analysis.flops import count_model
+from onnxprune.analysis.shapes import complete_shapes, infer_shapes
+from onnxprune.errors import RecipeError, ValidationError
+from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes._importance import AGGREGATES, IMPORTANCES, NORMALIZERS, group_scores, importance_requests
+from onnxprune.passes._reconstruct import plan_refits, refit
+
+__all__ = ["ChannelPruneConfig", "ChannelPrunePass", "prune_plan"]
+
+logger = logging.getLogger(__name__)
+_STAT_IMPORTANCES = ("act_mean", "apoz", "density", "wanda")
+_TARGET_TOLERANCE = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelPruneConfig:
+    """Structured channel pruning.
+
+    Attributes:
+        ratio: Fraction of each group's channels removed (``--channels``), in [0, 1).
+        target_flops: Instead of ``ratio``: keep this fraction of the MACs (found by search, ±1%).
+        target_params: Instead of ``ratio``: keep this fraction of the parameters.
+        importance: ``l1``/``l2`` magnitude, ``bn`` (BatchNorm |γ|), ``act_mean`` (DropNet),
+            ``apoz``/``density`` (activation density), ``wanda`` (‖W_col‖·‖X‖); the last four need
+            calibration data.
+        aggregate: How a group combines its members' scores (sum, mean, max).
+        normalize: Per-group score normalization (mean, max, sum, none); matters for global scope.
+        scope: ``uniform`` (every group loses ``ratio``) or ``global`` (one threshold).
+        round_to: Kept channel counts are multiples of this (8 suits most hardware).
+        min_channels: Every group keeps at least this many channels.
+        max_ratio: Global scope never removes more than this fraction of one group.
+        exclude: Globs on producer node names; matching groups are left whole.
+        reconstruct: Refit consumers by ridge regression when calibration data is given.
+        ridge: Ridge strength relative to the mean diagonal of the Gram.
+        max_features: Consumers with more input features than this are not refitted.
+        allow_inexact: Also prune groups normalized by a LayerNormalization over their axis.
+        verify: Check that the shrunk model equals the masked model in onnxruntime.
+        verify_tolerance: Largest relative output difference accepted by ``verify``.
+    """
+
+    ratio: float = 0.5
+    target_flops: float | None = None
+    target_params: float | None = None
+    importance: str = "l2"
+    aggregate: str = "sum"
+    normalize: str = "mean"
+    scope: str = "uniform"
+    round_to: int = 1
+    min_channels: int = 1
+    max_ratio: float = 0.9
+    exclude: tuple[str, ...] = ()
+    reconstruct: bool = True
+    ridge: float = 1e-3
+    max_features: int = 8192
+    allow_inexact: bool = False
+    verify: bool = False
+    verify_tolerance: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise RecipeError(f"channels ratio must be in [0, 1), got {self.ratio}")
+        for name in ("target_flops", "target_params"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise RecipeError(f"{name} must be in (0, 1], got {value}")
+        if self.target_flops is not None and self.target_params is not None:
+            raise RecipeError("give target_flops or target_params, not both")
+        for field, value, choices in (
+            ("importance", self.importance, IMPORTANCES),
+            ("aggregate", self.aggregate, AGGREGATES),
+            ("normalize", self.normalize, NORMALIZERS),
+            ("scope", self.scope, ("uniform", "global")),
+        ):
+            if value not in choices:
+                raise RecipeError(f"{field} must be one of {', '.join(choices)}; got '{value}'")
+        if self.round_to < 1 or self.min_channels < 0:
+            raise RecipeError("round_to must be >= 1 and min_channels >= 0")
+
+
+def _excluded(analysis: ChannelAnalysis, gid: int, patterns: tuple[str, ...]) -> bool:
+    names = analysis.groups[gid].producers
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
+
+
+def _measure(
+    model: ir.Model,
+    shapes: Mapping[str, tuple[int, ...]],
+    keep: Mapping[int, np.ndarray],
+    what: str,
+    allow_inexact: bool,
+) -> int:
+    """MACs or params of the model shrunk with ``keep`` (on a copy)."""
+    copy = model.clone()
+    shrink(analyze_channels(copy, shapes, allow_inexact=allow_inexact), keep)
+    counts = count_model(copy, infer_shapes(copy) if what == "macs" else {})
+    return counts.macs if what == "macs" else counts.params
+
+
+def prune_plan(
+    model: ir.Model,
+    analysis: ChannelAnalysis,
+    scores: Mapping[int, GroupScores],
+    config: ChannelPruneConfig,
+    shapes: Mapping[str, tuple[int, ...]],
+) -> tuple[dict[int, np.ndarray], dict[str, float]]:
+    """Kept units per group: at ``config.ratio``, or at the ratio meeting a FLOPs/params target."""
+    alloc = Allocation(config.round_to, config.min_channels, config.max_ratio)
+    target = config.target_flops if config.target_flops is not None else config.target_params
+    if target is None:
+        return allocate(scores, config.ratio, alloc, config.scope), {"ratio": config.ratio}
+    what = "macs" if config.target_flops is not None else "params"
+    base = _measure(model, shapes, {}, what, config.allow_inexact)
+
+    def fraction(scope: str) -> Callable[[float], float]:
+        def measure(ratio: float) -> float:
+            keep = allocate(scores, ratio, alloc, scope)
+            return _measure(model, shapes, keep, what, config.allow_inexact) / max(base, 1)
+
+        return measure
+
+    scope = config.scope
+    ratio, got = search_ratio(fraction(scope), target)
+    if abs(got - target) > _TARGET_TOLERANCE and scope == "uniform":
+        # uniform steps are coarse on narrow groups; one global threshold moves in single blocks
+        ratio_g, got_g = search_ratio(fraction("global"), target)
+        if abs(got_g - target) < abs(got - target):
+            scope, ratio, got = "global", ratio_g, got_g
+    logger.info("ratio %.4f (%s) keeps %.4f of the %s (target %.4f)", ratio, scope, got, what, target)
+    info = {"ratio": ratio, "scope_used": scope, f"{what}_kept": got, "target": target}
+    return allocate(scores, ratio, alloc, scope), info
+
+
+class ChannelPrunePass(OnnxPrunePass):
+    """Remove whole channels/neurons from coupled groups and shrink the tensors."""
+
+    name = "channels"
+    config_class = ChannelPruneConfig
+
+    def call(self, model: ir.Model) -> PruneResult:
+        start = time.perf_counter()
+        config: ChannelPruneConfig = self.config
+        report = self.new_report()
+        shapes = complete_shapes(model)
+        analysis = analyze_channels(model, shapes, allow_inexact=config.allow_inexact)
+        uses = record(analysis)
+        chosen = self._choose_groups(analysis, report)
+        calibrated = self.context.calibration is not None and not getattr(self.context.calibration, "random", False)
+        if config.reconstruct and not calibrated:
+            report.summary["reconstruction"] = "off: needs real calibration data (--calib)"
+        stats_needed = config.importance in _STAT_IMPORTANCES
+        requests = importance_requests(analysis, uses, config.importance)
+        stats = (
+            self.context.stats(model, requests, needed_by=f"importance '{config.importance}'") if stats_needed else None
+        )
+        unit_scores, used = group_scores(
+            analysis,
+            uses,
+            chosen,
+            importance=config.importance,
+            aggregate=config.aggregate,
+            normalize=config.normalize,
+            stats=stats,
+        )
+        groups = {
+            gid: GroupScores(analysis.groups[gid].units, analysis.groups[gid].block, unit_scores[gid]) for gid in chosen
+        }
+        keep, plan_info = prune_plan(model, analysis, groups, config, shapes)
+        keep = {gid: k for gid, k in keep.items() if len(k) < groups[gid].units}
+        refits = self._refit(model, analysis, uses, keep, report) if config.reconstruct and calibrated and keep else []
+        masked = None
+        if config.verify and keep:
+            masked = model.clone()
+            mask(analyze_channels(masked, shapes, allow_inexact=config.allow_inexact), keep)
+        shrink(analysis, keep)
+        common_passes.RemoveUnusedNodesPass()(model)
+        for gid, kept in keep.items():
+            group = analysis.groups[gid]
+            report.changed.append(
+                {
+                    "group": gid,
+                    "producers": group.producers,
+                    "units": group.units,
+                    "kept": int(len(kept)),
+                    "block": group.block,
+                    "importance": used[gid],
+                }
+            )
+        if masked is not None:
+            report.summary["verify_max_rel_diff"] = _verify(masked, model, self.context, config.verify_tolerance)
+        self._summarize(report, analysis, chosen, keep, plan_info, refits)
+        if keep:
+            self.context.analyses.invalidate()
+        report.seconds = time.perf_counter() - start
+        return PruneResult(model, bool(keep), report)
+
+    def _choose_groups(self, analysis: ChannelAnalysis, report: PassReport) -> list[int]:
+        chosen = []
+        for group in analysis.groups.roots():
+            producer = group.producers[0]
+            if not group.prunable:
+                report.skip(
+                    producer, group.blockers[0].node, group.blockers[0].op, "; ".join(map(str, group.blockers[:3]))
+                )
+            elif self.config.exclude and _excluded(analysis, group.id, self.config.exclude):
+                report.skip(producer, producer, "", "matched an exclude glob")
+            else:
+                chosen.append(group.id)
+        return chosen
+
+    def _refit(
+        self,
+        model: ir.Model,
+        analysis: ChannelAnalysis,
+        uses: list[ParamUse],
+        keep: dict[int, np.ndarray],
+        report: PassReport,
+    ) -> list[dict]:
+        plans, skipped = plan_refits(analysis, uses, keep, self.config.max_features)
+        for node, reason in skipped.items():
+            report.skip("", node, "", f"not refitted: {reason}")
+        if not plans:
+            return []
+        stats = self.context.stats(model, [p.request for p in plans], needed_by="reconstruction")
+        return [{"node": p.node.name, **refit(analysis, p, keep, stats, self.config.ridge)} for p in plans]
+
+    def _summarize(
+        self,
+        report: PassReport,
+        analysis: ChannelAnalysis,
+        chosen: list[int],
+        keep: dict,
+        plan_info: dict,
+        refits: list[dict],
+    ) -> None:
+        units = sum(analysis.groups[g].units for g in chosen)
+        removed = sum(analysis.groups[g].units - len(k) for g, k in keep.items())
+        report.summary = {
+            **plan_info,
+            "groups": len(analysis.groups.roots()),
+            "prunable_groups": len(chosen),
+            "pruned_groups": len(keep),
+            "channels_removed": removed,
+            "channels_in_prunable_groups": units,
+            "refitted": len(refits),
+            "refit_error_before": float(np.mean([r["error_before"] for r in refits])) if refits else None,
+            "refit_error_after": float(np.mean([r["error_after"] for r in refits])) if refits else None,
+            **report.summary,
+        }
+        logger.info("channels: removed %d of %d channels in %d groups", removed, units, len(keep))
+
+
+def _verify(masked: ir.Model, shrunk: ir.Model, context: object, tolerance: float) -> float:
+    """Largest relative output difference between the masked and the shrunk model."""
+    from onnxprune import _ort
+    from onnxprune.calibration.sources import RandomSource, input_specs
+    from onnxprune.verify import run_model
+
+    source = getattr(context, "calibration", None) or RandomSource(input_specs(masked), 4, {}, seed=0)
+    ref, cand = _ort.session(masked, what="masked model"), _ort.session(shrunk, what="shrunk model")
+    worst = 0.0
+    for i, feed in enumerate(source.batches(8)):
+        a, b = run_model(ref, feed), run_model(cand, feed)
+        for name in a:
+            scale = max(float(np.abs(a[name]).max()), 1e-12)
+            worst = max(worst, float(np.abs(a[name].astype(np.float64) - b[name]).max()) / scale)
+        if i >= 3:
+            break
+    if worst > tolerance:
+        raise ValidationError(f"shrunk model differs from the masked model by {worst:.2e} (relative) > {tolerance:.0e}")
+    logger.info("verify: shrunk == masked (max relative difference %.2e)", worst)
+    return worst
