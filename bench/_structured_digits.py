@@ -58,9 +58,7 @@ def _onnxprune(
         refit_error_after=summary.get("refit_error_after"),
         verify_max_rel_diff=summary.get("verify_max_rel_diff"),
     )
-    logger.info(
-        "onnxprune %s: accuracy %.3f, MACs %.3f", _label(config), row["accuracy"] or 0.0, row["macs_ratio"]
-    )
+    logger.info("onnxprune %s: accuracy %.3f, MACs %.3f", _label(config), row["accuracy"] or 0.0, row["macs_ratio"])
     return row
 
 
@@ -87,9 +85,7 @@ def _onnxsim(
     row["seconds"] = time.perf_counter() - started
     model = deserialize(pruned_proto)
     row.update(_evaluate(ref, model, test, shapes, dense))
-    row["weight_shapes"] = {
-        init.name: list(init.dims) for init in pruned_proto.graph.initializer if len(init.dims) > 1
-    }
+    row["weight_shapes"] = {init.name: list(init.dims) for init in pruned_proto.graph.initializer if len(init.dims) > 1}
     row["pruned_anything"] = row["macs_ratio"] < 1.0 or row["params_ratio"] < 1.0
     logger.info("onnxsim %s: accuracy %.3f, MACs %.3f", name, row["accuracy"] or 0.0, row["macs_ratio"])
     return row
@@ -149,7 +145,11 @@ def run_digits(args: argparse.Namespace) -> dict[str, Any]:
         "model": rel(MODEL),
         "calibration": f"{rel(CALIB)} ({calib.num_samples} samples)",
         "test": f"{rel(TEST)} ({test.num_samples} labelled samples)",
-        "input": {"name": spec.name, "shape": [d if d is not None else "N" for d in spec.shape], "dtype": str(spec.dtype)},
+        "input": {
+            "name": spec.name,
+            "shape": [d if d is not None else "N" for d in spec.shape],
+            "dtype": str(spec.dtype),
+        },
         "weight_shapes": weight_shapes,
         "dense": {**dense, "accuracy": baseline},
         "onnxsim_wanda_calibration": f"the calibration set as {len(batches)} batches of {ONNXSIM_BATCH}",

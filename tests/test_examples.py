@@ -98,6 +98,9 @@ def test_01_prune_cli(tmp_path: Path) -> None:
     for name in PRUNABLE:
         assert _sparsity(wanda[name]) == pytest.approx(0.5, abs=0.01), name
     assert _accuracy(out / "wanda50.onnx") > 0.95
+    assert _accuracy(out / "channels50.onnx") > 0.95  # measured 0.978 (dense 0.986)
+    assert (out / "channels50.onnx").stat().st_size < (DATA / "digits_cnn.onnx").stat().st_size / 2
+    assert _accuracy(out / "flops40.onnx") > 0.9
     report = yaml.safe_load((out / "wanda50.json").read_text())  # JSON is YAML
     assert report["validation"]["samples"] == 360
 
