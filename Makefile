@@ -32,7 +32,9 @@ lint: install
 	$(VENV)/bin/ruff check onnxprune passes calibration tests examples bench
 
 bench: install
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/bench_sparsify.py --out bench/results
+	$(PY) bench/bench_structured.py --out bench/results
 
 clean:
 	rm -rf $(VENV) $(OUT) build dist *.egg-info

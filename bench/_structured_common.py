@@ -166,31 +166,83 @@ def prune(proto: Any, config: dict[str, Any], calibration: Any = None, threads: 
         "model": result.model,
         "summary": report.summary,
         "skipped": [f"{s['node']}: {s['reason']}" for s in report.skipped[:4]],
+        "kept": [[int(c["units"]), int(c["kept"])] for c in report.changed if "units" in c and "kept" in c],
         "seconds": time.perf_counter() - started,
     }
 
 
-def latency(ref: Any, cand: Any, feed: dict[str, Any], threads: int, runs: int, rounds: int) -> dict[str, Any]:
-    """Interleaved batch-1 latency of two models with ``threads`` intra-op threads.
+def timing_session(model: Any, threads: int, spinning: bool = False) -> Any:
+    """An onnxruntime CPU session for latency measurement.
 
-    Both sessions live in this process; :func:`onnxprune.verify.measure_latency` alternates them run by
-    run. It is called ``rounds`` times with ``runs // rounds`` runs each (so a burst of load from another
-    process spoils one round, not the figure); the speedup is the median over rounds of
-    (reference median / candidate median), with the spread over rounds beside it.
+    ``spinning=True`` is ``onnxprune._ort.session(model, threads=threads)`` as is. Otherwise the same
+    options (``_ort.session_options``) plus ``session.intra_op.allow_spinning = 0``: with two sessions in
+    one process run alternately, the idle intra-op workers of one session spin on the cores the other
+    session needs, which inflates every multi-thread latency (the dense ResNet-18-like runs as slowly
+    with 2 threads as with 1).
     """
+    import onnx_ir as ir
+    import onnxruntime as ort
+
     from onnxprune import _ort
+
+    if spinning:
+        return _ort.session(model, threads=threads)
+    options = _ort.session_options(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _alone_median(model: Any, feed: dict[str, Any], threads: int, runs: int) -> float:
+    """Median ms of ``runs`` runs of a fresh default session (spinning on) that is the only one alive."""
+    sess = timing_session(model, threads, spinning=True)
+    for _ in range(3):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - started)
+    del sess
+    return 1000 * statistics.median(times)
+
+
+def latency(
+    ref: Any, cand: Any, feed: dict[str, Any], threads: int, runs: int, rounds: int, mode: str = "interleaved"
+) -> dict[str, Any]:
+    """Batch-1 latency of two models with ``threads`` intra-op threads, in ``rounds`` rounds.
+
+    ``mode``:
+
+    * ``"interleaved"`` (the benchmark's figure): both sessions (:func:`timing_session`, spinning off) live
+      in this process and :func:`onnxprune.verify.measure_latency` alternates them run by run;
+    * ``"interleaved-spinning"``: the same with ``onnxprune._ort.session`` as is (spinning on);
+    * ``"alone-spinning"``: one default session at a time (spinning on, the other model's session not
+      alive), the two models' blocks of runs alternating round by round.
+
+    Each round has ``runs // rounds`` runs per model (so a burst of load from another process spoils one
+    round, not the figure); the speedup is the median over rounds of (reference median / candidate
+    median), with the spread over rounds beside it.
+    """
     from onnxprune.verify import measure_latency
 
-    ref_sess, cand_sess = _ort.session(ref, threads=threads), _ort.session(cand, threads=threads)
     per_round = max(1, runs // rounds)
-    ref_ms, cand_ms, ratios = [], [], []
-    for i in range(rounds):
-        r, c = measure_latency(ref_sess, cand_sess, feed, runs=per_round, warmup=5 if i == 0 else 1)
-        ref_ms.append(r)
-        cand_ms.append(c)
-        ratios.append(r / c)
+    ref_ms, cand_ms = [], []
+    if mode == "alone-spinning":
+        for i in range(rounds):
+            order = ((ref, ref_ms), (cand, cand_ms)) if i % 2 == 0 else ((cand, cand_ms), (ref, ref_ms))
+            for model, times in order:
+                times.append(_alone_median(model, feed, threads, per_round))
+    else:
+        spinning = mode == "interleaved-spinning"
+        ref_sess, cand_sess = timing_session(ref, threads, spinning), timing_session(cand, threads, spinning)
+        for i in range(rounds):
+            r, c = measure_latency(ref_sess, cand_sess, feed, runs=per_round, warmup=5 if i == 0 else 1)
+            ref_ms.append(r)
+            cand_ms.append(c)
+    ratios = [r / c for r, c in zip(ref_ms, cand_ms, strict=True)]
     return {
         "threads": threads,
+        "mode": mode,
         "runs": per_round * rounds,
         "rounds": rounds,
         "ref_ms": statistics.median(ref_ms),
@@ -224,7 +276,8 @@ def fidelity(ref: Any, cand: Any, inputs: dict[str, Any], batch: int = 16) -> di
     """Output agreement of ``cand`` with ``ref`` on ``inputs`` (first output, e.g. logits).
 
     ``rel_l2``: ||y_cand - y_ref|| / ||y_ref|| over all samples (Frobenius); ``top1_agreement``: fraction
-    of samples with the same argmax; ``mean_cosine``: mean per-sample cosine similarity.
+    of samples with the same argmax; ``mean_cosine``: mean per-sample cosine similarity;
+    ``ref_distinct_top1``: how many classes the reference predicts at all (1 makes the agreement void).
     """
     import numpy as np
 
@@ -244,4 +297,5 @@ def fidelity(ref: Any, cand: Any, inputs: dict[str, Any], batch: int = 16) -> di
         "rel_l2": float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-300)),
         "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
         "mean_cosine": float(cosine.mean()),
+        "ref_distinct_top1": int(len(np.unique(a.argmax(1)))),
     }

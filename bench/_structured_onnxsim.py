@@ -2,9 +2,11 @@
 
 onnxsim 0.8.1 ``apply_structured_pruning(sparsity=0.5)`` prunes only producer -> consumer chains it can
 follow (in a ResNet, the first conv of each basic block); its achieved MACs fraction is then given to
-onnxprune as ``target_flops`` (importance ``l2``, uniform scope), once without and once with
-reconstruction on random-normal calibration inputs. The model is untrained, so fidelity is measured
-against the dense model's outputs on other random inputs, not as accuracy.
+onnxprune as ``target_flops`` (importance ``l2``, uniform scope): without and with reconstruction on
+random-normal calibration inputs, and without reconstruction but with ``round_to`` 8 and 16 (channel
+counts that suit the convolution kernels, as onnxsim's halving of 64..512-channel layers happens to
+give). The model is untrained, so fidelity is measured against the dense model's outputs on other random
+inputs, not as accuracy.
 """
 
 from __future__ import annotations
@@ -33,9 +35,17 @@ SPARSITY = 0.5
 
 
 def _changed_weights(dense: Any, pruned: Any) -> list[str]:
-    """Names of the weight initializers (rank >= 2) whose shape changed."""
+    """``node: old shape -> new shape`` for every weight (rank >= 2) whose shape changed."""
     before = {i.name: list(i.dims) for i in dense.graph.initializer if len(i.dims) > 1}
-    return [i.name for i in pruned.graph.initializer if i.name in before and list(i.dims) != before[i.name]]
+    users = {}
+    for node in dense.graph.node:
+        for name in node.input:
+            users.setdefault(name, node.name)
+    return [
+        f"{users.get(i.name, i.name)}: {before[i.name]} -> {list(i.dims)}"
+        for i in pruned.graph.initializer
+        if i.name in before and list(i.dims) != before[i.name]
+    ]
 
 
 def _measure(ref: Any, model: Any, shapes: dict, dense: dict, evals: dict, args: argparse.Namespace) -> dict:
@@ -95,8 +105,14 @@ def run_onnxsim(args: argparse.Namespace, zoo: Any | None) -> dict[str, Any]:
 
     source = array_source(ref, random_inputs(ref, args.calib_samples, SEED), "random-normal calibration")
     rows = []
-    for reconstruct in (False, True):
-        config = {"target_flops": sim["macs_ratio"], "importance": "l2", "scope": "uniform", "reconstruct": reconstruct}
+    for reconstruct, round_to in ((False, 1), (True, 1), (False, 8), (False, 16)):
+        config = {
+            "target_flops": sim["macs_ratio"],
+            "importance": "l2",
+            "scope": "uniform",
+            "reconstruct": reconstruct,
+            "round_to": round_to,
+        }
         logger.info("onnxprune %s on %s", config, MODEL)
         run = prune(proto, config, source)
         row: dict[str, Any] = {"config": config, "seconds": run["seconds"]}
@@ -112,6 +128,7 @@ def run_onnxsim(args: argparse.Namespace, zoo: Any | None) -> dict[str, Any]:
             refitted=summary.get("refitted"),
             refit_error_before=summary.get("refit_error_before"),
             refit_error_after=summary.get("refit_error_after"),
+            kept=run["kept"],
         )
         row.update(_measure(ref, run["model"], shapes, dense, evals, args))
         rows.append(row)

@@ -5,10 +5,12 @@ Three sections, all in one process (``--sections`` picks some):
 1. ``speed``: ResNet-18-like, MobileNetV2-like and EfficientNet-B0-like at 224x224 (plus the small
    architectures of ``tests/models/structured_zoo.py`` at their default sizes), each with 50% of every
    channel group removed (``ChannelPrunePass``, importance l2, uniform, no reconstruction; the three named
-   models also with ``round_to=8``): MACs and params kept, batch-1 onnxruntime CPU latency of the dense and
-   the pruned model with 1 and 2 intra-op threads (same process, runs interleaved by
-   ``onnxprune.verify.measure_latency``), and efficiency = latency speedup / FLOPs speedup (target >= 0.9
-   for the three named models).
+   models also with ``round_to=8`` and ``round_to=16``): MACs and params kept, batch-1 onnxruntime CPU
+   latency of the dense and the pruned model with 1 and 2 intra-op threads (same process, runs
+   interleaved by ``onnxprune.verify.measure_latency``, intra-op spinning off), and efficiency = latency
+   speedup / FLOPs speedup (target >= 0.9 for the three named models); for the named models also the
+   2-thread latency with spinning on (interleaved, and one session alive at a time) and an onnxruntime
+   profile of where the time goes.
 2. ``digits``: top-1 accuracy of the trained ``examples/data/digits_cnn.onnx`` on its labelled test set at
    25/50/75% of the channels removed (l2 and wanda, reconstruction off and on), and onnxsim 0.8.1's own
    structured pruning (``apply_structured_pruning``, ``apply_structured_wanda_pruning``) on the same model,
@@ -47,6 +49,10 @@ def _environment() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     env = environment()
+    try:  # onnxruntime's NCHWc conv kernels use 16-channel blocks with AVX-512F, 8 with AVX2
+        env["avx512f"] = "avx512f" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        env["avx512f"] = None
     try:
         env["onnxsim"] = version("onnxsim")
     except PackageNotFoundError:
@@ -119,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("%s", problem)
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python bench/bench_structured.py --out {} --models {} --sections {}{}".format(
-            args.out, args.models, ",".join(sections), " --quick" if args.quick else ""
+        "command": "python bench/bench_structured.py --out {} --models {} --sections {}{}{}".format(
+            args.out, args.models, ",".join(sections), " --quick" if args.quick else "", args.overrides
         ),
         "runs": args.runs,
         "rounds": args.rounds,
@@ -187,9 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     defaults = {"runs": (50, 10), "rounds": (5, 2), "calib_samples": (64, 8), "eval_samples": (64, 16)}
+    args.overrides = ""
     for key, (full, quick) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
+        else:
+            args.overrides += f" --{key.replace('_', '-')} {getattr(args, key)}"
     args.rounds = max(1, min(args.rounds, args.runs))
     setup_logging("[structured]")
     return run(args)
