@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from _common import CACHE, ROOT, model_path, rel
+from _common import CACHE, ROOT, loadavg, model_path, rel
 
 logger = logging.getLogger("bench_structured")
 
@@ -225,6 +225,7 @@ def latency(
     """
     from onnxprune.verify import measure_latency
 
+    load_before = loadavg()
     per_round = max(1, runs // rounds)
     ref_ms, cand_ms = [], []
     if mode == "alone-spinning":
@@ -252,6 +253,7 @@ def latency(
         "speedup_max": max(ratios),
         "ref_ms_rounds": ref_ms,
         "cand_ms_rounds": cand_ms,
+        "loadavg_before_after": [load_before, loadavg()],
     }
 
 
