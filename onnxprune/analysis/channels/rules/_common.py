@@ -12,7 +12,7 @@ from onnxprune.analysis.channels.layout import Layout
 if TYPE_CHECKING:
     from onnxprune.analysis.channels.graph import ChannelAnalysis
 
-__all__ = ["attr_int", "attr_ints", "axes_input", "first_layout", "keep_axis"]
+__all__ = ["attr_int", "attr_ints", "axes_input", "first_layout", "keep_axis", "nchw_input"]
 
 
 def attr_int(node: ir.Node, name: str, default: int) -> int:
@@ -53,3 +53,12 @@ def keep_axis(node: ir.Node, a: ChannelAnalysis, layout: Layout, axis: int | Non
     rank = a.rank(out)
     target = layout.axis if axis is None else axis
     a.set(out, layout.moved(target, rank if rank is not None else layout.rank))
+
+
+def nchw_input(node: ir.Node, a: ChannelAnalysis, refusal: str) -> Layout | None:
+    """The layout of input 0 if its channels sit on axis 1 (NCHW ops); otherwise block with ``refusal``."""
+    lx = a.layout(node.inputs[0])
+    if lx is not None and lx.axis != 1:
+        a.block(node, [lx], refusal)
+        return None
+    return lx

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxprune.analysis.channels.rules._common import attr_int, keep_axis
+from onnxprune.analysis.channels.rules._common import attr_int, keep_axis, nchw_input
 from onnxprune.analysis.channels.rules._registry import rule
 
 if TYPE_CHECKING:
@@ -28,13 +28,9 @@ def _per_channel_slice(node: ir.Node, ex: Executor) -> None:
 @rule("BatchNormalization", "InstanceNormalization", slice=_per_channel_slice)
 def per_channel_norm(node: ir.Node, a: ChannelAnalysis) -> None:
     """Per-channel norms keep the channel axis; their parameters follow it."""
-    lx = a.layout(node.inputs[0])
-    if lx is None:
-        return
-    if lx.axis != 1:
-        a.block(node, [lx], "channels are not on the normalized channel axis")
-        return
-    keep_axis(node, a, lx)
+    lx = nchw_input(node, a, "channels are not on the normalized channel axis")
+    if lx is not None:
+        keep_axis(node, a, lx)
 
 
 def _group_norm_slice(node: ir.Node, ex: Executor) -> None:
@@ -53,11 +49,8 @@ def _group_norm_slice(node: ir.Node, ex: Executor) -> None:
 @rule("GroupNormalization", slice=_group_norm_slice)
 def group_norm(node: ir.Node, a: ChannelAnalysis) -> None:
     """Whole norm groups are removed together (the group count is rewritten)."""
-    lx = a.layout(node.inputs[0])
+    lx = nchw_input(node, a, "channels are not on GroupNormalization's channel axis")
     if lx is None:
-        return
-    if lx.axis != 1:
-        a.block(node, [lx], "channels are not on GroupNormalization's channel axis")
         return
     groups = attr_int(node, "num_groups", 1)
     if a.coarsen(node, lx, lx.width // groups, f"GroupNormalization removes whole groups of {lx.width // groups}"):

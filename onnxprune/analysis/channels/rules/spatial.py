@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.analysis.channels.rules._common import attr_int, attr_ints, axes_input, keep_axis
+from onnxprune.analysis.channels.rules._common import attr_int, attr_ints, axes_input, keep_axis, nchw_input
 from onnxprune.analysis.channels.rules._registry import rule
 
 if TYPE_CHECKING:
@@ -25,13 +25,9 @@ SOFTMAX = ("Softmax", "LogSoftmax", "Hardmax")
 @rule(*POOLS)
 def pool(node: ir.Node, a: ChannelAnalysis) -> None:
     """Pooling keeps the channel axis."""
-    lx = a.layout(node.inputs[0])
-    if lx is None:
-        return
-    if lx.axis != 1:
-        a.block(node, [lx], "pooling over the channel axis")
-        return
-    keep_axis(node, a, lx)
+    lx = nchw_input(node, a, "pooling over the channel axis")
+    if lx is not None:
+        keep_axis(node, a, lx)
 
 
 def _resize_slice(node: ir.Node, ex: Executor) -> None:
