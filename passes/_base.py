@@ -11,8 +11,9 @@ import onnx_ir as ir
 
 from onnxprune.analysis.weights import Weight
 from onnxprune.context import PassContext
+from onnxprune.errors import RecipeError
 
-__all__ = ["OnnxPrunePass", "PassReport", "PruneResult", "matches"]
+__all__ = ["OnnxPrunePass", "PassReport", "PruneResult", "check_choice", "matches"]
 
 
 @dataclasses.dataclass
@@ -70,3 +71,9 @@ def matches(weight: Weight, patterns: Sequence[str]) -> bool:
     """True if a consuming node's name or the tensor's name matches any glob."""
     names = (*weight.node_names, weight.name)
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
+
+
+def check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse a config value that is not one of ``choices``."""
+    if value not in choices:
+        raise RecipeError(f"{field} must be one of {', '.join(choices)}; got '{value}'")

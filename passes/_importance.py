@@ -16,7 +16,8 @@ import onnx_ir as ir
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
-from onnxprune.errors import RecipeError
+from onnxprune.passes._base import check_choice
+from onnxprune.passes._scores import normalizer
 
 __all__ = ["IMPORTANCES", "group_scores", "importance_requests", "stat_key"]
 
@@ -112,13 +113,6 @@ def _combine(parts: list[np.ndarray], aggregate: str) -> np.ndarray:
     return {"sum": stacked.sum, "mean": stacked.mean, "max": stacked.max}[aggregate](axis=0)
 
 
-def _normalized(scores: np.ndarray, how: str) -> np.ndarray:
-    if how == "none":
-        return scores
-    scale = {"mean": np.mean, "max": np.max, "sum": np.sum}[how](scores)
-    return scores / scale if scale > 0 else scores
-
-
 def group_scores(
     analysis: ChannelAnalysis,
     uses: Sequence[ParamUse],
@@ -134,13 +128,9 @@ def group_scores(
     A group with nothing to score by the chosen importance (no BatchNorm for ``bn``, no consumer
     for the activation scores) falls back to L2 magnitude.
     """
-    for field, value, choices in (
-        ("importance", importance, IMPORTANCES),
-        ("aggregate", aggregate, AGGREGATES),
-        ("normalize", normalize, NORMALIZERS),
-    ):
-        if value not in choices:
-            raise RecipeError(f"{field} must be one of {', '.join(choices)}; got '{value}'")
+    check_choice("importance", importance, IMPORTANCES)
+    check_choice("aggregate", aggregate, AGGREGATES)
+    check_choice("normalize", normalize, NORMALIZERS)
     members = _member_scores(analysis, uses, importance, stats)
     fallback = _member_scores(analysis, uses, "l2", None) if importance != "l2" else members
     scores: dict[int, np.ndarray] = {}
@@ -151,5 +141,6 @@ def group_scores(
             parts, used[gid] = fallback.get(gid), "l2"
         if not parts:
             parts, used[gid] = [np.ones(analysis.groups[gid].units)], "none"
-        scores[gid] = _normalized(_combine(parts, aggregate), normalize)
+        combined = _combine(parts, aggregate)
+        scores[gid] = combined / normalizer(combined, normalize)
     return scores, used

@@ -50,8 +50,8 @@ def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Re
     weight = analysis.const(node.inputs[1])
     layout = analysis.layout(use.by)
     assert weight is not None and layout is not None
-    key = f"{use.by.name}@{node.name}"
     attrs = node.attributes
+    geometry, kernel, bias = None, 1, (node, 2)
     if node.op_type == "Conv":
         if weight.ndim != 4:
             return "only 2-D Conv consumers are refitted"
@@ -59,17 +59,14 @@ def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Re
         if isinstance(geometry, str):
             return geometry
         kernel = int(weight.shape[2] * weight.shape[3])
-        request = StatRequest(use.by.name or "", 1, gram=True, conv=geometry, sums=frozenset(), key=key)
-        bias = (node, 2)
     elif node.op_type == "Gemm":
         if attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
             return "Gemm with alpha/beta != 1 is not refitted"
-        kernel, bias = 1, (node, 2)
-        request = StatRequest(use.by.name or "", layout.axis, gram=True, sums=frozenset(), key=key)
     else:
-        kernel = 1
         bias = _bias_add(node, analysis, weight.shape[1])
-        request = StatRequest(use.by.name or "", layout.axis, gram=True, sums=frozenset(), key=key)
+    request = StatRequest(
+        use.by.name or "", layout.axis, gram=True, conv=geometry, sums=frozenset(), key=f"{use.by.name}@{node.name}"
+    )
     features = layout.width * kernel
     if features > max_features:
         return f"{features} input features exceed the refit limit ({max_features})"

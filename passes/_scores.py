@@ -8,7 +8,7 @@ from onnxprune.analysis.weights import Weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 
-__all__ = ["IMPORTANCES", "feature_norms", "input_requests", "score", "to_rows", "from_rows"]
+__all__ = ["IMPORTANCES", "feature_norms", "from_rows", "input_requests", "normalizer", "score", "to_rows"]
 
 IMPORTANCES = ("magnitude", "wanda")
 
@@ -73,3 +73,11 @@ def from_rows(weight: Weight, rows: np.ndarray) -> np.ndarray:
         + [shape[weight.in_axis]]
     )
     return np.moveaxis(rows.reshape(moved_shape), (0, -1), (weight.out_axis, weight.in_axis))
+
+
+def normalizer(scores: np.ndarray, how: str) -> float:
+    """The scale that normalizes a tensor's or group's scores: mean, max, L2 norm, sum or none (1)."""
+    if how == "none":
+        return 1.0
+    value = {"mean": np.mean, "max": np.max, "l2": np.linalg.norm, "sum": np.sum}[how](scores)
+    return float(value) if value > 0 else 1.0

@@ -17,14 +17,18 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from onnxprune import _ort
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import complete_shapes, infer_shapes
+from onnxprune.calibration.sources import open_source
+from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError, ValidationError
 from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
-from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
 from onnxprune.passes._importance import AGGREGATES, IMPORTANCES, NORMALIZERS, group_scores, importance_requests
 from onnxprune.passes._reconstruct import plan_refits, refit
+from onnxprune.verify import run_model
 
 __all__ = ["ChannelPruneConfig", "ChannelPrunePass", "prune_plan"]
 
@@ -86,14 +90,10 @@ class ChannelPruneConfig:
                 raise RecipeError(f"{name} must be in (0, 1], got {value}")
         if self.target_flops is not None and self.target_params is not None:
             raise RecipeError("give target_flops or target_params, not both")
-        for field, value, choices in (
-            ("importance", self.importance, IMPORTANCES),
-            ("aggregate", self.aggregate, AGGREGATES),
-            ("normalize", self.normalize, NORMALIZERS),
-            ("scope", self.scope, ("uniform", "global")),
-        ):
-            if value not in choices:
-                raise RecipeError(f"{field} must be one of {', '.join(choices)}; got '{value}'")
+        check_choice("importance", self.importance, IMPORTANCES)
+        check_choice("aggregate", self.aggregate, AGGREGATES)
+        check_choice("normalize", self.normalize, NORMALIZERS)
+        check_choice("scope", self.scope, ("uniform", "global"))
         if self.round_to < 1 or self.min_channels < 0:
             raise RecipeError("round_to must be >= 1 and min_channels >= 0")
 
@@ -270,13 +270,9 @@ class ChannelPrunePass(OnnxPrunePass):
         logger.info("channels: removed %d of %d channels in %d groups", removed, units, len(keep))
 
 
-def _verify(masked: ir.Model, shrunk: ir.Model, context: object, tolerance: float) -> float:
-    """Largest relative output difference between the masked and the shrunk model."""
-    from onnxprune import _ort
-    from onnxprune.calibration.sources import RandomSource, input_specs
-    from onnxprune.verify import run_model
-
-    source = getattr(context, "calibration", None) or RandomSource(input_specs(masked), 4, {}, seed=0)
+def _verify(masked: ir.Model, shrunk: ir.Model, context: PassContext, tolerance: float) -> float:
+    """Largest relative output difference between the masked and the shrunk model (up to 4 batches)."""
+    source = context.calibration or open_source(None, masked, samples=4)
     ref, cand = _ort.session(masked, what="masked model"), _ort.session(shrunk, what="shrunk model")
     worst = 0.0
     for i, feed in enumerate(source.batches(8)):

@@ -13,8 +13,8 @@ import onnx_ir as ir
 from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
-from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, matches
-from onnxprune.passes._scores import IMPORTANCES, from_rows, input_requests, score, to_rows
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
+from onnxprune.passes._scores import IMPORTANCES, from_rows, input_requests, normalizer, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
 
 __all__ = [
@@ -61,9 +61,9 @@ class UnstructuredPruneConfig(_Selection):
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        _check_choice("importance", self.importance, IMPORTANCES)
-        _check_choice("scope", self.scope, ("layer", "global"))
-        _check_choice("normalize", self.normalize, _NORMALIZE)
+        check_choice("importance", self.importance, IMPORTANCES)
+        check_choice("scope", self.scope, ("layer", "global"))
+        check_choice("normalize", self.normalize, _NORMALIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +77,7 @@ class NMPruneConfig(_Selection):
     def __post_init__(self) -> None:
         if not 0 <= self.n <= self.m or self.m < 1:
             raise RecipeError(f"N:M pattern needs 0 <= N <= M and M >= 1, got {self.n}:{self.m}")
-        _check_choice("importance", self.importance, IMPORTANCES)
-
-
-def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise RecipeError(f"{field} must be one of {', '.join(choices)}; got '{value}'")
+        check_choice("importance", self.importance, IMPORTANCES)
 
 
 def select_weights(
@@ -158,13 +153,6 @@ def finish(
     return PruneResult(model, modified, report)
 
 
-def _normalizer(scores: np.ndarray, how: str) -> float:
-    if how == "none":
-        return 1.0
-    value = {"mean": np.mean, "max": np.max, "l2": np.linalg.norm}[how](scores)
-    return float(value) if value > 0 else 1.0
-
-
 class UnstructuredPrunePass(OnnxPrunePass):
     """Zero the lowest-scoring weights (layer-wise or with one global threshold)."""
 
@@ -205,7 +193,7 @@ class UnstructuredPrunePass(OnnxPrunePass):
         config: UnstructuredPruneConfig = self.config
         scales = []
         for weight in weights:
-            scales.append(_normalizer(score(weight, read_weight(weight), config.importance, stats), config.normalize))
+            scales.append(normalizer(score(weight, read_weight(weight), config.importance, stats), config.normalize))
 
         def score_fn(i: int) -> Callable[[], np.ndarray]:
             weight = weights[i]

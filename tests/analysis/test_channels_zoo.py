@@ -18,7 +18,7 @@ from onnxprune.passes import ChannelPruneConfig, ChannelPrunePass
 from tests.conftest import ort_run, to_ir
 from tests.models import example_input, zoo_onnx
 from tests.models.export import torch_export
-from tests.models.structured_zoo import tied_zero_bias_module
+from tests.models.tied import tied_zero_bias_module
 
 pytest.importorskip("torch")
 

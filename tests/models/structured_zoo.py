@@ -17,16 +17,13 @@ only inside functions, so importing this module does not import torch.
   for ``transformer_mlp``).
 * :func:`zoo_onnx` -- the exported model (input ``"x"``, output ``"y"``,
   dynamic batch ``"N"``), cached per process.
-* :func:`tied_zero_bias_module` -- reproduces exporter tying of equal tensors.
+* :mod:`tests.models.tied` -- a module that reproduces exporter tying of equal tensors.
 
 What the exporters emit (measured with torch 2.13 / onnxscript 0.7.2 / onnx 1.23;
 TorchScript at opset 13, dynamo at its default opset 20).  Every architecture
 exports with both and matches torch in onnxruntime to < 1e-6 (batch 2 and 3).
-Export times on a 2-core CPU: TorchScript 0.01-0.06 s, dynamo 0.75-1.4 s (a
-~0.7 s floor per call: torchlib registry + decompositions; the first dynamo
-export of a process adds ~2 s of warm-up); ``efficientnet_b0_like`` (16 MBConv
-blocks, 81 Convs) takes ~0.3 s / ~4.5 s at width 0.25 / 32 px and ~0.4 s / ~5 s
-at width 1.0 / 224 px.
+Export times on a 2-core CPU: TorchScript 0.01-0.06 s, dynamo 0.75-1.4 s (about 5 s for
+``efficientnet_b0_like`` at 224 px; the first dynamo export of a process adds ~2 s).
 
 * Conv+BN pairs are folded into Conv by both exporters; pre-activation BN
   (``densenet``: BN -> ReLU -> Conv) stays a ``BatchNormalization`` node.
@@ -53,15 +50,6 @@ at width 1.0 / 224 px.
   ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add (TorchScript@13) /
   ``LayerNormalization`` (dynamo); Linear on [N,T,D] -> ``MatMul`` with a
   pre-transposed initializer + ``Add`` (both), on [N,D] -> ``Gemm``.
-* Tying (:func:`tied_zero_bias_module`): four ``Conv2d(., 8)`` layers in
-  different branches/stages with equal biases.  TorchScript@13 keeps one bias
-  initializer (``stem.bias``) and re-creates the other three as
-  ``Identity(stem.bias)`` nodes whose outputs carry the duplicates' names
-  (``branch_a.bias`` ...): 3 Identity nodes, each Conv reads a distinct name.
-  Dynamo@20 emits no Identity: with all-zero biases (the default) it drops the
-  bias input altogether (four 2-input Convs, no bias initializer, like the
-  all-zero Linear bias -> 2-input Gemm); with a non-zero shared value
-  (``bias=0.1``) all four Convs read the one initializer ``stem.bias``.
 """
 
 from __future__ import annotations
@@ -75,7 +63,7 @@ from tests.models.export import torch_export
 from tests.models.exported import _cached_export, seeded
 from tests.models.torch_modules import _make_divisible, _randomize_norms
 
-__all__ = ["ARCHS", "build_module", "example_input", "tied_zero_bias_module", "zoo_onnx"]
+__all__ = ["ARCHS", "build_module", "example_input", "zoo_onnx"]
 
 #: sequence length / model dim of the ``transformer_mlp`` input [N, T, D]
 TRANSFORMER_T, TRANSFORMER_D = 16, 32
@@ -608,38 +596,3 @@ def zoo_onnx(
     default (20) for dynamo.  Every call returns an independent copy.
     """
     return _zoo_export(name, dynamo, opset, _resolve_image(name, image), seed, width)
-
-
-def tied_zero_bias_module(bias: float = 0.0) -> Any:
-    """Four unrelated ``Conv2d(., 8)`` layers (stem, two parallel branches, a stride-2 stage)
-    whose biases all equal *bias* (default all zero), then ReLU, avgpool and a
-    Linear(8 -> 10) with a random non-zero bias.
-
-    Input [N,3,16,16].  The TorchScript exporter keeps one bias initializer and adds
-    ``Identity`` aliases for the other three; dynamo drops all-zero Conv biases
-    (2-input Convs) and, for a non-zero *bias*, makes all four Convs read one
-    initializer (see the module docstring).  Deterministic, eval mode.
-    """
-    import torch
-
-    nn = torch.nn
-
-    class TiedZeroBias(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Conv2d(3, 8, 3, padding=1)
-            self.branch_a = nn.Conv2d(8, 8, 3, padding=1)
-            self.branch_b = nn.Conv2d(8, 8, 1)
-            self.stage2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
-            self.fc = nn.Linear(8, 10)
-            with torch.no_grad():
-                for conv in (self.stem, self.branch_a, self.branch_b, self.stage2):
-                    conv.bias.fill_(bias)
-
-        def forward(self, x: Any) -> Any:
-            x = torch.relu(self.stem(x))
-            x = torch.relu(self.branch_a(x)) + torch.relu(self.branch_b(x))
-            x = torch.relu(self.stage2(x))
-            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-    return seeded(0, TiedZeroBias).eval()

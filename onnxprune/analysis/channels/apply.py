@@ -20,8 +20,8 @@ from onnxprune.analysis.weights import constant_behind
 
 __all__ = ["Executor", "Masker", "ParamUse", "Recorder", "Shrinker", "replace_constant", "shrink", "mask"]
 
-#: roles of a channel parameter: producer weight rows, consumer weight columns, bias, BN scale, other
-ROLES = ("out", "in", "bias", "scale", "norm", "const")
+#: roles of a channel parameter: producer weight rows (out), consumer weight columns (in), bias,
+#: BN scale, other norm parameters, broadcast constants; the masked model zeroes the first three
 _WEIGHT_ROLES = frozenset({"out", "in", "bias"})
 
 
@@ -40,7 +40,7 @@ class ParamUse:
     per: int = 1
 
 
-def replace_constant(node: ir.Node, index: int, array: np.ndarray, *, suffix: str = "") -> None:
+def replace_constant(node: ir.Node, index: int, array: np.ndarray) -> None:
     """Give ``node`` its own constant ``array`` at input ``index`` (de-tying shared tensors).
 
     The old tensor is updated in place when this input is its only use; otherwise (a tensor
@@ -62,18 +62,16 @@ def replace_constant(node: ir.Node, index: int, array: np.ndarray, *, suffix: st
         old.const_value = ir.Tensor(array, dtype=dtype, name=old.name)
         old.shape = ir.Shape(array.shape)
         return
-    base = (old.name if old is not None and old.name else f"{node.name}_{index}") + (suffix or f"__{node.name}")
+    base = (old.name if old is not None and old.name else f"{node.name}_{index}") + f"__{node.name}"
     name, n = base, 1
     while name in graph.initializers:
         name, n = f"{base}_{n}", n + 1
     value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype))
     value.const_value = ir.Tensor(array, dtype=dtype, name=name)
     graph.register_initializer(value)
-    if index < len(node.inputs):
-        node.replace_input_with(index, value)
-    else:
+    if index >= len(node.inputs):
         node.resize_inputs(index + 1)
-        node.replace_input_with(index, value)
+    node.replace_input_with(index, value)
 
 
 class Executor:
@@ -105,6 +103,14 @@ class Executor:
     def set_attr(self, node: ir.Node, attr: ir.Attr) -> None:
         """Rewrite an attribute (conv group count, norm group count)."""
 
+    def _removal(self, node: ir.Node, index: int, by: ir.Value, per: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(current values of the constant input, kept indices) when ``by`` loses channels."""
+        value = node.inputs[index] if index < len(node.inputs) else None
+        tensor = constant_behind(value) if value is not None else None
+        if tensor is None or not self.changed(by):
+            return None
+        return tensor.numpy(), _indices(self.kept(by), per)  # type: ignore[arg-type]
+
 
 class Recorder(Executor):
     """Collects every :class:`ParamUse` (nothing is changed)."""
@@ -126,13 +132,10 @@ class Masker(Executor):
     """Zeroes the removed channels of producer weights, biases and consumer weights in place."""
 
     def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
-        if role not in _WEIGHT_ROLES or not self.changed(by):
+        found = self._removal(node, index, by, per) if role in _WEIGHT_ROLES else None
+        if found is None:
             return
-        tensor = constant_behind(node.inputs[index]) if index < len(node.inputs) and node.inputs[index] else None
-        if tensor is None:
-            return
-        array = np.array(tensor.numpy())
-        kept = _indices(self.kept(by), per)  # type: ignore[arg-type]
+        array, kept = np.array(found[0]), found[1]
         removed = np.setdiff1d(np.arange(array.shape[axis]), kept)
         index_ = [slice(None)] * array.ndim
         index_[axis] = removed
@@ -145,16 +148,12 @@ class Shrinker(Executor):
 
     def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
         del role
-        if not self.changed(by):
-            return
-        tensor = constant_behind(node.inputs[index]) if index < len(node.inputs) and node.inputs[index] else None
-        if tensor is None:
-            return
-        kept = _indices(self.kept(by), per)  # type: ignore[arg-type]
-        replace_constant(node, index, np.take(tensor.numpy(), kept, axis=axis))
+        found = self._removal(node, index, by, per)
+        if found is not None:
+            replace_constant(node, index, np.take(found[0], found[1], axis=axis))
 
     def set_input(self, node: ir.Node, index: int, array: np.ndarray) -> None:
-        replace_constant(node, index, array, suffix=f"__{node.name}")
+        replace_constant(node, index, array)
 
     def set_attr(self, node: ir.Node, attr: ir.Attr) -> None:
         node.attributes[attr.name] = attr

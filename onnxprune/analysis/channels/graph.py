@@ -163,9 +163,6 @@ class ChannelAnalysis:
     def unprunable(self) -> list[Group]:
         return [g for g in self.groups.roots() if not g.prunable]
 
-    def group_of(self, gid: int) -> Group:
-        return self.groups[gid]
-
     def values_of(self, group: Group) -> list[tuple[ir.Value, Layout]]:
         """Values carrying ``group``'s channels, in graph order."""
         return [

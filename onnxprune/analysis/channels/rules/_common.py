@@ -12,7 +12,7 @@ from onnxprune.analysis.channels.layout import Layout
 if TYPE_CHECKING:
     from onnxprune.analysis.channels.graph import ChannelAnalysis
 
-__all__ = ["attr_int", "attr_ints", "axes_input", "first_layout", "keep_axis", "nchw_input"]
+__all__ = ["attr_int", "attr_ints", "axes_input", "keep_axis", "nchw_input"]
 
 
 def attr_int(node: ir.Node, name: str, default: int) -> int:
@@ -35,15 +35,6 @@ def axes_input(node: ir.Node, a: ChannelAnalysis, index: int, attr: str = "axes"
         if const is None:
             return False
         return [int(v) for v in np.asarray(const).ravel()]
-    return None
-
-
-def first_layout(node: ir.Node, a: ChannelAnalysis) -> tuple[int, Layout] | None:
-    """The first input carrying a layout, with its index."""
-    for i, value in enumerate(node.inputs):
-        layout = a.layout(value)
-        if layout is not None:
-            return i, layout
     return None
 
 
