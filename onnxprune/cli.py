@@ -156,6 +156,87 @@ def _channel_spec(
     return PassSpec("channels", config)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """The options every model-writing verb shares: data, selection, runtime and outputs."""
+
+    calib: str | None
+    samples: int | None
+    batch_size: int
+    input_shape: tuple[str, ...]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    keep_first: bool
+    keep_last: bool
+    data: str | None
+    threads: int | None
+    external_data: bool | None
+    report: str | None
+    dump_recipe: bool
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        """Which weights a pass may touch, as pass config fields."""
+        return {
+            "include": list(self.include),
+            "exclude": list(self.exclude),
+            "keep_first": self.keep_first,
+            "keep_last": self.keep_last,
+        }
+
+
+_JOB_OPTIONS = (
+    click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs)."),
+    click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples."),
+    click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
+    click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable)."),
+    click.option("--include", multiple=True, help="Only change nodes/tensors matching this glob (repeatable)."),
+    click.option("--exclude", multiple=True, help="Never change nodes/tensors matching this glob (repeatable)."),
+    click.option("--keep-first", is_flag=True, help="Keep the first weight layer dense."),
+    click.option("--keep-last", is_flag=True, help="Keep the last weight layer dense."),
+    click.option("--data", type=click.Path(), help="Validation data (default: the calibration data)."),
+    click.option("--threads", type=click.IntRange(1), help="onnxruntime threads."),
+    click.option(
+        "--external-data/--no-external-data", default=None, help="Force external data on or off (default: by size)."
+    ),
+    click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
+    click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
+)
+
+
+def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the shared options to a verb and hand them to it as one ``job`` argument."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        job = _Job(**{field.name: kwargs.pop(field.name) for field in dataclasses.fields(_Job)})
+        return fn(*args, job=job, **kwargs)
+
+    for option in reversed(_JOB_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _emit(ctx: click.Context, job: _Job, model: str, output: str, spec: PassSpec) -> None:
+    """Build the recipe for one pass (plus cleanup), then print it (``--dump-recipe``) or run it."""
+    path = _absolute if job.dump_recipe else (lambda p: p)
+    recipe = Recipe(
+        model=path(model),
+        output=path(output),
+        passes=(spec, PassSpec("cleanup")),
+        calibration=CalibrationSpec(path(job.calib), job.samples, job.batch_size, parse_input_shapes(job.input_shape)),
+        validation_data=path(job.data),
+        threads=job.threads,
+        external_data=job.external_data,
+        report=path(job.report),
+    )
+    Recipe.from_dict(recipe.to_dict())  # validates the pass configs
+    if job.dump_recipe:
+        click.echo(recipe.to_yaml(), nl=False)
+        return
+    _run_and_show(ctx, recipe)
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
@@ -212,21 +293,7 @@ def _channel_spec(
     "--no-reconstruct", is_flag=True, help="Structured: do not refit consumers on the calibration data (ridge)."
 )
 @click.option("--verify", is_flag=True, help="Structured: check that the shrunk model equals the masked model.")
-@click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs).")
-@click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable).")
-@click.option("--include", multiple=True, help="Only prune nodes/tensors matching this glob (repeatable).")
-@click.option("--exclude", multiple=True, help="Never prune nodes/tensors matching this glob (repeatable).")
-@click.option("--keep-first", is_flag=True, help="Keep the first prunable layer dense.")
-@click.option("--keep-last", is_flag=True, help="Keep the last prunable layer dense.")
-@click.option("--data", type=click.Path(), help="Validation data (default: the calibration data).")
-@click.option("--threads", type=click.IntRange(1), help="onnxruntime threads.")
-@click.option(
-    "--external-data/--no-external-data", default=None, help="Force external data on or off (default: by size)."
-)
-@click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
-@click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit.")
+@_job_options
 @click.pass_context
 @_handle_errors
 def prune(
@@ -245,19 +312,7 @@ def prune(
     min_channels: int,
     no_reconstruct: bool,
     verify: bool,
-    calib: str | None,
-    samples: int | None,
-    batch_size: int,
-    input_shape: tuple[str, ...],
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    keep_first: bool,
-    keep_last: bool,
-    data: str | None,
-    threads: int | None,
-    external_data: bool | None,
-    report: str | None,
-    dump_recipe: bool,
+    job: _Job,
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
     structured = channels is not None or target_flops is not None or target_params is not None
@@ -265,7 +320,7 @@ def prune(
         raise click.UsageError("give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params")
     if verify and not structured:
         raise click.UsageError("--verify checks structured pruning (--channels/--target-flops)")
-    selection = {"include": list(include), "exclude": list(exclude), "keep_first": keep_first, "keep_last": keep_last}
+    selection = job.selection
     if structured:
         spec = _channel_spec(
             channels,
@@ -276,9 +331,9 @@ def prune(
             normalize,
             round_to,
             min_channels,
-            reconstruct=calib is not None and not no_reconstruct,
+            reconstruct=job.calib is not None and not no_reconstruct,
             verify=verify,
-            exclude=exclude,
+            exclude=job.exclude,
         )
     elif importance not in ("magnitude", "wanda", "sparsegpt"):
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
@@ -293,23 +348,74 @@ def prune(
             "unstructured",
             {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize, **selection},
         )
-    recipe = Recipe(
-        model=_absolute(model) if dump_recipe else model,
-        output=_absolute(output) if dump_recipe else output,
-        passes=(spec, PassSpec("cleanup")),
-        calibration=CalibrationSpec(
-            _absolute(calib) if dump_recipe else calib, samples, batch_size, parse_input_shapes(input_shape)
-        ),
-        validation_data=_absolute(data) if dump_recipe else data,
-        threads=threads,
-        external_data=external_data,
-        report=_absolute(report) if dump_recipe else report,
-    )
-    Recipe.from_dict(recipe.to_dict())  # validates the pass configs
-    if dump_recipe:
-        click.echo(recipe.to_yaml(), nl=False)
-        return
-    _run_and_show(ctx, recipe)
+    _emit(ctx, job, model, output, spec)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
+@click.option(
+    "--energy",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Per layer, the smallest rank keeping this fraction of the squared singular values.",
+)
+@click.option("--rank", type=click.IntRange(1), help="The same rank for every layer.")
+@click.option(
+    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the model's parameters."
+)
+@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the MACs.")
+@click.option(
+    "--activation-aware",
+    is_flag=True,
+    help="Whiten with the calibration Gram: truncate for the layer's output error, not the weight's.",
+)
+@click.option("--energy-transfer", is_flag=True, help="Rescale kept singular values to conserve the energy (LRPET).")
+@click.option(
+    "--bn-rectify/--no-bn-rectify",
+    default=True,
+    show_default=True,
+    help="Weight rows by a following BatchNorm's scale during the SVD (LRPET).",
+)
+@click.option(
+    "--round-to", type=click.IntRange(1), default=8, show_default=True, help="Round chosen ranks up to multiples of N."
+)
+@click.option("--whitening", type=click.Choice(["cholesky", "eigen"]), default="cholesky", show_default=True)
+@click.option("--allow-larger", is_flag=True, help="Factorize even where the rank saves no parameters or MACs.")
+@_job_options
+@click.pass_context
+@_handle_errors
+def lowrank(
+    ctx: click.Context,
+    model: str,
+    output: str,
+    energy: float | None,
+    rank: int | None,
+    target_params: float | None,
+    target_flops: float | None,
+    activation_aware: bool,
+    energy_transfer: bool,
+    bn_rectify: bool,
+    round_to: int,
+    whitening: str,
+    allow_larger: bool,
+    job: _Job,
+) -> None:
+    """Factorize MODEL's Gemm/MatMul/Conv weights by truncated SVD (two nodes per layer) and write OUTPUT."""
+    modes = {"energy": energy, "rank": rank, "target_params": target_params, "target_flops": target_flops}
+    given = {k: v for k, v in modes.items() if v is not None}
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --energy, --rank, --target-params or --target-flops")
+    config = {
+        **given,
+        "round_to": round_to,
+        "activation_aware": activation_aware,
+        "whitening": whitening,
+        "energy_transfer": energy_transfer,
+        "bn_rectify": bn_rectify,
+        "only_if_smaller": not allow_larger,
+        **job.selection,
+    }
+    _emit(ctx, job, model, output, PassSpec("lowrank", config))
 
 
 @cli.command("run")

@@ -7,6 +7,7 @@ importing a module never registers anything behind your back.
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
+from onnxprune.passes.lowrank import LowRankConfig, LowRankPass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
 from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
 
@@ -15,6 +16,7 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     NMPrunePass.name: NMPrunePass,
     SparseGPTPass.name: SparseGPTPass,
     ChannelPrunePass.name: ChannelPrunePass,
+    LowRankPass.name: LowRankPass,
     CleanupPass.name: CleanupPass,
 }
 
@@ -24,6 +26,8 @@ __all__ = [
     "ChannelPrunePass",
     "CleanupConfig",
     "CleanupPass",
+    "LowRankConfig",
+    "LowRankPass",
     "NMPruneConfig",
     "NMPrunePass",
     "OnnxPrunePass",

@@ -17,14 +17,15 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.analysis.weights import Weight, read_weight, write_weight
-from onnxprune.calibration.collect import StatRequest, conv_geometry
+from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes._gram import collect_grams, from_matrix, gram_requests, mean_gram, output_error, to_matrix
 from onnxprune.passes._select import nm_mask
 from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, select_weights
 
-__all__ = ["SparseGPTConfig", "SparseGPTPass", "sparsegpt_prune"]
+__all__ = ["SparseGPTConfig", "SparseGPTPass", "output_error", "sparsegpt_prune"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +176,6 @@ def sparsegpt_prune(
     return weights
 
 
-def output_error(w: np.ndarray, pruned: np.ndarray, hessian: np.ndarray) -> float:
-    """Relative output error ‖(W−Ŵ)X‖/‖WX‖ from ``H = XᵀX``: sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))."""
-    delta = w - pruned
-    num = float(np.einsum("ij,jk,ik->", delta, hessian, delta))
-    den = float(np.einsum("ij,jk,ik->", w, hessian, w))
-    return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
-
-
 def _magnitude(w: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
     """Plain magnitude pruning of ``w [rows, cols]`` (whole-tensor threshold, or N:M along columns)."""
     if m > 0:
@@ -209,32 +202,18 @@ class _Plan:
 
 def _plan(weight: Weight, m: int) -> _Plan | str:
     """Return the plan for ``weight``, or the reason it is skipped."""
-    if any(use.activation is None for use in weight.uses):
-        return "a consuming node has no data input"
-    names = [use.activation.name or "" for use in weight.uses if use.activation is not None]
-    if weight.op_type in ("Gemm", "MatMul"):
-        k = weight.shape[weight.in_axis]
-        if m and k % m:
-            return f"input dim {k} is not a multiple of M={m}"
-        uses = zip(names, weight.uses, strict=True)
-        requests = [StatRequest(name, use.feature_axis, gram=True, sums=frozenset()) for name, use in uses]
-        return _Plan(weight, tuple(requests), k)
+    requests = gram_requests(weight, "sparsegpt")
+    if isinstance(requests, str):
+        return requests
     if weight.op_type == "Conv":
-        if weight.groups != 1:
-            return f"grouped Conv (group={weight.groups}) is not supported by sparsegpt"
-        if len(weight.shape) != 4:
-            return f"{len(weight.shape) - 2}-D Conv is not supported by sparsegpt (only 2-D kernels)"
         _, cin, kh, kw = weight.shape
         if m and cin % m:
             return f"input channels {cin} are not a multiple of M={m}"
-        requests = []
-        for name, use in zip(names, weight.uses, strict=True):
-            geometry = conv_geometry(use.node, (kh, kw))
-            if isinstance(geometry, str):
-                return geometry
-            requests.append(StatRequest(name, 1, gram=True, conv=geometry, sums=frozenset()))
-        return _Plan(weight, tuple(requests), cin * kh * kw)
-    return f"{weight.op_type} is not supported by sparsegpt (only Gemm, MatMul and 2-D Conv with group=1)"
+        return _Plan(weight, requests, cin * kh * kw)
+    k = weight.shape[weight.in_axis]
+    if m and k % m:
+        return f"input dim {k} is not a multiple of M={m}"
+    return _Plan(weight, requests, k)
 
 
 def _column_order(weight: Weight, nm: bool) -> np.ndarray | None:
@@ -247,40 +226,6 @@ def _column_order(weight: Weight, nm: bool) -> np.ndarray | None:
         return None
     _, cin, kh, kw = weight.shape
     return np.arange(cin * kh * kw).reshape(cin, kh, kw).transpose(1, 2, 0).ravel()
-
-
-def _to_matrix(weight: Weight, values: np.ndarray, order: np.ndarray | None) -> np.ndarray:
-    if weight.op_type == "Conv":
-        matrix = values.reshape(weight.shape[0], -1)
-        return matrix if order is None else matrix[:, order]
-    return np.moveaxis(values, weight.out_axis, 0)
-
-
-def _from_matrix(weight: Weight, matrix: np.ndarray, order: np.ndarray | None) -> np.ndarray:
-    if weight.op_type == "Conv":
-        if order is not None:
-            restored = np.empty_like(matrix)
-            restored[:, order] = matrix
-            matrix = restored
-        return matrix.reshape(weight.shape)
-    return np.moveaxis(matrix, 0, weight.out_axis)
-
-
-def _request_rounds(plans: list[_Plan]) -> list[list[StatRequest]]:
-    """Split requests into calibration runs holding at most one request per value.
-
-    Statistics are keyed by value name, so an activation feeding Convs of different geometry (or a
-    Conv and a MatMul) needs one run per distinct Gram.
-    """
-    rounds: list[dict[str, StatRequest]] = []
-    for request in dict.fromkeys(r for plan in plans for r in plan.requests):
-        for round_ in rounds:
-            if round_.get(request.value, request) == request:
-                round_[request.value] = request
-                break
-        else:
-            rounds.append({request.value: request})
-    return [list(r.values()) for r in rounds]
 
 
 # --------------------------------------------------------------------------- #
@@ -308,7 +253,7 @@ class SparseGPTPass(OnnxPrunePass):
             else:
                 plans.append(plan)
         if config.active and plans:
-            grams = self._grams(model, plans)
+            grams = collect_grams(self.context, model, (r for p in plans for r in p.requests), needed_by=self.name)
             for plan in plans:
                 self._prune(plan, grams, report)
         errors = [e["reconstruction_error"] for e in report.changed]
@@ -320,29 +265,20 @@ class SparseGPTPass(OnnxPrunePass):
         head = {"pattern": f"{config.n}:{config.m}"} if config.m else {"requested_sparsity": config.sparsity}
         return finish(self, model, report, start, head, modified=bool(report.changed))
 
-    def _grams(self, model: ir.Model, plans: list[_Plan]) -> dict[StatRequest, ChannelStats]:
-        found: dict[StatRequest, ChannelStats] = {}
-        for requests in _request_rounds(plans):
-            stats = self.context.stats(model, requests, needed_by=self.name)
-            found.update({r: stats[r.value] for r in requests})
-        return found
-
     def _prune(self, plan: _Plan, grams: dict[StatRequest, ChannelStats], report: PassReport) -> None:
         config: SparseGPTConfig = self.config
         weight = plan.weight
         node = weight.node_names[0]
         k = plan.columns
-        stats = [grams[r] for r in plan.requests]
-        if any(s.gram is None or s.gram.shape != (k, k) for s in stats):
+        hessian = mean_gram([grams[r] for r in plan.requests], k)
+        if hessian is None:
             report.skip(weight.name, node, weight.op_type, f"calibration Gram does not match the {k} input features")
             return
-        rows_seen = sum(s.rows for s in stats)
-        hessian = sum(np.asarray(s.gram, dtype=np.float64) for s in stats) / max(rows_seen, 1)
         order = _column_order(weight, config.m > 0)
         if order is not None:
             hessian = hessian[np.ix_(order, order)]
         values = read_weight(weight)
-        matrix = _to_matrix(weight, values.astype(np.float64), order)
+        matrix = to_matrix(weight, values.astype(np.float64), order)
         try:
             pruned = sparsegpt_prune(
                 matrix,
@@ -356,14 +292,12 @@ class SparseGPTPass(OnnxPrunePass):
         except np.linalg.LinAlgError as e:
             report.skip(weight.name, node, weight.op_type, f"SparseGPT failed: {e}")
             return
-        write_weight(weight, _from_matrix(weight, pruned, order))
+        write_weight(weight, from_matrix(weight, pruned, order))
         written = read_weight(weight)
         if config.m:
             check_nm(weight, written, config.n, config.m)
         extra = {
-            "reconstruction_error": output_error(
-                matrix, _to_matrix(weight, written.astype(np.float64), order), hessian
-            ),
+            "reconstruction_error": output_error(matrix, to_matrix(weight, written.astype(np.float64), order), hessian),
             "magnitude_error": output_error(matrix, _magnitude(matrix, config.sparsity, config.n, config.m), hessian),
         }
         if config.m:

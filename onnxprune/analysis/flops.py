@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.weights import constant_behind
 
-__all__ = ["ModelCounts", "NodeCost", "count_model", "count_params"]
+__all__ = ["ModelCounts", "NodeCost", "count_model", "count_params", "node_macs"]
 
 _ELEMENTWISE = frozenset(
     "Add Sub Mul Div Relu LeakyRelu Sigmoid Tanh Clip HardSigmoid HardSwish Erf Gelu Exp Log Sqrt Pow "
@@ -119,6 +119,12 @@ _MAC_RULES: dict[str, Callable[[ir.Node, Mapping[str, tuple[int, ...]]], int | N
     "Gemm": _matmul,
     "MatMul": _matmul,
 }
+
+
+def node_macs(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    """Dense MACs of a Conv/ConvTranspose/Gemm/MatMul node (``None``: other op or shapes unknown)."""
+    rule = _MAC_RULES.get(node.op_type)
+    return None if rule is None else rule(node, shapes)
 
 
 def count_model(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> ModelCounts:
