@@ -35,6 +35,7 @@ bench: install
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/bench_sparsify.py --out bench/results
 	$(PY) bench/bench_structured.py --out bench/results
+	$(PY) bench/bench_lowrank.py --out bench/results
 
 clean:
 	rm -rf $(VENV) $(OUT) build dist *.egg-info

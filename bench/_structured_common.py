@@ -124,9 +124,9 @@ def array_source(model: Any, arrays: dict[str, Any], origin: str) -> Any:
 def counts(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """MACs (Conv/Gemm/MatMul), parameters and nodes without static shapes, at ``shapes``."""
     from onnxprune.analysis.flops import count_model
-    from onnxprune.analysis.shapes import infer_shapes
+    from onnxprune.analysis.shapes import complete_shapes
 
-    result = count_model(model, infer_shapes(model, shapes))
+    result = count_model(model, complete_shapes(model, shapes))
     return {"macs": result.macs, "params": result.params, "nodes_without_shapes": len(result.unknown)}
 
 

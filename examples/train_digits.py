@@ -45,13 +45,19 @@ class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 64),
+            nn.ReLU(),
+            nn.Linear(64, 10),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,8 +88,13 @@ def export_onnx(model: nn.Module, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter is deliberate
         torch.onnx.export(
-            model, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, opset_version=17,
-            input_names=["input"], output_names=["logits"],
+            model,
+            (torch.zeros(1, 1, 8, 8),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
 
@@ -121,11 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     if max_diff > 1e-4 or ort_acc != torch_acc:
         raise RuntimeError(f"ONNX mismatch: max|diff|={max_diff:.2e}, acc {ort_acc} vs {torch_acc}")
 
-    meta = {"test_accuracy": round(ort_acc, 6), "train_samples": N_TRAIN,
-            "test_samples": len(y_test), "seed": SEED}
+    meta = {"test_accuracy": round(ort_acc, 6), "train_samples": N_TRAIN, "test_samples": len(y_test), "seed": SEED}
     (out / "digits_cnn.json").write_text(json.dumps(meta, indent=2) + "\n")
-    LOG.info("test accuracy %.4f (torch %.4f, max|logit diff| %.2e) in %.1fs -> %s",
-             ort_acc, torch_acc, max_diff, time.perf_counter() - start, out)
+    LOG.info(
+        "test accuracy %.4f (torch %.4f, max|logit diff| %.2e) in %.1fs -> %s",
+        ort_acc,
+        torch_acc,
+        max_diff,
+        time.perf_counter() - start,
+        out,
+    )
 
 
 if __name__ == "__main__":

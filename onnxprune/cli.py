@@ -114,6 +114,12 @@ def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items()
             )
             out.print(f"[bold]{report['name']}[/bold] ({report['seconds']:.2f} s): {summary}")
+            for entry in [e for e in report["changed"] if "rank" in e][:20]:
+                out.print(
+                    f"  factorized {entry['tensor']} ({entry['op']}): rank {entry['rank']} of {entry['full_rank']}, "
+                    f"energy kept {entry['energy_kept']:.3f}, weight error {entry['weight_error']:.3f}"
+                    + (f", output error {entry['output_error']:.3f}" if "output_error" in entry else "")
+                )
             for skip in report["skipped"][:20]:
                 out.print(f"  skipped {skip['tensor']} ({skip['op']} {skip['node']}): {skip['reason']}")
             if len(report["skipped"]) > 20:
@@ -481,10 +487,21 @@ def validate_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims for FLOPs: NAME=1,3,224,224.")
 @click.option("--groups", is_flag=True, help="List the coupled channel groups and why groups cannot be pruned.")
+@click.option("--ranks", is_flag=True, help="Per weight: SVD ranks holding 90/95/99% energy, break-even rank.")
 @_handle_errors
-def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: bool) -> None:
+def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: bool, ranks: bool) -> None:
     """Ops, parameters, FLOPs and prunable weights of MODEL."""
     from onnxprune.inspect import channel_groups, inspect_model
+
+    if ranks:
+        from onnxprune.passes.lowrank import layer_spectra
+
+        spectra = layer_spectra(_io.load(model))
+        if as_json:
+            click.echo(json.dumps(spectra, indent=2))
+        else:
+            _print_spectra(model, spectra)
+        return
 
     if groups:
         found = channel_groups(_io.load(model), parse_input_shapes(input_shape))
@@ -512,6 +529,24 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: boo
     out.print(weights)
     for s in info["skipped"]:
         out.print(f"not prunable: {s['tensor']} ({s['op']} {s['node']}): {s['reason']}")
+
+
+def _print_spectra(model: str, spectra: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{model}: ranks holding a fraction of each weight's energy (plain SVD)")
+    for column in ("tensor", "op", "m x n", "full", "break-even", "90%", "95%", "99%"):
+        table.add_column(column)
+    for row in spectra:
+        if "reason" in row:
+            continue
+        ranks = row["ranks"]
+        cells = [str(ranks[e]) + ("" if ranks[e] < row["break_even"] else "*") for e in ("0.9", "0.95", "0.99")]
+        size = f"{row['m']}x{row['n']}"
+        table.add_row(row["tensor"], row["op"], size, str(row["full_rank"]), f"{row['break_even']:.1f}", *cells)
+    out.print(table)
+    out.print("* at or above the break-even rank: the layer would stay dense")
+    for row in spectra:
+        if "reason" in row:
+            out.print(f"not factorizable: {row['tensor']} ({row['op']}): {row['reason']}")
 
 
 def _print_groups(model: str, groups: list[dict[str, Any]]) -> None:

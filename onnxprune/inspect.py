@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.channels import analyze_channels, record
 from onnxprune.analysis.flops import count_model
-from onnxprune.analysis.shapes import complete_shapes, infer_shapes
+from onnxprune.analysis.shapes import complete_shapes
 from onnxprune.analysis.weights import find_weights, read_weight
 
 __all__ = ["channel_groups", "inspect_model"]
@@ -19,7 +19,7 @@ __all__ = ["channel_groups", "inspect_model"]
 
 def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
     """Ops, params, FLOPs and prunable weights (with the reasons for the others)."""
-    counts = count_model(model, infer_shapes(model, input_shapes))
+    counts = count_model(model, complete_shapes(model, input_shapes))
     ops = Counter(node.op_type for node in ir.traversal.RecursiveGraphIterator(model.graph))
     found = find_weights(model)
     prunable = []

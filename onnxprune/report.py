@@ -17,7 +17,7 @@ from rich.table import Table
 
 from onnxprune import _io
 from onnxprune.analysis.flops import ModelCounts, count_model
-from onnxprune.analysis.shapes import infer_shapes
+from onnxprune.analysis.shapes import complete_shapes
 
 __all__ = ["ModelStats", "comparison_table", "file_sizes", "model_stats", "print_table", "write_json"]
 
@@ -61,7 +61,7 @@ def file_sizes(model: ir.Model) -> tuple[int, int]:
 
 def model_stats(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ModelStats:
     """Parameters, nonzeros, MACs (dense and nonzero-aware), FLOPs, bytes and zipped bytes."""
-    counts: ModelCounts = count_model(model, infer_shapes(model, input_shapes))
+    counts: ModelCounts = count_model(model, complete_shapes(model, input_shapes))
     size, zipped = file_sizes(model)
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
     return ModelStats(

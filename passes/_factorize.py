@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.analysis.weights import Weight, constant_behind
+from onnxprune.analysis.weights import Weight, constant_behind, tensor_like
 
 __all__ = ["Namer", "batchnorm_scale", "factorize", "unique_namer"]
 
@@ -75,9 +75,9 @@ def batchnorm_scale(weight: Weight) -> np.ndarray | None:
     return scales[0] if scales and scales[0].shape == (weight.shape[weight.out_axis],) else None
 
 
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType) -> ir.Value:
-    tensor = ir.Tensor(np.ascontiguousarray(array, dtype=dtype.numpy()), dtype=dtype, name=name)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype), const_value=tensor)
+def _initializer(graph: ir.Graph, weight: Weight, name: str, array: np.ndarray) -> ir.Value:
+    tensor = tensor_like(weight, array, name)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(value)
     return value
 
@@ -91,10 +91,11 @@ def _hidden(node: ir.Node, fresh: Namer, first_op: str, inputs: list[ir.Value], 
     return hidden
 
 
-def factorize(weight: Weight, a: np.ndarray, b: np.ndarray, fresh: Namer, dtype: ir.DataType) -> tuple[str, str]:
+def factorize(weight: Weight, a: np.ndarray, b: np.ndarray, fresh: Namer) -> tuple[str, str]:
     """Replace every use of ``weight`` (matrix ``[m, n]``) by ``A [m, r] · B [r, n]``.
 
-    Returns the names of the two new initializers (shared by all uses).
+    Returns the names of the two new initializers (shared by all uses; in the weight's dtype, and
+    spilled to scratch files like the weight if it was external data).
     """
     rank = a.shape[1]
     graph = weight.uses[0].node.graph
@@ -107,8 +108,8 @@ def factorize(weight: Weight, a: np.ndarray, b: np.ndarray, fresh: Namer, dtype:
         first_w = b.T
         trans_b = weight.op_type == "Gemm" and weight.out_axis == 0
         second_w = a if trans_b else a.T
-    first_v = _initializer(graph, fresh(f"{weight.name}.lowrank_b"), first_w, dtype)
-    second_v = _initializer(graph, fresh(f"{weight.name}.lowrank_a"), second_w, dtype)
+    first_v = _initializer(graph, weight, fresh(f"{weight.name}.lowrank_b"), first_w)
+    second_v = _initializer(graph, weight, fresh(f"{weight.name}.lowrank_a"), second_w)
     for use in weight.uses:
         node = use.node
         x = node.inputs[0]

@@ -19,7 +19,7 @@ from onnx_ir.passes import common as common_passes
 
 from onnxprune.analysis.flops import count_params, node_macs
 from onnxprune.analysis.shapes import complete_shapes
-from onnxprune.analysis.weights import Weight, read_weight
+from onnxprune.analysis.weights import Weight, find_weights, read_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
@@ -29,7 +29,7 @@ from onnxprune.passes._rank import Candidate, allocate_ranks, break_even, energy
 from onnxprune.passes._svd import WHITENINGS, Spectrum, decompose
 from onnxprune.passes.sparsify import _Selection, select_weights
 
-__all__ = ["LowRankConfig", "LowRankPass"]
+__all__ = ["LowRankConfig", "LowRankPass", "layer_spectra", "unsupported"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,28 @@ def unsupported(weight: Weight) -> str | None:
     if weight.op_type not in ("Conv", "Gemm", "MatMul"):
         return f"{weight.op_type} is not factorized (only Gemm, MatMul and Conv with group=1)"
     return None
+
+
+def layer_spectra(model: ir.Model, energies: tuple[float, ...] = (0.9, 0.95, 0.99)) -> list[dict[str, object]]:
+    """Per factorizable weight: its matrix size, break-even rank and the plain-SVD rank each energy needs."""
+    rows: list[dict[str, object]] = []
+    for weight in find_weights(model):
+        reason = unsupported(weight)
+        m = weight.shape[weight.out_axis]
+        n = weight.size // m
+        row: dict[str, object] = {"tensor": weight.name, "op": weight.op_type, "m": m, "n": n}
+        if reason is None:
+            matrix = to_matrix(weight, read_weight(weight).astype(np.float64))
+            sigma = np.linalg.svd(matrix, compute_uv=False)
+            row.update(
+                full_rank=int(sigma.size),
+                break_even=break_even(m, n),
+                ranks={str(e): energy_rank(sigma, e) for e in energies},
+            )
+        else:
+            row["reason"] = reason
+        rows.append(row)
+    return rows
 
 
 class LowRankPass(OnnxPrunePass):
@@ -235,8 +257,7 @@ class LowRankPass(OnnxPrunePass):
         values = read_weight(weight)
         matrix = to_matrix(weight, values.astype(np.float64))
         approx = a @ b
-        dtype = ir.DataType.from_numpy(values.dtype)
-        names = factorize(weight, a, b, fresh, dtype)
+        names = factorize(weight, a, b, fresh)
         norm = float(np.linalg.norm(matrix))
         entry = {
             "tensor": weight.name,

@@ -101,6 +101,14 @@ def test_01_prune_cli(tmp_path: Path) -> None:
     assert _accuracy(out / "channels50.onnx") > 0.95  # measured 0.978 (dense 0.986)
     assert (out / "channels50.onnx").stat().st_size < (DATA / "digits_cnn.onnx").stat().st_size / 2
     assert _accuracy(out / "flops40.onnx") > 0.9
+    lowrank = yaml.safe_load((out / "lowrank50.json").read_text())
+    assert lowrank["after"]["params"] <= 0.5 * lowrank["before"]["params"]
+    assert _accuracy(out / "lowrank50.onnx") > 0.97  # measured 0.986 (dense 0.986)
+    assert _accuracy(out / "energy90.onnx") > 0.9
+    both = yaml.safe_load((out / "channels25_lowrank.json").read_text())
+    assert [p["name"] for p in both["passes"]] == ["channels", "lowrank", "cleanup"]
+    assert all(p["changed"] for p in both["passes"][:2])
+    assert _accuracy(out / "channels25_lowrank.onnx") > 0.95
     report = yaml.safe_load((out / "wanda50.json").read_text())  # JSON is YAML
     assert report["validation"]["samples"] == 360
 
@@ -144,6 +152,10 @@ def test_02_python_api(tmp_path: Path) -> None:
     for name in PRUNABLE[1:]:
         _check_nm(nm[name], in_axis=1)
     assert _accuracy(tmp_path / "digits_cnn_2of4.onnx") > 0.9
+    both = tmp_path / "digits_cnn_channels25_lowrank.onnx"
+    assert _accuracy(both) > 0.95
+    ops = [n.op_type for n in onnx.load(both).graph.node]
+    assert ops.count("Conv") > 3  # factorized convs come in pairs
 
 
 def test_03_graphsurgeon(tmp_path: Path) -> None:

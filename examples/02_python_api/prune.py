@@ -6,6 +6,7 @@ Two ways to run passes:
    onnxruntime against the original before saving.
 2. An ``onnx_ir.passes.PassManager`` mixing an onnxprune pass (2:4 sparsity) with an onnx-ir common
    pass (``RemoveUnusedNodesPass``); onnxprune passes are ordinary onnx-ir in-place passes.
+3. A ``Pipeline`` that removes channels and then factorizes what remains (activation-aware SVD).
 
 Usage: python examples/02_python_api/prune.py [--out DIR] [--sparsity 0.5]
 """
@@ -23,8 +24,19 @@ import onnxruntime as ort
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 import onnxprune
+from onnxprune.analysis.flops import count_params
 from onnxprune.calibration import ArraySource, input_specs, open_source
-from onnxprune.passes import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
+from onnxprune.passes import (
+    ChannelPruneConfig,
+    ChannelPrunePass,
+    CleanupPass,
+    LowRankConfig,
+    LowRankPass,
+    NMPruneConfig,
+    NMPrunePass,
+    UnstructuredPruneConfig,
+    UnstructuredPrunePass,
+)
 from onnxprune.verify import validate
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -75,6 +87,24 @@ def prune_with_pass_manager(test: dict[str, np.ndarray], out: Path) -> Path:
     return onnxprune.save(result.model, out / "digits_cnn_2of4.onnx")
 
 
+def prune_then_factorize(test: dict[str, np.ndarray], out: Path) -> Path:
+    """25% of the channels removed, then activation-aware low-rank factorization at 95% energy."""
+    model = onnxprune.load(DATA / "digits_cnn.onnx")
+    dense_params = count_params(model)[0]
+    context = onnxprune.PassContext(calibration=open_source(DATA / "digits_calib.npz", model))
+    passes = [
+        ChannelPrunePass(ChannelPruneConfig(ratio=0.25, importance="wanda")),
+        LowRankPass(LowRankConfig(energy=0.95, activation_aware=True)),
+        CleanupPass(),
+    ]
+    result = onnxprune.Pipeline(passes, context)(model)
+    for report in result.reports[:2]:
+        logger.info("%s: %s", report.name, report.summary)
+    params = count_params(model)[0]
+    logger.info("params %d -> %d, accuracy %.4f", dense_params, params, accuracy(model, test))
+    return onnxprune.save(model, out / "digits_cnn_channels25_lowrank.onnx")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse arguments, prune twice and write both models into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         test = {key: archive[key] for key in archive.files}
     wanda = prune_with_pipeline(test, args.sparsity, args.out)
     nm = prune_with_pass_manager(test, args.out)
-    print(f"wrote {wanda} and {nm}")
+    both = prune_then_factorize(test, args.out)
+    print(f"wrote {wanda}, {nm} and {both}")
 
 
 if __name__ == "__main__":

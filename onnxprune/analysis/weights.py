@@ -29,6 +29,7 @@ __all__ = [
     "find_weights",
     "read_weight",
     "spill",
+    "tensor_like",
     "write_weight",
 ]
 
@@ -249,6 +250,19 @@ def read_weight(weight: Weight) -> np.ndarray:
     return _tensor_of(weight.holder).numpy()
 
 
+def tensor_like(weight: Weight, array: np.ndarray, name: str) -> ir.TensorProtocol:
+    """A tensor of ``weight``'s dtype holding ``array``.
+
+    If the weight is external data, the tensor is spilled to a scratch file and memory-mapped, so
+    large models never hold their new weights in memory.
+    """
+    old = _tensor_of(weight.holder)
+    array = np.ascontiguousarray(array, dtype=old.dtype.numpy())
+    if isinstance(old, ir.ExternalTensor):
+        return spill(array, old.dtype, name)
+    return ir.Tensor(array, dtype=old.dtype, name=name)
+
+
 def write_weight(weight: Weight, array: np.ndarray) -> None:
     """Replace the weight's values in place, keeping its name, dtype and shape.
 
@@ -258,12 +272,7 @@ def write_weight(weight: Weight, array: np.ndarray) -> None:
     old = _tensor_of(weight.holder)
     if tuple(array.shape) != weight.shape:
         raise ValueError(f"{weight.name}: new shape {array.shape} != {weight.shape}")
-    array = np.ascontiguousarray(array, dtype=old.dtype.numpy())
-    tensor: ir.TensorProtocol
-    if isinstance(old, ir.ExternalTensor):
-        tensor = spill(array, old.dtype, old.name or weight.name)
-    else:
-        tensor = ir.Tensor(array, dtype=old.dtype, name=old.name)
+    tensor = tensor_like(weight, array, old.name or weight.name)
     if isinstance(weight.holder, ir.Node):
         weight.holder.attributes["value"] = ir.AttrTensor("value", tensor)
     else:

@@ -380,3 +380,32 @@ def test_cli_recipe_round_trip_and_errors(tmp_path, digits_model) -> None:  # no
     )
     assert missing.exit_code == 2 and "nope.onnx" in missing.output and len(missing.output.strip().splitlines()) == 1
     assert "lowrank" in PASSES
+
+
+def test_external_data_weights_stay_out_of_memory(tmp_path) -> None:  # noqa: ANN001
+    from onnxprune import _io
+
+    proto = matmul_layer(n=64, m=64)
+    source = _io.save(to_ir(proto), tmp_path / "in.onnx", external_data=True, size_threshold_bytes=0)
+    model = _io.load(source)
+    result = LowRankPass(LowRankConfig(**EXACT))(model)
+    [entry] = result.report.changed
+    for name in entry["factors"]:
+        assert isinstance(model.graph.initializers[name].const_value, ir.ExternalTensor)
+    out = _io.save(model, tmp_path / "out" / "lr.onnx", external_data=True, size_threshold_bytes=0)
+    feeds = _inputs(proto, 3, seed=3)
+    assert _rel(ort_run(_io.load(out), feeds)["y"], ort_run(proto, feeds)["y"]) <= 1e-5
+
+
+def test_inspect_ranks_lists_spectra_and_reasons(digits_model) -> None:  # noqa: ANN001
+    import json
+
+    result = CliRunner().invoke(cli, ["inspect", str(digits_model), "--ranks", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["tensor"]: r for r in json.loads(result.output)}
+    fc = rows["classifier.1.weight"]
+    assert (fc["m"], fc["n"], fc["full_rank"]) == (64, 512, 64)
+    assert fc["ranks"]["0.9"] <= fc["ranks"]["0.95"] <= fc["ranks"]["0.99"] <= 64
+    assert fc["break_even"] == pytest.approx(64 * 512 / 576)
+    table = CliRunner().invoke(cli, ["inspect", str(digits_model), "--ranks"])
+    assert table.exit_code == 0 and "break-even" in table.output
