@@ -23,8 +23,8 @@ def _speed(row: dict[str, Any]) -> str:
 def _head(model: str, first: str) -> list[str]:
     fid = {"digits": "top-1 | rel. error", "resnet18": "rel. error | top-1 agree"}.get(model, "rel. error | cosine")
     return [
-        f"| {first} | mode | layers | params kept | MACs kept | speed 1 thr | speed 2 thr | {fid} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| {first} | mode | layers | params kept | MACs kept | speed 1 thr | speed 2 thr | {fid} | pass s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
 
@@ -49,7 +49,7 @@ def _model(name: str, data: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {row['config']['energy']} | {_mode(row)} | {row['factorized_layers']} "
             f"| {100 * row['params_ratio']:.1f}% | {100 * row['macs_ratio']:.1f}% | {_speed(row)} "
-            f"| {_fidelity(name, row)} |"
+            f"| {_fidelity(name, row)} | {row['seconds']:.1f} |"
         )
     lines += ["", "Plain vs activation-aware at equal parameters (`target_params`):", ""]
     lines += _head(name, "layer params kept")
@@ -57,7 +57,7 @@ def _model(name: str, data: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {100 * row['layer_fraction']:.0f}% | {_mode(row)} | {row['factorized_layers']} "
             f"| {100 * row['params_ratio']:.1f}% | {100 * row['macs_ratio']:.1f}% | {_speed(row)} "
-            f"| {_fidelity(name, row)} |"
+            f"| {_fidelity(name, row)} | {row['seconds']:.1f} |"
         )
     return [*lines, ""]
 
@@ -73,7 +73,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"128 bundled samples), {settings['evaluation_samples']} held-out samples for fidelity. `LowRankPass` with "
         "`round_to` 8. Speed = dense latency / factorized latency at batch 1, both sessions in one process, "
         f"runs interleaved ({settings['latency_runs']} runs per model in {settings['rounds']} rounds). Params and "
-        "MACs are whole-model fractions. Rel. error = ‖y − y_dense‖/‖y_dense‖ over the held-out outputs.",
+        "MACs are whole-model fractions. Rel. error = ‖y − y_dense‖/‖y_dense‖ over the held-out outputs. "
+        "*pass s*: the pass's wall time (statistics collection included).",
         "",
         "Reproduce: `python bench/bench_lowrank.py --out bench/results`"
         + (" (this run used `--quick`)." if results["quick"] else "."),
