@@ -30,6 +30,7 @@ __all__ = [
     "read_weight",
     "spill",
     "tensor_like",
+    "write_tensor",
     "write_weight",
 ]
 
@@ -250,17 +251,29 @@ def read_weight(weight: Weight) -> np.ndarray:
     return _tensor_of(weight.holder).numpy()
 
 
-def tensor_like(weight: Weight, array: np.ndarray, name: str) -> ir.TensorProtocol:
-    """A tensor of ``weight``'s dtype holding ``array``.
+def tensor_like(holder: Weight | ir.Value | ir.Node, array: np.ndarray, name: str) -> ir.TensorProtocol:
+    """A tensor of the dtype of ``holder``'s tensor, holding ``array``.
 
-    If the weight is external data, the tensor is spilled to a scratch file and memory-mapped, so
+    If that tensor is external data, the new one is spilled to a scratch file and memory-mapped, so
     large models never hold their new weights in memory.
     """
-    old = _tensor_of(weight.holder)
+    old = _tensor_of(holder.holder if isinstance(holder, Weight) else holder)
     array = np.ascontiguousarray(array, dtype=old.dtype.numpy())
     if isinstance(old, ir.ExternalTensor):
         return spill(array, old.dtype, name)
     return ir.Tensor(array, dtype=old.dtype, name=name)
+
+
+def write_tensor(holder: ir.Value | ir.Node, array: np.ndarray, name: str) -> None:
+    """Replace the values of an initializer or ``Constant`` node, keeping its name, dtype and shape."""
+    old = _tensor_of(holder)
+    if tuple(array.shape) != tuple(old.shape):
+        raise ValueError(f"{name}: new shape {tuple(array.shape)} != {tuple(old.shape)}")
+    tensor = tensor_like(holder, array, old.name or name)
+    if isinstance(holder, ir.Node):
+        holder.attributes["value"] = ir.AttrTensor("value", tensor)
+    else:
+        holder.const_value = tensor
 
 
 def write_weight(weight: Weight, array: np.ndarray) -> None:
@@ -269,11 +282,4 @@ def write_weight(weight: Weight, array: np.ndarray) -> None:
     A weight that was memory-mapped external data is written to a scratch file and memory-mapped
     again, so pruning a model over 2 GB never holds all of its weights in memory.
     """
-    old = _tensor_of(weight.holder)
-    if tuple(array.shape) != weight.shape:
-        raise ValueError(f"{weight.name}: new shape {array.shape} != {weight.shape}")
-    tensor = tensor_like(weight, array, old.name or weight.name)
-    if isinstance(weight.holder, ir.Node):
-        weight.holder.attributes["value"] = ir.AttrTensor("value", tensor)
-    else:
-        weight.holder.const_value = tensor
+    write_tensor(weight.holder, array, weight.name)
