@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import onnx_ir as ir
 
@@ -29,6 +29,8 @@ class PassContext:
         batch_size: Samples per onnxruntime call during calibration.
         threads: onnxruntime intra-op threads (``None``: onnxruntime's default).
         progress: Called with (done, total) samples while statistics are collected.
+        reference: The model before any pass ran (the default teacher of ``finetune``).
+        train_progress: Called with (step, steps, loss) while fine-tuning.
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -36,6 +38,8 @@ class PassContext:
     batch_size: int = 32
     threads: int | None = None
     progress: ProgressFn | None = None
+    reference: ir.Model | None = None
+    train_progress: Callable[[int, int, float], None] | None = None
 
     def stats(self, model: ir.Model, requests: Sequence[StatRequest], *, needed_by: str) -> dict[str, ChannelStats]:
         """Return activation statistics for ``requests``, collected once per model and request set."""

@@ -7,6 +7,7 @@ importing a module never registers anything behind your back.
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
+from onnxprune.passes.finetune import FinetuneConfig, FinetunePass
 from onnxprune.passes.lowrank import LowRankConfig, LowRankPass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
 from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
@@ -17,6 +18,7 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     SparseGPTPass.name: SparseGPTPass,
     ChannelPrunePass.name: ChannelPrunePass,
     LowRankPass.name: LowRankPass,
+    FinetunePass.name: FinetunePass,
     CleanupPass.name: CleanupPass,
 }
 
@@ -26,6 +28,8 @@ __all__ = [
     "ChannelPrunePass",
     "CleanupConfig",
     "CleanupPass",
+    "FinetuneConfig",
+    "FinetunePass",
     "LowRankConfig",
     "LowRankPass",
     "NMPruneConfig",

@@ -160,8 +160,10 @@ class TorchView(torch.nn.Module):
         """Tensor name → parameter."""
         return dict(self._params)
 
-    def forward(self, *args: torch.Tensor, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the graph; inputs by position or by name; returns the graph outputs by name."""
+    def forward(
+        self, *args: torch.Tensor, _extra: tuple[str, ...] = (), **feeds: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Run the graph; inputs by position or by name; returns the graph outputs (and ``_extra`` values) by name."""
         env: dict[str, Any] = dict(self._constants)
         env.update(self._params)
         env.update(zip(self.input_names, args, strict=False))
@@ -175,7 +177,7 @@ class TorchView(torch.nn.Module):
             if not isinstance(result, tuple):
                 result = (result,)
             env.update(zip(step.outputs, result, strict=False))
-        return {name: env[name] for name in self.output_names}
+        return {name: env[name] for name in (*self.output_names, *_extra)}
 
     def run_numpy(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Evaluate without gradients on numpy inputs."""
