@@ -131,6 +131,17 @@ def _inlined(model: ir.Model) -> Iterator[None]:
             value.const_value = tensor
 
 
+def _smallest_external(model: ir.Model) -> int | None:
+    """Bytes of the smallest initializer held as external data (``None``: all inline)."""
+    sizes = [
+        v.const_value.nbytes
+        for g in model.graphs()
+        for v in g.initializers.values()
+        if isinstance(v.const_value, ir.ExternalTensor)
+    ]
+    return min(sizes) if sizes else None
+
+
 def save(
     model: ir.Model,
     path: str | os.PathLike,
@@ -143,8 +154,10 @@ def save(
     Args:
         model: The model to write.
         path: Destination ``.onnx`` file.
-        external_data: Write tensors to ``<name>.data`` beside the model. ``None`` decides by size
-            (external when the tensors exceed :data:`EXTERNAL_DATA_THRESHOLD`).
+        external_data: Write tensors to ``<name>.data`` beside the model. ``None`` keeps the layout
+            the model was loaded with (tensors that were external data stay external, in one file
+            beside the output), else decides by size (external when the tensors exceed
+            :data:`EXTERNAL_DATA_THRESHOLD`).
         size_threshold_bytes: With external data, tensors smaller than this stay inline.
 
     Returns:
@@ -152,7 +165,11 @@ def save(
     """
     path = Path(path)
     if external_data is None:
-        external_data = model_nbytes(model) > EXTERNAL_DATA_THRESHOLD
+        smallest_external = _smallest_external(model)
+        if smallest_external is not None:
+            external_data, size_threshold_bytes = True, max(0, smallest_external - 1)
+        else:
+            external_data = model_nbytes(model) > EXTERNAL_DATA_THRESHOLD
     data_name = f"{path.name}.data" if external_data else None
     _check_output(model, path, data_name)
     path.parent.mkdir(parents=True, exist_ok=True)

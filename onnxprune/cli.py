@@ -46,11 +46,12 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], Any]]:
     with Progress(*columns, console=console, transient=True) as progress:
         tasks: dict[str, Any] = {}
 
-        def factory(name: str) -> Callable[[int, int], None]:
-            def update(done: int, total: int) -> None:
+        def factory(name: str) -> Callable[..., None]:
+            def update(done: int, total: int, loss: float | None = None) -> None:
                 if name not in tasks:
                     tasks[name] = progress.add_task(name, total=total)
-                progress.update(tasks[name], completed=done, total=total)
+                label = name if loss is None else f"{name} (loss {loss:.4g})"
+                progress.update(tasks[name], completed=done, total=total, description=label)
 
             return update
 
@@ -203,7 +204,9 @@ _JOB_OPTIONS = (
     click.option("--data", type=click.Path(), help="Validation data (default: the calibration data)."),
     click.option("--threads", type=click.IntRange(1), help="onnxruntime threads."),
     click.option(
-        "--external-data/--no-external-data", default=None, help="Force external data on or off (default: by size)."
+        "--external-data/--no-external-data",
+        default=None,
+        help="Force external data on or off (default: as the input model, else by size).",
     ),
     click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
     click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
@@ -223,13 +226,13 @@ def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _emit(ctx: click.Context, job: _Job, model: str, output: str, spec: PassSpec) -> None:
-    """Build the recipe for one pass (plus cleanup), then print it (``--dump-recipe``) or run it."""
+def _emit(ctx: click.Context, job: _Job, model: str, output: str, *specs: PassSpec) -> None:
+    """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it."""
     path = _absolute if job.dump_recipe else (lambda p: p)
     recipe = Recipe(
         model=path(model),
         output=path(output),
-        passes=(spec, PassSpec("cleanup")),
+        passes=(*specs, PassSpec("cleanup")),
         calibration=CalibrationSpec(path(job.calib), job.samples, job.batch_size, parse_input_shapes(job.input_shape)),
         validation_data=path(job.data),
         threads=job.threads,
@@ -299,6 +302,12 @@ def _emit(ctx: click.Context, job: _Job, model: str, output: str, spec: PassSpec
     "--no-reconstruct", is_flag=True, help="Structured: do not refit consumers on the calibration data (ridge)."
 )
 @click.option("--verify", is_flag=True, help="Structured: check that the shrunk model equals the masked model.")
+@click.option(
+    "--finetune-steps",
+    type=click.IntRange(1),
+    help="Then fine-tune N steps by distillation from the original model (needs torch and --calib).",
+)
+@click.option("--finetune-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
 @_job_options
 @click.pass_context
 @_handle_errors
@@ -318,6 +327,8 @@ def prune(
     min_channels: int,
     no_reconstruct: bool,
     verify: bool,
+    finetune_steps: int | None,
+    finetune_lr: float,
     job: _Job,
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
@@ -354,7 +365,10 @@ def prune(
             "unstructured",
             {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize, **selection},
         )
-    _emit(ctx, job, model, output, spec)
+    specs = [spec]
+    if finetune_steps is not None:
+        specs.append(PassSpec("finetune", {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size}))
+    _emit(ctx, job, model, output, *specs)
 
 
 @cli.command()
@@ -422,6 +436,90 @@ def lowrank(
         **job.selection,
     }
     _emit(ctx, job, model, output, PassSpec("lowrank", config))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
+@click.option(
+    "--teacher",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The original (unpruned) model to distill from.",
+)
+@click.option("--labels", type=click.Path(dir_okay=False), help=".npz with one array of N integer labels (adds CE).")
+@click.option("--steps", type=click.IntRange(1), default=200, show_default=True, help="Optimizer steps.")
+@click.option("--epochs", type=click.FloatRange(0, min_open=True), help="Passes over the data instead of --steps.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--schedule", type=click.Choice(["constant", "cosine", "slr", "silo"]), default="cosine", show_default=True
+)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--distill", type=click.Choice(["mse", "kl"]), default="mse", show_default=True)
+@click.option("--distill-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="With --labels.")
+@click.option("--feature", "features", multiple=True, help="Also distill this intermediate value (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--final-sparsity",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Prune further while training, to this sparsity (cubic schedule; with --cycles: IMP).",
+)
+@click.option("--cycles", type=click.IntRange(1), default=1, show_default=True, help="Prune-retrain cycles (IMP).")
+@click.option("--rewind", is_flag=True, help="IMP: reset surviving weights to the starting values after each prune.")
+@click.option("--drop-out", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-out probability.")
+@click.option("--drop-in", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-in probability.")
+@_job_options
+@click.pass_context
+@_handle_errors
+def finetune(
+    ctx: click.Context,
+    model: str,
+    output: str,
+    teacher: str,
+    labels: str | None,
+    steps: int,
+    epochs: float | None,
+    lr: float,
+    schedule: str,
+    optimizer: str,
+    weight_decay: float,
+    distill: str,
+    distill_weight: float,
+    features: tuple[str, ...],
+    seed: int,
+    final_sparsity: float | None,
+    cycles: int,
+    rewind: bool,
+    drop_out: float,
+    drop_in: float,
+    job: _Job,
+) -> None:
+    """Fine-tune MODEL by distillation from TEACHER on the calibration data and write OUTPUT (same graph)."""
+    if job.calib is None:
+        raise click.UsageError("finetune needs --calib PATH (the inputs to train on)")
+    config: dict[str, Any] = {
+        "steps": steps,
+        "epochs": epochs,
+        "lr": lr,
+        "schedule": schedule,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "teacher": _absolute(teacher),
+        "labels": _absolute(labels),
+        "distill": distill,
+        "distill_weight": distill_weight,
+        "features": list(features),
+        "seed": seed,
+        "batch_size": job.batch_size,
+        "threads": job.threads,
+        "final_sparsity": final_sparsity,
+        "cycles": cycles,
+        "rewind": rewind,
+        "drop_out": drop_out,
+        "drop_in": drop_in,
+    }
+    _emit(ctx, job, model, output, PassSpec("finetune", config))
 
 
 @cli.command("run")

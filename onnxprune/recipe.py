@@ -175,6 +175,8 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
         batch_size=recipe.calibration.batch_size,
         threads=recipe.threads,
         progress=progress("calibration"),
+        reference=reference,
+        train_progress=progress("fine-tune"),
     )
     passes = [build_pass(spec, context) for spec in recipe.passes]
     result = Pipeline(passes, context)(model)

@@ -44,9 +44,15 @@ def test_external_data_round_trip_stays_memory_mapped(tmp_path: Path) -> None:
     assert sha256(path.parent / "weights.bin") == before_hash
 
 
-def test_external_model_saved_inline_by_default(tmp_path: Path) -> None:
-    model = onnxprune.load(_external_model(tmp_path))
-    out = onnxprune.save(model, tmp_path / "inline.onnx")
+def test_external_layout_is_kept_by_default_and_inline_on_request(tmp_path: Path) -> None:
+    path = _external_model(tmp_path)
+    model = onnxprune.load(path)
+    before = {t.name: t.data_location for t in onnx.load(path, load_external_data=False).graph.initializer}
+    kept = onnxprune.save(model, tmp_path / "kept.onnx")
+    assert (tmp_path / "kept.onnx.data").is_file()
+    after = {t.name: t.data_location for t in onnx.load(kept, load_external_data=False).graph.initializer}
+    assert after == before
+    out = onnxprune.save(model, tmp_path / "inline.onnx", external_data=False)
     assert not (tmp_path / "inline.onnx.data").exists()
     proto = onnx.load(out, load_external_data=False)
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
