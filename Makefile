@@ -36,6 +36,7 @@ bench: install
 	$(PY) bench/bench_sparsify.py --out bench/results
 	$(PY) bench/bench_structured.py --out bench/results
 	$(PY) bench/bench_lowrank.py --out bench/results
+	$(PY) bench/bench_finetune.py --out bench/results
 
 clean:
 	rm -rf $(VENV) $(OUT) build dist *.egg-info

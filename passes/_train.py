@@ -61,6 +61,7 @@ class TrainSettings:
     rewind: bool
     drop_out: float
     drop_in: float
+    prune_scope: str
     silo_alpha: float
     silo_beta: float
 
@@ -85,34 +86,45 @@ class Masks:
         return 1 - sum(int(k.sum()) for k in self.keep.values()) / max(total, 1)
 
     def prune_to(
-        self, sparsity: float, generator: torch.Generator, drop_out: float = 0.0, drop_in: float = 0.0
+        self,
+        sparsity: float,
+        generator: torch.Generator,
+        drop_out: float = 0.0,
+        drop_in: float = 0.0,
+        scope: str = "global",
     ) -> None:
-        """Magnitude-prune each tensor to ``sparsity`` (never un-pruning, except by Drop Pruning's drop-in).
+        """Magnitude-prune to ``sparsity``, per tensor or with one threshold over all (``scope``).
 
-        With ``drop_out`` > 0 (Drop Pruning), candidates are the twice-as-many smallest surviving
-        weights and each is removed with probability ``drop_out`` until the count is met; with
-        ``drop_in`` > 0, each pruned weight is restored (at 0) with that probability first.
+        Pruned weights stay pruned, except by Drop Pruning's drop-in: with ``drop_in`` > 0 each
+        pruned weight is first restored (at 0) with that probability. With ``drop_out`` > 0 the
+        candidates are the twice-as-many smallest surviving weights, each removed with probability
+        ``drop_out`` until the count is met.
         """
-        for name, param in self.params.items():
-            keep = self.keep[name]
-            if drop_in > 0:
-                revive = (~keep) & (torch.rand(keep.shape, generator=generator) < drop_in)
-                keep = keep | revive
-            target = int(round(sparsity * keep.numel()))
-            to_prune = target - int((~keep).sum())
+        if drop_in > 0:
+            for name, keep in self.keep.items():
+                self.keep[name] = keep | ((~keep) & (torch.rand(keep.shape, generator=generator) < drop_in))
+        names = list(self.params)
+        groups = [names] if scope == "global" else [[name] for name in names]
+        for group in groups:
+            keep = torch.cat([self.keep[n].reshape(-1) for n in group])
+            scores = torch.cat([self.params[n].detach().abs().reshape(-1) for n in group])
+            scores = scores.masked_fill(~keep, float("inf"))
+            to_prune = int(round(sparsity * keep.numel())) - int((~keep).sum())
             if to_prune <= 0:
-                self.keep[name] = keep
                 continue
-            scores = param.detach().abs().masked_fill(~keep, float("inf")).reshape(-1)
+            order = torch.argsort(scores)
             if drop_out > 0:
-                order = torch.argsort(scores)[: min(2 * to_prune, int(keep.sum()))]
-                coin = torch.rand(order.numel(), generator=generator) < drop_out
-                chosen = torch.cat([order[coin], order[~coin]])[:to_prune]
+                candidates = order[: min(2 * to_prune, int(keep.sum()))]
+                coin = torch.rand(candidates.numel(), generator=generator) < drop_out
+                chosen = torch.cat([candidates[coin], candidates[~coin]])[:to_prune]
             else:
-                chosen = torch.argsort(scores)[:to_prune]
-            flat = keep.clone().reshape(-1)
-            flat[chosen] = False
-            self.keep[name] = flat.reshape(keep.shape)
+                chosen = order[:to_prune]
+            keep[chosen] = False
+            offset = 0
+            for n in group:
+                size = self.keep[n].numel()
+                self.keep[n] = keep[offset : offset + size].reshape(self.keep[n].shape)
+                offset += size
         self.apply()
 
 
@@ -173,7 +185,7 @@ def train(
     for step in range(settings.steps):
         target = _sparsity_at(settings, step, initial)
         if target is not None and target > masks.sparsity - 1e-9:
-            masks.prune_to(target, generator, settings.drop_out, settings.drop_in)
+            masks.prune_to(target, generator, settings.drop_out, settings.drop_in, settings.prune_scope)
             if settings.rewind and step > 0:
                 with torch.no_grad():
                     for name, param in masks.params.items():

@@ -58,10 +58,11 @@ class FinetuneConfig:
         seed: Makes batches, dropout-free training and stochastic pruning deterministic.
         threads: torch and onnxruntime threads.
         final_sparsity: Prune further during fine-tuning to this unstructured sparsity of the
-            Conv/Gemm/MatMul weights (magnitude, per tensor): a cubic schedule (Zhu & Gupta) every
+            Conv/Gemm/MatMul weights (magnitude): a cubic schedule (Zhu & Gupta) every
             ``prune_every`` steps until ``prune_end`` of the run, or with ``cycles`` > 1 iterative
             prune-retrain cycles (IMP, a geometric share per cycle), optionally ``rewind`` to the
             weights at the start; ``drop_out``/``drop_in`` make each pruning step stochastic (Drop Pruning).
+            ``prune_scope``: ``global`` (one magnitude threshold over all tensors) or ``layer``.
         silo_alpha/silo_beta: SILO's S-curve of the peak learning rate over the pruned fraction.
     """
 
@@ -88,6 +89,7 @@ class FinetuneConfig:
     rewind: bool = False
     drop_out: float = 0.0
     drop_in: float = 0.0
+    prune_scope: str = "global"
     silo_alpha: float = 0.04
     silo_beta: float = 5.0
 
@@ -101,6 +103,7 @@ class FinetuneConfig:
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
         check_choice("schedule", self.schedule, LR_SCHEDULES)
         check_choice("distill", self.distill, ("mse", "kl"))
+        check_choice("prune_scope", self.prune_scope, ("global", "layer"))
         if self.final_sparsity is not None and not 0 <= self.final_sparsity < 1:
             raise RecipeError(f"final_sparsity must be in [0, 1), got {self.final_sparsity}")
         if self.cycles < 1 or self.prune_every < 1 or not 0 < self.prune_end <= 1:

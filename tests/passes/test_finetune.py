@@ -258,3 +258,11 @@ def test_external_data_layout_is_kept(tmp_path: Path, digits_calib: Path) -> Non
     layout = [(t.name, t.data_location) for t in onnx.load(source, load_external_data=False).graph.initializer]
     assert [(t.name, t.data_location) for t in onnx.load(out, load_external_data=False).graph.initializer] == layout
     assert (out.parent / "tuned.onnx.data").is_file()
+
+
+def test_feature_distillation_uses_intermediate_values() -> None:
+    model, context = _digits(UnstructuredPrunePass(UnstructuredPruneConfig(sparsity=0.8, scope="global")))
+    relu = next(n for n in model.graph if n.op_type == "Relu")
+    feature = relu.outputs[0].name
+    result = FinetunePass(FinetuneConfig(steps=20, features=(feature,)), context)(model)
+    assert result.report.summary["loss_last"] < result.report.summary["loss_first"]
