@@ -105,6 +105,9 @@ def test_01_prune_cli(tmp_path: Path) -> None:
     assert lowrank["after"]["params"] <= 0.5 * lowrank["before"]["params"]
     assert _accuracy(out / "lowrank50.onnx") > 0.97  # measured 0.986 (dense 0.986)
     assert _accuracy(out / "energy90.onnx") > 0.9
+    assert _accuracy(out / "channels50_ft.onnx") > 0.96  # measured 0.986
+    assert _accuracy(out / "sparse90_ft.onnx") > 0.93  # measured 0.964 (one-shot 0.442)
+    assert _sparsity(_weights(out / "sparse90_ft.onnx")["classifier.1.weight"]) > 0.85
     both = yaml.safe_load((out / "channels25_lowrank.json").read_text())
     assert [p["name"] for p in both["passes"]] == ["channels", "lowrank", "cleanup"]
     assert all(p["changed"] for p in both["passes"][:2])
