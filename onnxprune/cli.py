@@ -1,95 +1,29 @@
-"""The ``onnxprune`` command line: every verb compiles to a :class:`Recipe` and runs it."""
+"""The ``onnxprune`` command line: every verb compiles to a :class:`Recipe` and runs it.
+
+The group and the shared options live in ``_cli_base``; ``lowrank`` and ``finetune`` in ``_cli_verbs``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import json
-import logging
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from onnxprune import _io
+from onnxprune import (
+    _cli_verbs,  # noqa: F401 - registers lowrank and finetune on the group
+    _io,
+)
+from onnxprune._cli_base import Job, cli, emit, handle_errors, job_options, out, progress_bars, run_and_show
 from onnxprune.calibration.sources import open_source, parse_input_shapes
-from onnxprune.errors import OnnxPruneError, RecipeError
-from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, run_recipe
+from onnxprune.errors import RecipeError
+from onnxprune.recipe import PassSpec, Recipe
 from onnxprune.report import comparison_table, model_stats
 
-__all__ = ["main"]
-
-console = Console(stderr=True)
-out = Console()
-
-
-def _setup_logging(quiet: bool, debug: bool) -> None:
-    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(
-        level=level, handlers=[RichHandler(console=console, show_path=False)], format="%(message)s", force=True
-    )
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str], Any]]:
-    if not enabled:
-        yield lambda _task: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        tasks: dict[str, Any] = {}
-
-        def factory(name: str) -> Callable[..., None]:
-            def update(done: int, total: int, loss: float | None = None) -> None:
-                if name not in tasks:
-                    tasks[name] = progress.add_task(name, total=total)
-                label = name if loss is None else f"{name} (loss {loss:.4g})"
-                progress.update(tasks[name], completed=done, total=total, description=label)
-
-            return update
-
-        yield factory
-
-
-def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn errors into one line on stderr: exit 2 for bad input, 1 for internal failures."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = click.get_current_context().find_root().params.get("debug", False)
-        try:
-            return fn(*args, **kwargs)
-        except OnnxPruneError as e:
-            if debug:
-                raise
-            click.echo(f"onnxprune: error: {e}", err=True)
-            sys.exit(2)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
-        except Exception as e:
-            if debug:
-                raise
-            click.echo(f"onnxprune: internal error: {type(e).__name__}: {e} (rerun with --debug)", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--quiet", "-q", is_flag=True, help="Only errors; no progress bars.")
-@click.option("--debug", is_flag=True, help="Debug logging and full tracebacks.")
-@click.pass_context
-def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
-    """Prune, validate and inspect ONNX models."""
-    _setup_logging(quiet, debug)
-    ctx.obj = {"quiet": quiet}
+__all__ = ["cli", "main"]
 
 
 def _parse_pattern(pattern: str) -> tuple[int, int]:
@@ -97,35 +31,6 @@ def _parse_pattern(pattern: str) -> tuple[int, int]:
     if not sep or not n.isdigit() or not m.isdigit():
         raise click.BadParameter(f"'{pattern}' is not N:M (for example 2:4)", param_hint="--pattern")
     return int(n), int(m)
-
-
-def _absolute(path: str | None) -> str | None:
-    """Absolute form of a path, so that a dumped recipe works from any folder."""
-    return None if path is None else str(Path(path).resolve())
-
-
-def _run_and_show(ctx: click.Context, recipe: Recipe) -> None:
-    quiet = ctx.obj["quiet"]
-    with _progress(not quiet) as factory:
-        result = run_recipe(recipe, progress=factory)
-    if not quiet:
-        out.print(comparison_table(result.before, result.after, result.report["validation"]))
-        for report in result.report["passes"]:
-            summary = ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items()
-            )
-            out.print(f"[bold]{report['name']}[/bold] ({report['seconds']:.2f} s): {summary}")
-            for entry in [e for e in report["changed"] if "rank" in e][:20]:
-                out.print(
-                    f"  factorized {entry['tensor']} ({entry['op']}): rank {entry['rank']} of {entry['full_rank']}, "
-                    f"energy kept {entry['energy_kept']:.3f}, weight error {entry['weight_error']:.3f}"
-                    + (f", output error {entry['output_error']:.3f}" if "output_error" in entry else "")
-                )
-            for skip in report["skipped"][:20]:
-                out.print(f"  skipped {skip['tensor']} ({skip['op']} {skip['node']}): {skip['reason']}")
-            if len(report["skipped"]) > 20:
-                out.print(f"  ... and {len(report['skipped']) - 20} more skipped (see --report)")
-        out.print(f"wrote {result.output}")
 
 
 def _channel_spec(
@@ -161,89 +66,6 @@ def _channel_spec(
     if target_params is not None:
         config["target_params"] = target_params
     return PassSpec("channels", config)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Job:
-    """The options every model-writing verb shares: data, selection, runtime and outputs."""
-
-    calib: str | None
-    samples: int | None
-    batch_size: int
-    input_shape: tuple[str, ...]
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
-    keep_first: bool
-    keep_last: bool
-    data: str | None
-    threads: int | None
-    external_data: bool | None
-    report: str | None
-    dump_recipe: bool
-
-    @property
-    def selection(self) -> dict[str, Any]:
-        """Which weights a pass may touch, as pass config fields."""
-        return {
-            "include": list(self.include),
-            "exclude": list(self.exclude),
-            "keep_first": self.keep_first,
-            "keep_last": self.keep_last,
-        }
-
-
-_JOB_OPTIONS = (
-    click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs)."),
-    click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples."),
-    click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
-    click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable)."),
-    click.option("--include", multiple=True, help="Only change nodes/tensors matching this glob (repeatable)."),
-    click.option("--exclude", multiple=True, help="Never change nodes/tensors matching this glob (repeatable)."),
-    click.option("--keep-first", is_flag=True, help="Keep the first weight layer dense."),
-    click.option("--keep-last", is_flag=True, help="Keep the last weight layer dense."),
-    click.option("--data", type=click.Path(), help="Validation data (default: the calibration data)."),
-    click.option("--threads", type=click.IntRange(1), help="onnxruntime threads."),
-    click.option(
-        "--external-data/--no-external-data",
-        default=None,
-        help="Force external data on or off (default: as the input model, else by size).",
-    ),
-    click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
-    click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
-)
-
-
-def _job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the shared options to a verb and hand them to it as one ``job`` argument."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        job = _Job(**{field.name: kwargs.pop(field.name) for field in dataclasses.fields(_Job)})
-        return fn(*args, job=job, **kwargs)
-
-    for option in reversed(_JOB_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper
-
-
-def _emit(ctx: click.Context, job: _Job, model: str, output: str, *specs: PassSpec) -> None:
-    """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it."""
-    path = _absolute if job.dump_recipe else (lambda p: p)
-    recipe = Recipe(
-        model=path(model),
-        output=path(output),
-        passes=(*specs, PassSpec("cleanup")),
-        calibration=CalibrationSpec(path(job.calib), job.samples, job.batch_size, parse_input_shapes(job.input_shape)),
-        validation_data=path(job.data),
-        threads=job.threads,
-        external_data=job.external_data,
-        report=path(job.report),
-    )
-    Recipe.from_dict(recipe.to_dict())  # validates the pass configs
-    if job.dump_recipe:
-        click.echo(recipe.to_yaml(), nl=False)
-        return
-    _run_and_show(ctx, recipe)
 
 
 @cli.command()
@@ -308,9 +130,9 @@ def _emit(ctx: click.Context, job: _Job, model: str, output: str, *specs: PassSp
     help="Then fine-tune N steps by distillation from the original model (needs torch and --calib).",
 )
 @click.option("--finetune-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
-@_job_options
+@job_options
 @click.pass_context
-@_handle_errors
+@handle_errors
 def prune(
     ctx: click.Context,
     model: str,
@@ -329,7 +151,7 @@ def prune(
     verify: bool,
     finetune_steps: int | None,
     finetune_lr: float,
-    job: _Job,
+    job: Job,
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
     structured = channels is not None or target_flops is not None or target_params is not None
@@ -368,158 +190,7 @@ def prune(
     specs = [spec]
     if finetune_steps is not None:
         specs.append(PassSpec("finetune", {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size}))
-    _emit(ctx, job, model, output, *specs)
-
-
-@cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
-@click.option(
-    "--energy",
-    type=click.FloatRange(0, 1, min_open=True),
-    help="Per layer, the smallest rank keeping this fraction of the squared singular values.",
-)
-@click.option("--rank", type=click.IntRange(1), help="The same rank for every layer.")
-@click.option(
-    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the model's parameters."
-)
-@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the MACs.")
-@click.option(
-    "--activation-aware",
-    is_flag=True,
-    help="Whiten with the calibration Gram: truncate for the layer's output error, not the weight's.",
-)
-@click.option("--energy-transfer", is_flag=True, help="Rescale kept singular values to conserve the energy (LRPET).")
-@click.option(
-    "--bn-rectify/--no-bn-rectify",
-    default=True,
-    show_default=True,
-    help="Weight rows by a following BatchNorm's scale during the SVD (LRPET).",
-)
-@click.option(
-    "--round-to", type=click.IntRange(1), default=8, show_default=True, help="Round chosen ranks up to multiples of N."
-)
-@click.option("--whitening", type=click.Choice(["cholesky", "eigen"]), default="cholesky", show_default=True)
-@click.option("--allow-larger", is_flag=True, help="Factorize even where the rank saves no parameters or MACs.")
-@_job_options
-@click.pass_context
-@_handle_errors
-def lowrank(
-    ctx: click.Context,
-    model: str,
-    output: str,
-    energy: float | None,
-    rank: int | None,
-    target_params: float | None,
-    target_flops: float | None,
-    activation_aware: bool,
-    energy_transfer: bool,
-    bn_rectify: bool,
-    round_to: int,
-    whitening: str,
-    allow_larger: bool,
-    job: _Job,
-) -> None:
-    """Factorize MODEL's Gemm/MatMul/Conv weights by truncated SVD (two nodes per layer) and write OUTPUT."""
-    modes = {"energy": energy, "rank": rank, "target_params": target_params, "target_flops": target_flops}
-    given = {k: v for k, v in modes.items() if v is not None}
-    if len(given) != 1:
-        raise click.UsageError("give exactly one of --energy, --rank, --target-params or --target-flops")
-    config = {
-        **given,
-        "round_to": round_to,
-        "activation_aware": activation_aware,
-        "whitening": whitening,
-        "energy_transfer": energy_transfer,
-        "bn_rectify": bn_rectify,
-        "only_if_smaller": not allow_larger,
-        **job.selection,
-    }
-    _emit(ctx, job, model, output, PassSpec("lowrank", config))
-
-
-@cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
-@click.option(
-    "--teacher",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The original (unpruned) model to distill from.",
-)
-@click.option("--labels", type=click.Path(dir_okay=False), help=".npz with one array of N integer labels (adds CE).")
-@click.option("--steps", type=click.IntRange(1), default=200, show_default=True, help="Optimizer steps.")
-@click.option("--epochs", type=click.FloatRange(0, min_open=True), help="Passes over the data instead of --steps.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
-@click.option(
-    "--schedule", type=click.Choice(["constant", "cosine", "slr", "silo"]), default="cosine", show_default=True
-)
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--distill", type=click.Choice(["mse", "kl"]), default="mse", show_default=True)
-@click.option("--distill-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="With --labels.")
-@click.option("--feature", "features", multiple=True, help="Also distill this intermediate value (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--final-sparsity",
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Prune further while training, to this sparsity (cubic schedule; with --cycles: IMP).",
-)
-@click.option("--cycles", type=click.IntRange(1), default=1, show_default=True, help="Prune-retrain cycles (IMP).")
-@click.option("--rewind", is_flag=True, help="IMP: reset surviving weights to the starting values after each prune.")
-@click.option("--drop-out", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-out probability.")
-@click.option("--drop-in", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-in probability.")
-@_job_options
-@click.pass_context
-@_handle_errors
-def finetune(
-    ctx: click.Context,
-    model: str,
-    output: str,
-    teacher: str,
-    labels: str | None,
-    steps: int,
-    epochs: float | None,
-    lr: float,
-    schedule: str,
-    optimizer: str,
-    weight_decay: float,
-    distill: str,
-    distill_weight: float,
-    features: tuple[str, ...],
-    seed: int,
-    final_sparsity: float | None,
-    cycles: int,
-    rewind: bool,
-    drop_out: float,
-    drop_in: float,
-    job: _Job,
-) -> None:
-    """Fine-tune MODEL by distillation from TEACHER on the calibration data and write OUTPUT (same graph)."""
-    if job.calib is None:
-        raise click.UsageError("finetune needs --calib PATH (the inputs to train on)")
-    config: dict[str, Any] = {
-        "steps": steps,
-        "epochs": epochs,
-        "lr": lr,
-        "schedule": schedule,
-        "optimizer": optimizer,
-        "weight_decay": weight_decay,
-        "teacher": _absolute(teacher),
-        "labels": _absolute(labels),
-        "distill": distill,
-        "distill_weight": distill_weight,
-        "features": list(features),
-        "seed": seed,
-        "batch_size": job.batch_size,
-        "threads": job.threads,
-        "final_sparsity": final_sparsity,
-        "cycles": cycles,
-        "rewind": rewind,
-        "drop_out": drop_out,
-        "drop_in": drop_in,
-    }
-    _emit(ctx, job, model, output, PassSpec("finetune", config))
+    emit(ctx, job, model, output, *specs)
 
 
 @cli.command("run")
@@ -527,14 +198,14 @@ def finetune(
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Override the recipe's output path.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Override the recipe's report path.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def run_cmd(ctx: click.Context, recipe_path: str, output: str | None, report: str | None) -> None:
     """Run a recipe file (see ``prune --dump-recipe``)."""
     if not Path(recipe_path).is_file():
         raise RecipeError(f"{recipe_path}: no such recipe file")
     recipe = Recipe.from_yaml(recipe_path)
     overrides = {k: v for k, v in (("output", output), ("report", report)) if v is not None}
-    _run_and_show(ctx, dataclasses.replace(recipe, **overrides))
+    run_and_show(ctx, dataclasses.replace(recipe, **overrides))
 
 
 @cli.command("validate")
@@ -547,7 +218,7 @@ def run_cmd(ctx: click.Context, recipe_path: str, output: str | None, report: st
 @click.option("--threads", type=click.IntRange(1))
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def validate_cmd(
     ctx: click.Context,
     ref: str,
@@ -566,7 +237,7 @@ def validate_cmd(
     shapes = parse_input_shapes(input_shape)
     reference, candidate = _io.load(ref), _io.load(cand)
     source = open_source(data, reference, samples=samples, input_shapes=shapes)
-    with _progress(not ctx.obj["quiet"]) as factory:
+    with progress_bars(not ctx.obj["quiet"]) as factory:
         result = validate(
             reference, candidate, source, batch_size=batch_size, threads=threads, progress=factory("validation")
         ).as_dict()
@@ -586,7 +257,7 @@ def validate_cmd(
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims for FLOPs: NAME=1,3,224,224.")
 @click.option("--groups", is_flag=True, help="List the coupled channel groups and why groups cannot be pruned.")
 @click.option("--ranks", is_flag=True, help="Per weight: SVD ranks holding 90/95/99% energy, break-even rank.")
-@_handle_errors
+@handle_errors
 def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: bool, ranks: bool) -> None:
     """Ops, parameters, FLOPs and prunable weights of MODEL."""
     from onnxprune.inspect import channel_groups, inspect_model

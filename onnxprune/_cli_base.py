@@ -1,0 +1,216 @@
+"""Shared pieces of the ``onnxprune`` command line.
+
+The group, logging, progress, errors, and the options every model-writing verb takes (one ``job``),
+compiled into a :class:`Recipe` and run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from onnxprune.calibration.sources import parse_input_shapes
+from onnxprune.errors import OnnxPruneError
+from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, run_recipe
+from onnxprune.report import comparison_table
+
+__all__ = [
+    "Job",
+    "absolute",
+    "cli",
+    "console",
+    "emit",
+    "handle_errors",
+    "job_options",
+    "out",
+    "progress_bars",
+    "run_and_show",
+]
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(
+        level=level, handlers=[RichHandler(console=console, show_path=False)], format="%(message)s", force=True
+    )
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator[Callable[[str], Any]]:
+    if not enabled:
+        yield lambda _task: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def factory(name: str) -> Callable[..., None]:
+            def update(done: int, total: int, loss: float | None = None) -> None:
+                if name not in tasks:
+                    tasks[name] = progress.add_task(name, total=total)
+                label = name if loss is None else f"{name} (loss {loss:.4g})"
+                progress.update(tasks[name], completed=done, total=total, description=label)
+
+            return update
+
+        yield factory
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn errors into one line on stderr: exit 2 for bad input, 1 for internal failures."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except OnnxPruneError as e:
+            if debug:
+                raise
+            click.echo(f"onnxprune: error: {e}", err=True)
+            sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:
+            if debug:
+                raise
+            click.echo(f"onnxprune: internal error: {type(e).__name__}: {e} (rerun with --debug)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quiet", "-q", is_flag=True, help="Only errors; no progress bars.")
+@click.option("--debug", is_flag=True, help="Debug logging and full tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """Prune, validate and inspect ONNX models."""
+    _setup_logging(quiet, debug)
+    ctx.obj = {"quiet": quiet}
+
+
+def absolute(path: str | None) -> str | None:
+    """Absolute form of a path, so that a dumped recipe works from any folder."""
+    return None if path is None else str(Path(path).resolve())
+
+
+def run_and_show(ctx: click.Context, recipe: Recipe) -> None:
+    quiet = ctx.obj["quiet"]
+    with progress_bars(not quiet) as factory:
+        result = run_recipe(recipe, progress=factory)
+    if not quiet:
+        out.print(comparison_table(result.before, result.after, result.report["validation"]))
+        for report in result.report["passes"]:
+            summary = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items()
+            )
+            out.print(f"[bold]{report['name']}[/bold] ({report['seconds']:.2f} s): {summary}")
+            for entry in [e for e in report["changed"] if "rank" in e][:20]:
+                out.print(
+                    f"  factorized {entry['tensor']} ({entry['op']}): rank {entry['rank']} of {entry['full_rank']}, "
+                    f"energy kept {entry['energy_kept']:.3f}, weight error {entry['weight_error']:.3f}"
+                    + (f", output error {entry['output_error']:.3f}" if "output_error" in entry else "")
+                )
+            for skip in report["skipped"][:20]:
+                out.print(f"  skipped {skip['tensor']} ({skip['op']} {skip['node']}): {skip['reason']}")
+            if len(report["skipped"]) > 20:
+                out.print(f"  ... and {len(report['skipped']) - 20} more skipped (see --report)")
+        out.print(f"wrote {result.output}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """The options every model-writing verb shares: data, selection, runtime and outputs."""
+
+    calib: str | None
+    samples: int | None
+    batch_size: int
+    input_shape: tuple[str, ...]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    keep_first: bool
+    keep_last: bool
+    data: str | None
+    threads: int | None
+    external_data: bool | None
+    report: str | None
+    dump_recipe: bool
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        """Which weights a pass may touch, as pass config fields."""
+        return {
+            "include": list(self.include),
+            "exclude": list(self.exclude),
+            "keep_first": self.keep_first,
+            "keep_last": self.keep_last,
+        }
+
+
+JOB_OPTIONS = (
+    click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs)."),
+    click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples."),
+    click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
+    click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable)."),
+    click.option("--include", multiple=True, help="Only change nodes/tensors matching this glob (repeatable)."),
+    click.option("--exclude", multiple=True, help="Never change nodes/tensors matching this glob (repeatable)."),
+    click.option("--keep-first", is_flag=True, help="Keep the first weight layer dense."),
+    click.option("--keep-last", is_flag=True, help="Keep the last weight layer dense."),
+    click.option("--data", type=click.Path(), help="Validation data (default: the calibration data)."),
+    click.option("--threads", type=click.IntRange(1), help="onnxruntime threads."),
+    click.option(
+        "--external-data/--no-external-data",
+        default=None,
+        help="Force external data on or off (default: as the input model, else by size).",
+    ),
+    click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
+    click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
+)
+
+
+def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the shared options to a verb and hand them to it as one ``job`` argument."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        job = Job(**{field.name: kwargs.pop(field.name) for field in dataclasses.fields(Job)})
+        return fn(*args, job=job, **kwargs)
+
+    for option in reversed(JOB_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec) -> None:
+    """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it."""
+    path = absolute if job.dump_recipe else (lambda p: p)
+    recipe = Recipe(
+        model=path(model),
+        output=path(output),
+        passes=(*specs, PassSpec("cleanup")),
+        calibration=CalibrationSpec(path(job.calib), job.samples, job.batch_size, parse_input_shapes(job.input_shape)),
+        validation_data=path(job.data),
+        threads=job.threads,
+        external_data=job.external_data,
+        report=path(job.report),
+    )
+    Recipe.from_dict(recipe.to_dict())  # validates the pass configs
+    if job.dump_recipe:
+        click.echo(recipe.to_yaml(), nl=False)
+        return
+    run_and_show(ctx, recipe)

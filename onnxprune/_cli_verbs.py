@@ -1,0 +1,163 @@
+"""``onnxprune lowrank`` and ``onnxprune finetune``: factorize, and fine-tune with write-back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from onnxprune._cli_base import Job, absolute, cli, emit, handle_errors, job_options
+from onnxprune.recipe import PassSpec
+
+__all__ = ["finetune", "lowrank"]
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
+@click.option(
+    "--energy",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Per layer, the smallest rank keeping this fraction of the squared singular values.",
+)
+@click.option("--rank", type=click.IntRange(1), help="The same rank for every layer.")
+@click.option(
+    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the model's parameters."
+)
+@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the MACs.")
+@click.option(
+    "--activation-aware",
+    is_flag=True,
+    help="Whiten with the calibration Gram: truncate for the layer's output error, not the weight's.",
+)
+@click.option("--energy-transfer", is_flag=True, help="Rescale kept singular values to conserve the energy (LRPET).")
+@click.option(
+    "--bn-rectify/--no-bn-rectify",
+    default=True,
+    show_default=True,
+    help="Weight rows by a following BatchNorm's scale during the SVD (LRPET).",
+)
+@click.option(
+    "--round-to", type=click.IntRange(1), default=8, show_default=True, help="Round chosen ranks up to multiples of N."
+)
+@click.option("--whitening", type=click.Choice(["cholesky", "eigen"]), default="cholesky", show_default=True)
+@click.option("--allow-larger", is_flag=True, help="Factorize even where the rank saves no parameters or MACs.")
+@job_options
+@click.pass_context
+@handle_errors
+def lowrank(
+    ctx: click.Context,
+    model: str,
+    output: str,
+    energy: float | None,
+    rank: int | None,
+    target_params: float | None,
+    target_flops: float | None,
+    activation_aware: bool,
+    energy_transfer: bool,
+    bn_rectify: bool,
+    round_to: int,
+    whitening: str,
+    allow_larger: bool,
+    job: Job,
+) -> None:
+    """Factorize MODEL's Gemm/MatMul/Conv weights by truncated SVD (two nodes per layer) and write OUTPUT."""
+    modes = {"energy": energy, "rank": rank, "target_params": target_params, "target_flops": target_flops}
+    given = {k: v for k, v in modes.items() if v is not None}
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --energy, --rank, --target-params or --target-flops")
+    config = {
+        **given,
+        "round_to": round_to,
+        "activation_aware": activation_aware,
+        "whitening": whitening,
+        "energy_transfer": energy_transfer,
+        "bn_rectify": bn_rectify,
+        "only_if_smaller": not allow_larger,
+        **job.selection,
+    }
+    emit(ctx, job, model, output, PassSpec("lowrank", config))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
+@click.option(
+    "--teacher",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The original (unpruned) model to distill from.",
+)
+@click.option("--labels", type=click.Path(dir_okay=False), help=".npz with one array of N integer labels (adds CE).")
+@click.option("--steps", type=click.IntRange(1), default=200, show_default=True, help="Optimizer steps.")
+@click.option("--epochs", type=click.FloatRange(0, min_open=True), help="Passes over the data instead of --steps.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--schedule", type=click.Choice(["constant", "cosine", "slr", "silo"]), default="cosine", show_default=True
+)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--distill", type=click.Choice(["mse", "kl"]), default="mse", show_default=True)
+@click.option("--distill-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="With --labels.")
+@click.option("--feature", "features", multiple=True, help="Also distill this intermediate value (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--final-sparsity",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Prune further while training, to this sparsity (cubic schedule; with --cycles: IMP).",
+)
+@click.option("--cycles", type=click.IntRange(1), default=1, show_default=True, help="Prune-retrain cycles (IMP).")
+@click.option("--rewind", is_flag=True, help="IMP: reset surviving weights to the starting values after each prune.")
+@click.option("--drop-out", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-out probability.")
+@click.option("--drop-in", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-in probability.")
+@job_options
+@click.pass_context
+@handle_errors
+def finetune(
+    ctx: click.Context,
+    model: str,
+    output: str,
+    teacher: str,
+    labels: str | None,
+    steps: int,
+    epochs: float | None,
+    lr: float,
+    schedule: str,
+    optimizer: str,
+    weight_decay: float,
+    distill: str,
+    distill_weight: float,
+    features: tuple[str, ...],
+    seed: int,
+    final_sparsity: float | None,
+    cycles: int,
+    rewind: bool,
+    drop_out: float,
+    drop_in: float,
+    job: Job,
+) -> None:
+    """Fine-tune MODEL by distillation from TEACHER on the calibration data and write OUTPUT (same graph)."""
+    if job.calib is None:
+        raise click.UsageError("finetune needs --calib PATH (the inputs to train on)")
+    config: dict[str, Any] = {
+        "steps": steps,
+        "epochs": epochs,
+        "lr": lr,
+        "schedule": schedule,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "teacher": absolute(teacher),
+        "labels": absolute(labels),
+        "distill": distill,
+        "distill_weight": distill_weight,
+        "features": list(features),
+        "seed": seed,
+        "batch_size": job.batch_size,
+        "threads": job.threads,
+        "final_sparsity": final_sparsity,
+        "cycles": cycles,
+        "rewind": rewind,
+        "drop_out": drop_out,
+        "drop_in": drop_in,
+    }
+    emit(ctx, job, model, output, PassSpec("finetune", config))
