@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Candidate", "allocate_ranks", "break_even", "energy_rank", "round_rank", "saves"]
+__all__ = ["Candidate", "allocate_ranks", "break_even", "energy_kept", "energy_rank", "round_rank", "saves"]
 
 
 def break_even(m: int, n: int) -> float:
@@ -23,6 +23,13 @@ def break_even(m: int, n: int) -> float:
 def saves(rank: int, m: int, n: int) -> bool:
     """True where a rank-``rank`` factorization is cheaper than the dense ``[m, n]`` matrix."""
     return rank * (m + n) < m * n
+
+
+def energy_kept(sigma: np.ndarray, rank: int) -> float:
+    """Fraction of ``Σσ²`` held by the first ``rank`` singular values (1 for an all-zero spectrum)."""
+    squares = np.asarray(sigma, dtype=np.float64) ** 2
+    total = float(squares.sum())
+    return float(squares[:rank].sum()) / total if total > 0 else 1.0
 
 
 def energy_rank(sigma: np.ndarray, energy: float) -> int:
@@ -51,9 +58,7 @@ class Candidate:
 
     def energy_at(self, rank: int | None) -> float:
         """Fraction of ``Σσ²`` kept at ``rank`` (``None``: dense, all of it)."""
-        squares = self.sigma**2
-        total = float(squares.sum())
-        return 1.0 if rank is None or total <= 0 else float(squares[:rank].sum()) / total
+        return 1.0 if rank is None else energy_kept(self.sigma, rank)
 
     def cost_at(self, rank: int | None) -> float:
         """Cost at ``rank`` (``None``: left dense)."""

@@ -21,6 +21,8 @@ import logging
 
 import numpy as np
 
+from onnxprune.passes._rank import energy_kept
+
 __all__ = ["WHITENINGS", "Spectrum", "decompose", "whitening"]
 
 logger = logging.getLogger(__name__)
@@ -69,9 +71,7 @@ class Spectrum:
 
     def energy(self, rank: int) -> float:
         """Fraction of ``Σσ²`` held by the first ``rank`` singular values."""
-        squares = self.sigma**2
-        total = float(squares.sum())
-        return float(squares[:rank].sum()) / total if total > 0 else 1.0
+        return energy_kept(self.sigma, rank)
 
     def factors(self, rank: int, energy_transfer: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``A [m, rank]`` and ``B [rank, n]`` with ``M ≈ A·B`` (each carries ``√σ``)."""

@@ -190,8 +190,11 @@ class LowRankPass(OnnxPrunePass):
             layers.append(_Layer(weight, gram, scale, note))
         return layers
 
-    def _spectrum(self, layer: _Layer) -> Spectrum:
-        matrix = to_matrix(layer.weight, read_weight(layer.weight).astype(np.float64))
+    @staticmethod
+    def _matrix(layer: _Layer) -> np.ndarray:
+        return to_matrix(layer.weight, read_weight(layer.weight).astype(np.float64))
+
+    def _spectrum(self, layer: _Layer, matrix: np.ndarray) -> Spectrum:
         return decompose(
             matrix,
             gram=layer.gram,
@@ -222,7 +225,8 @@ class LowRankPass(OnnxPrunePass):
             target = config.target_flops
         assert target is not None
         candidates = [
-            Candidate(self._spectrum(layer).sigma, *layer.dims, cost) for layer, cost in zip(layers, costs, strict=True)
+            Candidate(self._spectrum(layer, self._matrix(layer)).sigma, *layer.dims, cost)
+            for layer, cost in zip(layers, costs, strict=True)
         ]
         budget = target * total - (total - sum(costs))
         ranks, energy, met = allocate_ranks(candidates, budget, config.round_to)
@@ -240,7 +244,8 @@ class LowRankPass(OnnxPrunePass):
         if rank == _DENSE:
             report.skip(weight.name, node, weight.op_type, "left dense by the budget allocation (no rank saves work)")
             return
-        spectrum = self._spectrum(layer)
+        matrix = self._matrix(layer)
+        spectrum = self._spectrum(layer, matrix)
         if rank is None:
             assert config.energy is not None
             rank = round_rank(energy_rank(spectrum.sigma, config.energy), config.round_to, spectrum.full_rank)
@@ -254,8 +259,6 @@ class LowRankPass(OnnxPrunePass):
             )
             return
         a, b = spectrum.factors(rank, config.energy_transfer)
-        values = read_weight(weight)
-        matrix = to_matrix(weight, values.astype(np.float64))
         approx = a @ b
         names = factorize(weight, a, b, fresh)
         norm = float(np.linalg.norm(matrix))

@@ -139,13 +139,13 @@ _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-def _pool_padding(x: torch.Tensor, attrs: dict[str, Any], kernel: list[int]) -> tuple[torch.Tensor, list[int]]:
-    """Symmetric pads go to torch; anything else is padded explicitly (returns the torch padding)."""
+def _symmetric_padding(x: torch.Tensor, attrs: dict[str, Any]) -> list[int] | None:
+    """The torch ``padding`` when ONNX's pads are explicit and symmetric, else ``None`` (pad first)."""
     spatial = x.dim() - 2
     pads = attrs.get("pads", [0] * (2 * spatial))
     if attrs.get("auto_pad", "NOTSET") == "NOTSET" and pads[:spatial] == pads[spatial:]:
-        return x, list(pads[:spatial])
-    return x, [-1]  # marker: pad explicitly by the caller
+        return list(pads[:spatial])
+    return None
 
 
 @op("MaxPool")
@@ -153,8 +153,8 @@ def max_pool(inputs: list[Any], attrs: dict[str, Any]) -> torch.Tensor:
     x = inputs[0]
     kernel = attrs["kernel_shape"]
     spatial = x.dim() - 2
-    _, padding = _pool_padding(x, attrs, kernel)
-    if padding == [-1]:
+    padding = _symmetric_padding(x, attrs)
+    if padding is None:
         x, padding = _pad_input(x, attrs, kernel, value=float("-inf")), [0] * spatial
     return _MAX_POOL[spatial](
         x,
@@ -172,8 +172,8 @@ def average_pool(inputs: list[Any], attrs: dict[str, Any]) -> torch.Tensor:
     kernel = attrs["kernel_shape"]
     spatial = x.dim() - 2
     include_pad = bool(attrs.get("count_include_pad", 0))
-    _, padding = _pool_padding(x, attrs, kernel)
-    if padding == [-1]:
+    padding = _symmetric_padding(x, attrs)
+    if padding is None:
         if not include_pad and any(attrs.get("pads", [])):
             raise NotImplementedError("AveragePool with asymmetric pads and count_include_pad=0")
         x, padding = _pad_input(x, attrs, kernel), [0] * spatial

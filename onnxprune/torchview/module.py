@@ -20,7 +20,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.torchview import _ops_math, _ops_nn, _ops_shape  # noqa: F401 - they register the op table
 from onnxprune.torchview._registry import lookup
 
-__all__ = ["FROZEN_INPUTS", "TorchView", "UnsupportedGraph", "unsupported_nodes"]
+__all__ = ["FROZEN_INPUTS", "TorchView", "UnsupportedGraph", "tensor_holders", "unsupported_nodes"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +69,31 @@ def _attributes(node: ir.Node) -> dict[str, Any]:
     return attrs
 
 
-def _trainable_candidates(model: ir.Model) -> dict[str, ir.Value | ir.Node]:
-    """Float initializers and float ``Constant`` nodes with more than one element, by name."""
-    holders: dict[str, ir.Value | ir.Node] = {}
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if tensor is not None and tensor.dtype.is_floating_point() and tensor.size > 1:
-            holders[value.name or ""] = value
+def tensor_holders(model: ir.Model) -> dict[str, ir.Value | ir.Node]:
+    """Main-graph initializers and ``Constant`` nodes (with a ``value`` tensor), by tensor name."""
+    holders: dict[str, ir.Value | ir.Node] = {
+        v.name or "": v for v in model.graph.initializers.values() if v.const_value is not None
+    }
     for node in model.graph:
         if node.op_type == "Constant" and "value" in node.attributes:
-            tensor = node.attributes["value"].as_tensor()
-            if tensor.dtype.is_floating_point() and tensor.size > 1:
-                holders[node.outputs[0].name or ""] = node
+            holders.setdefault(node.outputs[0].name or "", node)
     return holders
+
+
+def _holder_tensor(holder: ir.Value | ir.Node) -> ir.TensorProtocol:
+    if isinstance(holder, ir.Node):
+        return holder.attributes["value"].as_tensor()
+    assert holder.const_value is not None
+    return holder.const_value
+
+
+def _trainable_candidates(model: ir.Model) -> dict[str, ir.Value | ir.Node]:
+    """Float initializers and float ``Constant`` nodes with more than one element, by name."""
+    return {
+        name: holder
+        for name, holder in tensor_holders(model).items()
+        if (tensor := _holder_tensor(holder)).dtype.is_floating_point() and tensor.size > 1
+    }
 
 
 def _frozen_names(model: ir.Model) -> set[str]:
@@ -125,8 +137,7 @@ class TorchView(torch.nn.Module):
         for name, holder in holders.items():
             if name in frozen:
                 continue
-            tensor = holder.const_value if isinstance(holder, ir.Value) else holder.attributes["value"].as_tensor()
-            param = torch.nn.Parameter(_tensor(tensor), requires_grad=trainable)
+            param = torch.nn.Parameter(_tensor(_holder_tensor(holder)), requires_grad=trainable)
             self.register_parameter(f"p{len(self.names)}", param)
             self._params[name] = param
             self.names.append(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxprune.analysis.weights import write_tensor
-from onnxprune.torchview.module import TorchView
+from onnxprune.torchview.module import TorchView, tensor_holders
 
 __all__ = ["write_back"]
 
@@ -17,10 +17,7 @@ def write_back(view: TorchView, model: ir.Model, names: list[str] | None = None)
     tensor is written to a scratch file and memory-mapped, then saved where it was). Returns the
     names written.
     """
-    holders: dict[str, ir.Value | ir.Node] = {v.name or "": v for v in model.graph.initializers.values()}
-    for node in model.graph:
-        if node.op_type == "Constant" and "value" in node.attributes:
-            holders.setdefault(node.outputs[0].name or "", node)
+    holders = tensor_holders(model)
     written = []
     for name, param in view.named_tensors().items():
         if names is not None and name not in names:
