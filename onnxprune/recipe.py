@@ -111,7 +111,7 @@ class Recipe:
         base = path.parent
 
         def rel(p: str | None) -> str | None:
-            return None if p is None or Path(p).is_absolute() else str(base / p)
+            return None if p is None else str(base / p)  # an absolute p stays as it is
 
         return dataclasses.replace(
             recipe,

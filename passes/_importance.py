@@ -7,6 +7,7 @@ all computed from the parameters the channel rules record and the calibration st
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -17,35 +18,19 @@ from onnxprune.analysis.channels import ChannelAnalysis, ParamUse
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.passes._base import check_choice
+from onnxprune.passes._registry import Registry
 from onnxprune.passes._scores import normalizer
 
-__all__ = ["IMPORTANCES", "group_scores", "importance_requests", "stat_key"]
+__all__ = ["CHANNEL_IMPORTANCES", "ChannelImportance", "group_scores", "importance_requests", "stat_key"]
 
-IMPORTANCES = ("l1", "l2", "bn", "act_mean", "apoz", "density", "wanda")
 AGGREGATES = ("sum", "mean", "max")
 NORMALIZERS = ("mean", "max", "sum", "none")
 _WEIGHTS = ("out", "in")
-_SUMS = {"act_mean": "abs", "apoz": "nonzero", "density": "nonzero", "wanda": "sq"}
+Stats = Mapping[str, ChannelStats]
 
 
 def stat_key(value: ir.Value) -> str:
     return value.name or ""
-
-
-def _consumers(uses: Sequence[ParamUse]) -> list[ParamUse]:
-    return [u for u in uses if u.role == "in"]
-
-
-def importance_requests(analysis: ChannelAnalysis, uses: Sequence[ParamUse], importance: str) -> list[StatRequest]:
-    """Statistics the importance needs: per-channel sums of every consumer's input."""
-    if importance not in _SUMS:
-        return []
-    seen: dict[str, StatRequest] = {}
-    for use in _consumers(uses):
-        layout = analysis.layout(use.by)
-        if layout is not None:
-            seen[stat_key(use.by)] = StatRequest(stat_key(use.by), layout.axis, sums=frozenset({_SUMS[importance]}))
-    return list(seen.values())
 
 
 def _per_unit(
@@ -77,34 +62,128 @@ def _param_channels(analysis: ChannelAnalysis, use: ParamUse, power: int) -> np.
     return np.repeat(per_index, use.per)
 
 
+@dataclasses.dataclass(frozen=True)
+class ChannelImportance:
+    """L2 magnitude: the root of Σw² of every producer row and consumer column of a channel.
+
+    An entry scores the channels of one parameter use (``member``); a group sums its members'
+    per-unit scores. ``sums`` names the running sum of each consumer's input it needs (``None``:
+    no calibration data).
+    """
+
+    name: str = "l2"
+    description: str = "L2 norm of the channel's weights (producer rows and consumer columns)"
+    sums: str | None = None
+    roles: tuple[str, ...] = _WEIGHTS
+    power: int = 2
+    mean: bool = False  # fold a unit's channels by their mean instead of their sum
+    root: bool = True  # square root of each unit's folded score (L2)
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether calibration statistics are needed."""
+        return self.sums is not None
+
+    def requests(self, analysis: ChannelAnalysis, uses: Sequence[ParamUse]) -> list[StatRequest]:
+        """Per-channel sums of every consumer's input, if this importance needs them."""
+        if self.sums is None:
+            return []
+        seen: dict[str, StatRequest] = {}
+        for use in uses:
+            layout = analysis.layout(use.by) if use.role == "in" else None
+            if layout is not None:
+                seen[stat_key(use.by)] = StatRequest(stat_key(use.by), layout.axis, sums=frozenset({self.sums}))
+        return list(seen.values())
+
+    def member(self, analysis: ChannelAnalysis, use: ParamUse, stats: Stats | None) -> np.ndarray | None:
+        """Scores of ``use.by``'s channels from this one use (``None``: the use says nothing)."""
+        if use.role not in self.roles:
+            return None
+        return _param_channels(analysis, use, self.power)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNormGamma(ChannelImportance):
+    """|γ| of the BatchNormalization that scales the channel (network slimming)."""
+
+    name: str = "bn"
+    description: str = "|gamma| of the channel's BatchNormalization"
+    roles: tuple[str, ...] = ("scale",)
+    root: bool = False
+
+    def member(self, analysis: ChannelAnalysis, use: ParamUse, stats: Stats | None) -> np.ndarray | None:
+        if use.role != "scale" or use.node.op_type != "BatchNormalization":
+            return None
+        gamma = analysis.const(use.node.inputs[use.index])
+        return None if gamma is None else np.abs(np.asarray(gamma, dtype=np.float64))
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation(ChannelImportance):
+    """A per-channel statistic of each consumer's input: mean |a| (DropNet) or density (1 - APoZ)."""
+
+    name: str = "act_mean"
+    description: str = "mean |activation| of the channel (DropNet); needs calibration data"
+    sums: str | None = "abs"
+    roles: tuple[str, ...] = ("in",)
+    mean: bool = True
+    root: bool = False
+
+    def member(self, analysis: ChannelAnalysis, use: ParamUse, stats: Stats | None) -> np.ndarray | None:
+        if use.role != "in" or stats is None:
+            return None
+        entry = stats[stat_key(use.by)]
+        return entry.mean_abs if self.sums == "abs" else entry.nonzero_fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class StructuredWanda(ChannelImportance):
+    """Structured Wanda: ‖W_col‖·‖X_c‖ at every consumer."""
+
+    name: str = "wanda"
+    description: str = "‖W column‖·‖X channel‖ at every consumer (structured Wanda); needs calibration data"
+    sums: str | None = "sq"
+    roles: tuple[str, ...] = ("in",)
+    root: bool = False
+
+    def member(self, analysis: ChannelAnalysis, use: ParamUse, stats: Stats | None) -> np.ndarray | None:
+        if use.role != "in" or stats is None:
+            return None
+        weight = _param_channels(analysis, use, 2)
+        return None if weight is None else np.sqrt(weight) * stats[stat_key(use.by)].norm
+
+
+CHANNEL_IMPORTANCES: Registry[ChannelImportance] = Registry("importance")
+CHANNEL_IMPORTANCES.register(
+    ChannelImportance("l1", "L1 norm of the channel's weights (rows and columns)", power=1, root=False)
+)
+CHANNEL_IMPORTANCES.register(ChannelImportance())
+CHANNEL_IMPORTANCES.register(BatchNormGamma())
+CHANNEL_IMPORTANCES.register(Activation())
+CHANNEL_IMPORTANCES.register(
+    Activation("apoz", "1 - APoZ: fraction of nonzero activations of the channel; needs calibration data", "nonzero")
+)
+CHANNEL_IMPORTANCES.register(
+    Activation("density", "activation density (= 1 - APoZ); needs calibration data", "nonzero")
+)
+CHANNEL_IMPORTANCES.register(StructuredWanda())
+
+
+def importance_requests(analysis: ChannelAnalysis, uses: Sequence[ParamUse], importance: str) -> list[StatRequest]:
+    """Statistics the registered importance ``importance`` needs."""
+    return CHANNEL_IMPORTANCES[importance].requests(analysis, uses)
+
+
 def _member_scores(
-    analysis: ChannelAnalysis, uses: Sequence[ParamUse], importance: str, stats: Mapping[str, ChannelStats] | None
+    analysis: ChannelAnalysis, uses: Sequence[ParamUse], importance: str, stats: Stats | None
 ) -> dict[int, list[np.ndarray]]:
+    entry = CHANNEL_IMPORTANCES[importance]
     members: dict[int, list[np.ndarray]] = defaultdict(list)
-
-    def add(value: ir.Value, channels: np.ndarray, mean: bool = False, root: bool = False) -> None:
-        for gid, units in _per_unit(analysis, value, channels, mean).items():
-            members[gid].append(np.sqrt(units) if root else units)
-
     for use in uses:
-        if importance in ("l1", "l2") and use.role in _WEIGHTS:
-            channels = _param_channels(analysis, use, 1 if importance == "l1" else 2)
-            if channels is not None:
-                add(use.by, channels, root=importance == "l2")
-        elif importance == "bn" and use.role == "scale" and use.node.op_type == "BatchNormalization":
-            gamma = analysis.const(use.node.inputs[use.index])
-            if gamma is not None:
-                add(use.by, np.abs(np.asarray(gamma, dtype=np.float64)))
-        elif importance in _SUMS and use.role == "in" and stats is not None:
-            entry = stats[stat_key(use.by)]
-            if importance == "act_mean":
-                add(use.by, entry.mean_abs, mean=True)
-            elif importance in ("apoz", "density"):
-                add(use.by, entry.nonzero_fraction, mean=True)
-            else:
-                weight = _param_channels(analysis, use, 2)
-                if weight is not None:
-                    add(use.by, np.sqrt(weight) * entry.norm)
+        channels = entry.member(analysis, use, stats)
+        if channels is not None:
+            for gid, units in _per_unit(analysis, use.by, channels, entry.mean).items():
+                members[gid].append(np.sqrt(units) if entry.root else units)
     return members
 
 
@@ -128,7 +207,7 @@ def group_scores(
     A group with nothing to score by the chosen importance (no BatchNorm for ``bn``, no consumer
     for the activation scores) falls back to L2 magnitude.
     """
-    check_choice("importance", importance, IMPORTANCES)
+    CHANNEL_IMPORTANCES.check("importance", importance)
     check_choice("aggregate", aggregate, AGGREGATES)
     check_choice("normalize", normalize, NORMALIZERS)
     members = _member_scores(analysis, uses, importance, stats)

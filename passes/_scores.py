@@ -1,16 +1,35 @@
-"""Weight importance scores, shaped like the weight: magnitude and Wanda (|W|·‖X_in‖)."""
+"""Weight importances, registered by name: each declares the statistics it needs and scores every element.
+
+An importance is a small frozen object with ``requests`` (what calibration must collect) and ``score``
+(weight-shaped scores from the current values and those statistics). ``method`` names the pass that
+implements it: plain scores select inside ``unstructured``/``nm``; ``sparsegpt`` selects and
+reconstructs in its own pass.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
 from onnxprune.analysis.weights import Weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
+from onnxprune.passes._registry import Registry
 
-__all__ = ["IMPORTANCES", "feature_norms", "from_rows", "input_requests", "normalizer", "score", "to_rows"]
+__all__ = [
+    "WEIGHT_IMPORTANCES",
+    "WeightImportance",
+    "feature_norms",
+    "from_rows",
+    "input_requests",
+    "normalizer",
+    "score",
+    "to_rows",
+]
 
-IMPORTANCES = ("magnitude", "wanda")
+Stats = Mapping[str, ChannelStats]
 
 
 def input_requests(weight: Weight, *, gram: bool = False) -> list[StatRequest]:
@@ -25,7 +44,7 @@ def input_requests(weight: Weight, *, gram: bool = False) -> list[StatRequest]:
     ]
 
 
-def feature_norms(weight: Weight, stats: dict[str, ChannelStats]) -> np.ndarray:
+def feature_norms(weight: Weight, stats: Stats) -> np.ndarray:
     """‖X_j‖ per input feature of the weight, broadcastable to the weight's shape.
 
     A tensor shared by several nodes combines the activations of all its uses.
@@ -43,15 +62,67 @@ def feature_norms(weight: Weight, stats: dict[str, ChannelStats]) -> np.ndarray:
     return norms.reshape(shape)
 
 
-def score(weight: Weight, values: np.ndarray, importance: str, stats: dict[str, ChannelStats] | None) -> np.ndarray:
-    """Importance of every element of ``values`` (the weight's current values)."""
-    magnitude = np.abs(values.astype(np.float32, copy=False))
-    if importance == "magnitude":
-        return magnitude
-    if importance == "wanda":
+@dataclasses.dataclass(frozen=True)
+class WeightImportance:
+    """Magnitude |W|: needs no data.
+
+    Attributes:
+        name: Registry name (``--importance``).
+        description: One line for ``--help`` and ``onnxprune passes``.
+        needs_data: Whether calibration statistics are needed.
+        per_row: Layer-wise selection compares scores within each output row (Wanda) instead of
+            over the whole tensor.
+        method: The pass that implements it.
+    """
+
+    name: str = "magnitude"
+    description: str = "|W|; needs no data"
+    needs_data: bool = False
+    per_row: bool = False
+    method: str = "unstructured"
+
+    def requests(self, weight: Weight) -> list[StatRequest]:
+        """Statistics to collect for ``weight``."""
+        return input_requests(weight) if self.needs_data else []
+
+    def score(self, weight: Weight, values: np.ndarray, stats: Stats | None) -> np.ndarray:
+        """Importance of every element of ``values`` (the weight's current values)."""
+        return np.abs(values.astype(np.float32, copy=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class Wanda(WeightImportance):
+    """Wanda: |W|·‖X_j‖, compared within each output row."""
+
+    name: str = "wanda"
+    description: str = "|W|·‖X‖ of the input feature (Wanda), per output row; needs calibration data"
+    needs_data: bool = True
+    per_row: bool = True
+
+    def score(self, weight: Weight, values: np.ndarray, stats: Stats | None) -> np.ndarray:
         assert stats is not None
-        return (magnitude * feature_norms(weight, stats)).astype(np.float32)
-    raise ValueError(f"unknown importance '{importance}' (choose from {', '.join(IMPORTANCES)})")
+        return (super().score(weight, values, stats) * feature_norms(weight, stats)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseGPTScore(WeightImportance):
+    """SparseGPT's OBS saliency w²/[H⁻¹]²_jj, selected and reconstructed by the ``sparsegpt`` pass."""
+
+    name: str = "sparsegpt"
+    description: str = "OBS saliency with weight reconstruction from the calibration Gram (SparseGPT)"
+    needs_data: bool = True
+    method: str = "sparsegpt"
+
+
+WEIGHT_IMPORTANCES: Registry[WeightImportance] = Registry("importance")
+WEIGHT_IMPORTANCES.register(WeightImportance())
+WEIGHT_IMPORTANCES.register(Wanda())
+WEIGHT_IMPORTANCES.register(SparseGPTScore())
+
+
+def score(weight: Weight, values: np.ndarray, importance: str, stats: Stats | None) -> np.ndarray:
+    """Importance of every element of ``values`` by the registered importance ``importance``."""
+    return WEIGHT_IMPORTANCES[importance].score(weight, values, stats)
 
 
 def to_rows(weight: Weight, array: np.ndarray) -> np.ndarray:

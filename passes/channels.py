@@ -26,14 +26,19 @@ from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError, ValidationError
 from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
-from onnxprune.passes._importance import AGGREGATES, IMPORTANCES, NORMALIZERS, group_scores, importance_requests
+from onnxprune.passes._importance import (
+    AGGREGATES,
+    CHANNEL_IMPORTANCES,
+    NORMALIZERS,
+    group_scores,
+    importance_requests,
+)
 from onnxprune.passes._reconstruct import plan_refits, refit
 from onnxprune.verify import run_model
 
 __all__ = ["ChannelPruneConfig", "ChannelPrunePass", "prune_plan"]
 
 logger = logging.getLogger(__name__)
-_STAT_IMPORTANCES = ("act_mean", "apoz", "density", "wanda")
 _TARGET_TOLERANCE = 0.01
 
 
@@ -90,7 +95,7 @@ class ChannelPruneConfig:
                 raise RecipeError(f"{name} must be in (0, 1], got {value}")
         if self.target_flops is not None and self.target_params is not None:
             raise RecipeError("give target_flops or target_params, not both")
-        check_choice("importance", self.importance, IMPORTANCES)
+        CHANNEL_IMPORTANCES.check("importance", self.importance)
         check_choice("aggregate", self.aggregate, AGGREGATES)
         check_choice("normalize", self.normalize, NORMALIZERS)
         check_choice("scope", self.scope, ("uniform", "global"))
@@ -168,7 +173,7 @@ class ChannelPrunePass(OnnxPrunePass):
         calibrated = self.context.calibration is not None and not getattr(self.context.calibration, "random", False)
         if config.reconstruct and not calibrated:
             report.summary["reconstruction"] = "off: needs real calibration data (--calib)"
-        stats_needed = config.importance in _STAT_IMPORTANCES
+        stats_needed = CHANNEL_IMPORTANCES[config.importance].needs_data
         requests = importance_requests(analysis, uses, config.importance)
         stats = (
             self.context.stats(model, requests, needed_by=f"importance '{config.importance}'") if stats_needed else None

@@ -14,7 +14,7 @@ from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
-from onnxprune.passes._scores import IMPORTANCES, from_rows, input_requests, normalizer, score, to_rows
+from onnxprune.passes._scores import WEIGHT_IMPORTANCES, from_rows, normalizer, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
 
 __all__ = [
@@ -61,7 +61,7 @@ class UnstructuredPruneConfig(_Selection):
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        check_choice("importance", self.importance, IMPORTANCES)
+        check_score_importance(self.importance)
         check_choice("scope", self.scope, ("layer", "global"))
         check_choice("normalize", self.normalize, _NORMALIZE)
 
@@ -77,7 +77,14 @@ class NMPruneConfig(_Selection):
     def __post_init__(self) -> None:
         if not 0 <= self.n <= self.m or self.m < 1:
             raise RecipeError(f"N:M pattern needs 0 <= N <= M and M >= 1, got {self.n}:{self.m}")
-        check_choice("importance", self.importance, IMPORTANCES)
+        check_score_importance(self.importance)
+
+
+def check_score_importance(name: str) -> None:
+    """Refuse an importance that is not registered or that its own pass implements (``sparsegpt``)."""
+    entry = WEIGHT_IMPORTANCES[name]
+    if entry.method != "unstructured":
+        raise RecipeError(f"importance '{name}' is implemented by the '{entry.method}' pass, not by this one")
 
 
 def select_weights(
@@ -114,9 +121,10 @@ def select_weights(
 def _stats_for(
     pass_: OnnxPrunePass, model: ir.Model, weights: list[Weight], importance: str
 ) -> dict[str, ChannelStats] | None:
-    if importance == "magnitude" or not weights:
+    entry = WEIGHT_IMPORTANCES[importance]
+    if not entry.needs_data or not weights:
         return None
-    requests = [r for w in weights for r in input_requests(w)]
+    requests = [r for w in weights for r in entry.requests(w)]
     return pass_.context.stats(model, requests, needed_by=f"{pass_.name} with importance '{importance}'")
 
 
@@ -163,7 +171,8 @@ class UnstructuredPrunePass(OnnxPrunePass):
         start = time.perf_counter()
         config: UnstructuredPruneConfig = self.config
         report = self.new_report()
-        weights = select_weights(self, model, config, report, needs_data=config.importance != "magnitude")
+        needs_data = WEIGHT_IMPORTANCES[config.importance].needs_data
+        weights = select_weights(self, model, config, report, needs_data=needs_data)
         stats = _stats_for(self, model, weights, config.importance)
         modified = False
         if config.sparsity > 0 and weights:
@@ -179,7 +188,7 @@ class UnstructuredPrunePass(OnnxPrunePass):
             values = read_weight(weight)
             scores = score(weight, values, config.importance, stats)
             n = int(round(config.sparsity * weight.size))
-            if config.importance == "wanda":
+            if WEIGHT_IMPORTANCES[config.importance].per_row:
                 rows = np.moveaxis(scores, weight.out_axis, 0).reshape(weight.shape[weight.out_axis], -1)
                 keep_rows = row_mask(rows, n)
                 keep = np.moveaxis(keep_rows.reshape(np.moveaxis(scores, weight.out_axis, 0).shape), 0, weight.out_axis)
@@ -219,7 +228,8 @@ class NMPrunePass(OnnxPrunePass):
         start = time.perf_counter()
         config: NMPruneConfig = self.config
         report = self.new_report()
-        weights = select_weights(self, model, config, report, needs_data=config.importance != "magnitude")
+        needs_data = WEIGHT_IMPORTANCES[config.importance].needs_data
+        weights = select_weights(self, model, config, report, needs_data=needs_data)
         fitting = []
         for weight in weights:
             k = weight.shape[weight.in_axis]

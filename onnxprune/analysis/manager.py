@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
@@ -12,40 +13,45 @@ __all__ = ["AnalysisManager"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+_Key = tuple[Callable[..., Any], Hashable]
 
 
 class AnalysisManager:
-    """Computes analyses lazily and caches them per model until a pass invalidates them.
+    """Computes analyses lazily and caches them on the model they describe until a pass invalidates them.
 
     An analysis is any callable ``fn(model, *args) -> result``; ``key`` distinguishes calls with
-    different arguments. ``invalidate(preserved=...)`` drops every cached result except those of
-    the listed analysis functions.
+    different arguments. Results are held weakly by the model object itself, so a freed model takes its
+    analyses with it and a new model never sees another's results (even at a reused address).
+    ``invalidate(preserved=...)`` drops every cached result except those of the listed analysis functions.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[int, Callable[..., Any], Hashable], Any] = {}
+        self._cache: weakref.WeakKeyDictionary[ir.Model, dict[_Key, Any]] = weakref.WeakKeyDictionary()
         self.hits = 0
         self.misses = 0
 
     def get(self, fn: Callable[..., T], model: ir.Model, *args: Any, key: Hashable = None) -> T:
         """Return the cached result of ``fn(model, *args)``, computing it on first use."""
-        cache_key = (id(model), fn, key)
-        if cache_key in self._cache:
+        entries = self._cache.setdefault(model, {})
+        if (fn, key) in entries:
             self.hits += 1
-            return self._cache[cache_key]
+            return entries[(fn, key)]
         self.misses += 1
-        result = fn(model, *args)
-        self._cache[cache_key] = result
+        result = entries[(fn, key)] = fn(model, *args)
         return result
 
     def put(self, fn: Callable[..., T], model: ir.Model, result: T, *, key: Hashable = None) -> None:
         """Store a result computed elsewhere (for example, statistics loaded from a file)."""
-        self._cache[(id(model), fn, key)] = result
+        self._cache.setdefault(model, {})[(fn, key)] = result
 
-    def invalidate(self, preserved: Iterable[Callable[..., Any]] = ()) -> None:
-        """Drop cached results, except those of the ``preserved`` analysis functions."""
+    def invalidate(self, preserved: Iterable[Callable[..., Any]] = (), model: ir.Model | None = None) -> None:
+        """Drop cached results (of ``model``, or of every model), except those of the ``preserved`` functions."""
         keep = set(preserved)
-        dropped = [k for k in self._cache if k[1] not in keep]
-        for k in dropped:
-            del self._cache[k]
-        logger.debug("invalidated %d cached analyses", len(dropped))
+        models = [model] if model is not None else list(self._cache.keys())
+        dropped = 0
+        for m in models:
+            entries = self._cache.get(m, {})
+            for k in [k for k in entries if k[0] not in keep]:
+                del entries[k]
+                dropped += 1
+        logger.debug("invalidated %d cached analyses", dropped)
