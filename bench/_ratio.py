@@ -101,7 +101,8 @@ def stage_ratio(args: argparse.Namespace) -> dict[str, Any]:
     bs, threads = args.batch_size, args.threads
     memory_mb = inspect.signature(collect_stats).parameters["memory_mb"].default
     started = time.perf_counter()
-    collect_bs = _batch_within_budget(_ort.session(model, fetch, threads=threads), source, fetch, bs, memory_mb << 20)
+    runs = [(_ort.session(model, fetch, threads=threads), fetch)]
+    collect_bs = _batch_within_budget(runs, source, bs, memory_mb << 20)
     sizing_s = time.perf_counter() - started
     logger.info(
         "%s: %d Wanda requests over %d distinct activations (%d fetched); collect_stats batch %d (requested %d, "

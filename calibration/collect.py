@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from onnxprune import _ort
 from onnxprune.calibration.sources import CalibrationSource
-from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, unfold_conv_input
+from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, gram_rows
 from onnxprune.errors import CalibrationError
 
 __all__ = ["StatRequest", "collect_stats", "conv_geometry"]
@@ -29,8 +29,10 @@ class StatRequest:
 
     ``sums`` picks the running sums to keep (``abs``, ``sq``, ``nonzero``; all by default).
     With ``gram`` set, XᵀX is accumulated over rows of the value moved to ``[-1, channels]``, or,
-    when ``conv`` is given, over the im2col rows of a 2-D Conv input. Results are keyed by
-    ``key`` (default: the value name), so one value can be unfolded for two different convs.
+    when ``conv`` is given, over the im2col rows of a 2-D Conv input. With ``paired`` as well, the
+    same value of the reference model is unfolded alongside and the cross sums are kept (see
+    :class:`ChannelStats`). Results are keyed by ``key`` (default: the value name), so one value
+    can be unfolded for two different convs.
     """
 
     value: str
@@ -39,6 +41,7 @@ class StatRequest:
     conv: ConvGeometry | None = None
     sums: frozenset[str] = ALL_SUMS
     key: str | None = None
+    paired: bool = False
 
     @property
     def name(self) -> str:
@@ -61,21 +64,63 @@ def conv_geometry(node: ir.Node, kernel: tuple[int, int]) -> ConvGeometry | str:
 
 
 def _batch_within_budget(
-    sess: ort.InferenceSession, source: CalibrationSource, fetch: Sequence[str], batch_size: int, budget: int
+    runs: Sequence[tuple[ort.InferenceSession | None, Sequence[str]]],
+    source: CalibrationSource,
+    batch_size: int,
+    budget: int,
 ) -> int:
     """Largest batch (at most ``batch_size``) whose fetched activations fit in ``budget`` bytes.
 
-    The size per sample is measured by running one sample (shape inference cannot see through
-    every exported Reshape).
+    ``runs`` are (session, fetched names) pairs. The size per sample is measured by running one
+    sample (shape inference cannot see through every exported Reshape).
     """
     first = next(iter(source.batches(1)), None)
-    if not first or not fetch:
+    runs = [(sess, names) for sess, names in runs if sess is not None and names]
+    if not first or not runs:
         return batch_size
-    per_sample = sum(np.asarray(a).nbytes for a in sess.run(list(fetch), first))
+    per_sample = sum(np.asarray(a).nbytes for sess, names in runs for a in sess.run(list(names), first))
     fitted = max(1, min(batch_size, budget // max(per_sample, 1)))
     if fitted < batch_size:
         logger.info("calibration batch %d -> %d to keep activations under %d MB", batch_size, fitted, budget >> 20)
     return fitted
+
+
+def _merge(requests: Sequence[StatRequest]) -> dict[str, StatRequest]:
+    """One request per key; the sums of duplicates are combined (the Gram of whichever asks for one)."""
+    merged: dict[str, StatRequest] = {}
+    for request in requests:
+        prior = merged.get(request.name)
+        if prior is None:
+            merged[request.name] = request
+        else:
+            gram_of = request if request.gram else prior
+            merged[request.name] = dataclasses.replace(gram_of, sums=prior.sums | request.sums)
+    return merged
+
+
+def _run(sess: ort.InferenceSession | None, fetch: list[str], batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fetched values of one batch, with the batch's own inputs beside them."""
+    try:
+        outputs = sess.run(fetch, batch) if sess is not None else []
+    except Exception as e:
+        raise CalibrationError(f"onnxruntime failed on calibration data: {str(e).splitlines()[0]}") from e
+    values = dict(zip(fetch, outputs, strict=True))
+    values.update({k: v for k, v in batch.items() if k not in values})
+    return values
+
+
+def _accumulate(entry: ChannelStats, request: StatRequest, array: np.ndarray, ref: np.ndarray | None) -> None:
+    entry.update(array)
+    if not request.gram:
+        return
+    chunk_bytes = 32 << 20
+    rows = gram_rows(array, request.axis, request.conv, chunk_bytes)
+    if ref is None:
+        for chunk in rows:
+            entry.update_gram(chunk)
+        return
+    for chunk, ref_chunk in zip(rows, gram_rows(ref, request.axis, request.conv, chunk_bytes), strict=True):
+        entry.update_gram(chunk, ref_chunk)
 
 
 def collect_stats(
@@ -87,46 +132,42 @@ def collect_stats(
     threads: int | None = None,
     progress: ProgressFn | None = None,
     memory_mb: int = 64,
+    reference: ir.Model | None = None,
 ) -> dict[str, ChannelStats]:
-    """Run the model over ``source`` once and return statistics keyed by value name.
+    """Run the model over ``source`` once and return statistics keyed by request name.
 
-    Memory holds one batch of the requested activations plus the running sums; the batch is made
-    smaller than ``batch_size`` where the activations of one batch would exceed ``memory_mb``.
+    Only the part of the graph that the requested values need is run. Memory holds one batch of the
+    requested activations plus the running sums; the batch is made smaller than ``batch_size`` where
+    the activations of one batch would exceed ``memory_mb``, and Gram rows are unfolded in chunks.
+    Requests marked ``paired`` also run ``reference`` (same value names) on the same batches.
     """
-    merged: dict[str, StatRequest] = {}
-    for request in requests:
-        prior = merged.get(request.name)
-        if prior is None:
-            merged[request.name] = request
-        else:
-            gram_of = request if request.gram else prior
-            merged[request.name] = dataclasses.replace(gram_of, sums=prior.sums | request.sums)
+    merged = _merge(requests)
     if not merged:
         return {}
     input_names = {v.name for v in model.graph.inputs}
     fetch = list(dict.fromkeys(r.value for r in merged.values() if r.value not in input_names))
-    sess = _ort.session(model, fetch, threads=threads, what="model for calibration")
-    batch_size = _batch_within_budget(sess, source, fetch, batch_size, memory_mb << 20)
+    sess = _ort.session(model, fetch, threads=threads, what="model for calibration", only=True) if fetch else None
+    paired = list(dict.fromkeys(r.value for r in merged.values() if r.paired and r.value not in input_names))
+    if any(r.paired for r in merged.values()) and reference is None:
+        raise ValueError("paired statistics need a reference model")
+    ref_sess = (
+        _ort.session(reference, paired, threads=threads, what="reference model", only=True)
+        if reference is not None and paired
+        else None
+    )
+    batch_size = _batch_within_budget([(sess, fetch), (ref_sess, paired)], source, batch_size, memory_mb << 20)
     stats: dict[str, ChannelStats] = {}
     done, total = 0, source.num_samples
     for batch in source.batches(batch_size):
-        try:
-            outputs = sess.run(fetch, batch) if fetch else []
-        except Exception as e:
-            raise CalibrationError(f"onnxruntime failed on calibration data: {str(e).splitlines()[0]}") from e
-        values = dict(zip(fetch, outputs, strict=True))
-        values.update({k: v for k, v in batch.items() if k not in values})
+        values = _run(sess, fetch, batch)
+        ref_values = _run(ref_sess, paired, batch) if reference is not None else {}
         for name, request in merged.items():
             array = np.asarray(values[request.value])
             entry = stats.get(name)
             if entry is None:
                 entry = stats[name] = ChannelStats(request.axis, array.shape[request.axis], sums=request.sums)
-            entry.update(array)
-            if request.gram:
-                if request.conv is not None:
-                    entry.update_gram(unfold_conv_input(array.astype(np.float32, copy=False), request.conv))
-                else:
-                    entry.update_gram(np.moveaxis(array, request.axis, -1).reshape(-1, array.shape[request.axis]))
+            ref = np.asarray(ref_values[request.value]) if request.paired else None
+            _accumulate(entry, request, array, ref)
         done += next(iter(batch.values())).shape[0] if batch else 1
         if progress is not None:
             progress(min(done, total), total)

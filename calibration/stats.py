@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["ALL_SUMS", "ChannelStats", "ConvGeometry", "unfold_conv_input"]
+__all__ = ["ALL_SUMS", "ChannelStats", "ConvGeometry", "gram_rows", "unfold_conv_input"]
 
 #: The running sums a :class:`ChannelStats` can keep: sum |a|, sum a², count of nonzeros.
 ALL_SUMS = frozenset({"abs", "sq", "nonzero"})
@@ -37,13 +38,38 @@ def unfold_conv_input(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, c * kh * kw)
 
 
+def gram_rows(
+    x: np.ndarray, axis: int, conv: ConvGeometry | None, max_bytes: int = 64 << 20
+) -> Iterator[np.ndarray]:
+    """The rows a weight multiplies, ``[rows, features]`` float32, in chunks of at most ``max_bytes``.
+
+    Rows of a MatMul/Gemm input are its vectors along ``axis``; rows of a 2-D Conv input are its
+    im2col patches, unfolded a few samples at a time so that no chunk outgrows the budget.
+    """
+    x = x.astype(np.float32, copy=False)
+    if conv is None:
+        matrix = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+        step = max(1, max_bytes // max(matrix.shape[1] * 4, 1))
+        for i in range(0, matrix.shape[0], step):
+            yield matrix[i : i + step]
+        return
+    first = unfold_conv_input(x[:1], conv)
+    per_sample = max(first.nbytes, 1)
+    step = max(1, max_bytes // per_sample)
+    yield first
+    for i in range(1, x.shape[0], step):
+        yield unfold_conv_input(x[i : i + step], conv)
+
+
 @dataclasses.dataclass
 class ChannelStats:
     """Running sums over one axis of an activation.
 
     ``count`` is the number of values seen per channel; ``sums`` says which sums are kept (the
     others stay zero); ``gram`` (optional) accumulates XᵀX of the rows the consuming weight
-    multiplies, ``gram_sum`` their column sums, with ``rows`` rows seen.
+    multiplies, ``gram_sum`` their column sums, with ``rows`` rows seen. Paired with the rows ``R``
+    of a reference model at the same place (layer-sequential refits), ``cross`` accumulates XᵀR,
+    ``ref_gram`` RᵀR and ``ref_sum`` the column sums of ``R``.
     """
 
     axis: int
@@ -56,6 +82,9 @@ class ChannelStats:
     gram_sum: np.ndarray | None = None
     rows: int = 0
     sums: frozenset[str] = ALL_SUMS
+    cross: np.ndarray | None = None
+    ref_gram: np.ndarray | None = None
+    ref_sum: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("sum_abs", "sum_sq", "nonzero"):
@@ -93,14 +122,20 @@ class ChannelStats:
         if "nonzero" in self.sums:
             self.nonzero += np.count_nonzero(blocks, axis=2).sum(axis=0)
 
-    def update_gram(self, rows: np.ndarray) -> None:
-        """Accumulate XᵀX of a ``[rows, features]`` matrix."""
-        rows64 = rows.astype(np.float64, copy=False)
-        gram = rows64.T @ rows64
-        total = rows64.sum(axis=0)
-        self.gram = gram if self.gram is None else self.gram + gram
-        self.gram_sum = total if self.gram_sum is None else self.gram_sum + total
+    def update_gram(self, rows: np.ndarray, reference: np.ndarray | None = None) -> None:
+        """Accumulate XᵀX of a ``[rows, features]`` matrix (and the paired sums with ``reference`` rows).
+
+        Each chunk is multiplied in float32 (BLAS speed) and accumulated in float64.
+        """
+        rows = rows.astype(np.float32, copy=False)
+        self.gram = _accumulate(self.gram, rows.T @ rows)
+        self.gram_sum = _accumulate(self.gram_sum, rows.sum(axis=0, dtype=np.float64))
         self.rows += rows.shape[0]
+        if reference is not None:
+            reference = reference.astype(np.float32, copy=False)
+            self.cross = _accumulate(self.cross, rows.T @ reference)
+            self.ref_gram = _accumulate(self.ref_gram, reference.T @ reference)
+            self.ref_sum = _accumulate(self.ref_sum, reference.sum(axis=0, dtype=np.float64))
 
     @property
     def mean_abs(self) -> np.ndarray:
@@ -121,3 +156,8 @@ class ChannelStats:
     def norm(self) -> np.ndarray:
         """L2 norm of each channel over all samples and positions (Wanda's ‖X_j‖)."""
         return np.sqrt(self.sum_sq)
+
+
+def _accumulate(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    part = part.astype(np.float64, copy=False)
+    return part.copy() if total is None else total + part

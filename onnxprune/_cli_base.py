@@ -150,6 +150,8 @@ class Job:
     external_data: bool | None
     report: str | None
     dump_recipe: bool
+    sequential: bool | None
+    memory_mb: int
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -180,6 +182,20 @@ JOB_OPTIONS = (
     ),
     click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
     click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
+    click.option(
+        "--sequential/--one-shot",
+        default=None,
+        help="Calibrate data-fitted passes block by block on the model with the earlier blocks already "
+        "pruned (sequential), or every block on the unchanged model (one-shot). Default: what each pass "
+        "measured best (SparseGPT, refit, low-rank: sequential; Wanda: one-shot).",
+    ),
+    click.option(
+        "--memory-mb",
+        type=click.IntRange(64),
+        default=1024,
+        show_default=True,
+        help="Memory budget for one block of calibration statistics and one batch of activations.",
+    ),
 )
 
 
@@ -203,7 +219,14 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         model=path(model),
         output=path(output),
         passes=(*specs, PassSpec("cleanup")),
-        calibration=CalibrationSpec(path(job.calib), job.samples, job.batch_size, parse_input_shapes(job.input_shape)),
+        calibration=CalibrationSpec(
+            path(job.calib),
+            job.samples,
+            job.batch_size,
+            parse_input_shapes(job.input_shape),
+            sequential=job.sequential,
+            memory_mb=job.memory_mb,
+        ),
         validation_data=path(job.data),
         threads=job.threads,
         external_data=job.external_data,

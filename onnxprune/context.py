@@ -10,6 +10,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.manager import AnalysisManager
 from onnxprune.calibration.collect import ProgressFn, StatRequest, collect_stats
+from onnxprune.calibration.sequential import BlockFn, SequentialOptions, Step, run_blocks
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import CalibrationError
@@ -31,6 +32,7 @@ class PassContext:
         progress: Called with (done, total) samples while statistics are collected.
         reference: The model before any pass ran (the default teacher of ``finetune``).
         train_progress: Called with (step, steps, loss) while fine-tuning.
+        sequential: Layer-sequential or one-shot statistics for data-fitted passes, and their memory budget.
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -40,6 +42,11 @@ class PassContext:
     progress: ProgressFn | None = None
     reference: ir.Model | None = None
     train_progress: Callable[[int, int, float], None] | None = None
+    sequential: SequentialOptions = dataclasses.field(default_factory=SequentialOptions)
+
+    def is_sequential(self, preferred: bool = True) -> bool:
+        """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""
+        return bool(self.sequential.resolve(preferred).sequential)
 
     def stats(self, model: ir.Model, requests: Sequence[StatRequest], *, needed_by: str) -> dict[str, ChannelStats]:
         """Return activation statistics for ``requests``, collected once per model and request set."""
@@ -47,6 +54,40 @@ class PassContext:
             raise CalibrationError(f"{needed_by} needs calibration data (--calib PATH, or random inputs)")
         key = tuple(sorted(set(requests), key=repr))
         return self.analyses.get(_collect, model, self, key, key=("stats", key))
+
+    def run_blocks(
+        self,
+        model: ir.Model,
+        steps: Sequence[Step],
+        process: BlockFn,
+        *,
+        needed_by: str,
+        reference: ir.Model | None = None,
+        sequential: bool = True,
+    ) -> int:
+        """Calibrate and process ``steps`` block by block (see :mod:`onnxprune.calibration.sequential`).
+
+        ``sequential`` is the pass's preference, used unless the context's options decide.
+        ``reference`` defaults to a clone of ``model`` taken now (it shares the tensors). Returns the
+        number of blocks.
+        """
+        options = self.sequential.resolve(sequential)
+        if self.calibration is None:
+            raise CalibrationError(f"{needed_by} needs calibration data (--calib PATH, or random inputs)")
+        paired = any(r.paired for step in steps for r in step.requests)
+        if reference is None and (paired or not options.sequential):
+            reference = model.clone()
+        return run_blocks(
+            model,
+            self.calibration,
+            steps,
+            process,
+            options=options,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            progress=self.progress,
+            reference=reference,
+        )
 
 
 def _collect(model: ir.Model, context: PassContext, requests: tuple[StatRequest, ...]) -> dict[str, ChannelStats]:

@@ -14,6 +14,7 @@ import yaml
 
 from onnxprune import _io
 from onnxprune.calibration.collect import ProgressFn
+from onnxprune.calibration.sequential import SequentialOptions
 from onnxprune.calibration.sources import CalibrationSource, open_source
 from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError
@@ -40,13 +41,19 @@ class PassSpec:
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationSpec:
-    """Calibration data: a file or folder (``None``: random inputs with a warning)."""
+    """Calibration data: a file or folder (``None``: random inputs with a warning).
+
+    ``sequential`` and ``memory_mb`` say how data-fitted passes collect statistics
+    (see :class:`onnxprune.calibration.sequential.SequentialOptions`).
+    """
 
     path: str | None = None
     samples: int | None = None
     batch_size: int = 32
     input_shapes: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     seed: int = 0
+    sequential: bool | None = None
+    memory_mb: int = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +184,7 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
         progress=progress("calibration"),
         reference=reference,
         train_progress=progress("fine-tune"),
+        sequential=SequentialOptions(recipe.calibration.sequential, recipe.calibration.memory_mb),
     )
     passes = [build_pass(spec, context) for spec in recipe.passes]
     result = Pipeline(passes, context)(model)

@@ -2,21 +2,28 @@
 
 Rows of ``X`` are the vectors the weight's matrix form multiplies: the last axis of a Gemm/MatMul
 input, or the im2col patches of a 2-D Conv input (columns in the weight's ``(in, kh, kw)`` order).
+A Conv's request is keyed by its geometry, so one value can feed convs that unfold it differently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import onnx_ir as ir
 
 from onnxprune.analysis.weights import Weight
 from onnxprune.calibration.collect import StatRequest, conv_geometry
 from onnxprune.calibration.stats import ChannelStats
-from onnxprune.context import PassContext
 
-__all__ = ["collect_grams", "from_matrix", "gram_requests", "mean_gram", "output_error", "to_matrix"]
+__all__ = [
+    "corrected_target",
+    "from_matrix",
+    "gram_requests",
+    "mean_cross",
+    "mean_gram",
+    "output_error",
+    "to_matrix",
+]
 
 
 def gram_requests(weight: Weight, needed_by: str) -> tuple[StatRequest, ...] | str:
@@ -37,7 +44,8 @@ def gram_requests(weight: Weight, needed_by: str) -> tuple[StatRequest, ...] | s
             geometry = conv_geometry(use.node, weight.shape[2:])  # type: ignore[arg-type]
             if isinstance(geometry, str):
                 return geometry
-            requests.append(StatRequest(name, 1, gram=True, conv=geometry, sums=frozenset()))
+            key = f"{name}@conv{geometry.kernel}{geometry.strides}{geometry.pads}{geometry.dilations}"
+            requests.append(StatRequest(name, 1, gram=True, conv=geometry, sums=frozenset(), key=key))
         return tuple(requests)
     return f"{weight.op_type} is not supported by {needed_by} (only Gemm, MatMul and 2-D Conv with group=1)"
 
@@ -61,40 +69,34 @@ def from_matrix(weight: Weight, matrix: np.ndarray, order: np.ndarray | None = N
     return np.moveaxis(matrix, 0, weight.out_axis)
 
 
-def _request_rounds(requests: Iterable[StatRequest]) -> list[list[StatRequest]]:
-    """Split requests into calibration runs holding at most one request per value.
-
-    Statistics are keyed by value name, so an activation feeding Convs of different geometry (or a
-    Conv and a MatMul) needs one run per distinct Gram.
-    """
-    rounds: list[dict[str, StatRequest]] = []
-    for request in dict.fromkeys(requests):
-        for round_ in rounds:
-            if round_.get(request.value, request) == request:
-                round_[request.value] = request
-                break
-        else:
-            rounds.append({request.value: request})
-    return [list(r.values()) for r in rounds]
-
-
-def collect_grams(
-    context: PassContext, model: ir.Model, requests: Iterable[StatRequest], *, needed_by: str
-) -> dict[StatRequest, ChannelStats]:
-    """Statistics for every request, in as few calibration runs as the requests allow."""
-    found: dict[StatRequest, ChannelStats] = {}
-    for round_ in _request_rounds(requests):
-        stats = context.stats(model, round_, needed_by=needed_by)
-        found.update({r: stats[r.value] for r in round_})
-    return found
-
-
 def mean_gram(stats: Sequence[ChannelStats], features: int) -> np.ndarray | None:
     """``XᵀX / rows`` summed over the uses' statistics (float64), or ``None`` if a Gram is missing."""
     if any(s.gram is None or s.gram.shape != (features, features) for s in stats):
         return None
     rows = sum(s.rows for s in stats)
     return sum(np.asarray(s.gram, dtype=np.float64) for s in stats) / max(rows, 1)
+
+
+def mean_cross(stats: Sequence[ChannelStats], features: int) -> np.ndarray | None:
+    """``X̂ᵀX / rows`` (changed inputs against the original ones) summed over the uses, or ``None``."""
+    if any(s.cross is None or s.cross.shape != (features, features) for s in stats):
+        return None
+    rows = sum(s.rows for s in stats)
+    return sum(np.asarray(s.cross, dtype=np.float64) for s in stats) / max(rows, 1)
+
+
+def corrected_target(w: np.ndarray, gram: np.ndarray, cross: np.ndarray, percdamp: float) -> np.ndarray:
+    """``W* = W·crossᵀ·(Ĝ+λI)⁻¹``: the weights that best map the changed inputs onto the original outputs.
+
+    With ``Ĝ = X̂ᵀX̂`` and ``cross = X̂ᵀX``, ``‖ŴX̂ − WX‖² = ‖ŴX̂ − W*X̂‖² + const``, so fitting ``Ŵ`` to
+    ``W*`` under ``Ĝ`` also corrects the error that earlier, already changed layers put into ``X̂``.
+    Where nothing upstream changed (``X̂ = X``), ``w`` is returned as it is.
+    """
+    if np.allclose(cross, gram, rtol=1e-6, atol=1e-9 * max(float(np.abs(gram).max(initial=0.0)), 1e-30)):
+        return w
+    h = np.array(gram, dtype=np.float64)
+    h[np.diag_indices_from(h)] += percdamp * max(float(np.mean(np.diag(h))), 1e-12)
+    return np.linalg.solve(h, cross @ w.T).T
 
 
 def output_error(w: np.ndarray, approx: np.ndarray, hessian: np.ndarray) -> float:

@@ -1,9 +1,13 @@
 """Closed-form recovery: refit each consumer's weight and bias on the calibration activations.
 
-For a consumer whose input lost channels, the kept columns of ``X`` are fitted to the original
-output ``X·W + b`` by ridge regression, using only the streaming Gram ``XᵀX`` and column sums:
-``[W'; b'] = (Ĝ_kk + λI)⁻¹ Ĝ_k,: [W; b]`` with ``Ĝ`` the Gram of ``[X, 1]``. The result is written at
-full width with zeros in the removed columns, so the masked model already carries it.
+For a consumer whose input lost channels, the kept columns of its input are fitted to the original
+output ``X·W + b`` by ridge regression, using only streaming sums. One-shot, the input is the
+original ``X`` and ``[W'; b'] = (G_kk + λI)⁻¹ G_k,: [W; b]`` with ``G`` the Gram of ``[X, 1]``.
+Layer-sequentially the input ``X̂`` comes from the model with the earlier consumers already pruned
+and refitted, and the target is still the original output: ``[W'; b'] = (Ĝ_kk + λI)⁻¹ C_k,: [W; b]``
+with ``Ĝ`` the Gram of ``[X̂, 1]`` and ``C = [X̂, 1]ᵀ[X, 1]``, so each refit also corrects the error
+of the layers before it. The result is written at full width with zeros in the removed columns, so
+the masked model already carries it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, replace_const
 from onnxprune.calibration.collect import StatRequest, conv_geometry
 from onnxprune.calibration.stats import ChannelStats
 
-__all__ = ["Refit", "plan_refits", "refit"]
+__all__ = ["Refit", "original_weights", "plan_refits", "refit"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Refit:
     request: StatRequest
     kernel: int  # columns per input channel (kh·kw for Conv, 1 otherwise)
     bias: tuple[ir.Node, int] | None  # the node and input holding the bias, if any
+    features: int = 0  # Gram width (input channels × kernel)
 
 
 def _bias_add(node: ir.Node, analysis: ChannelAnalysis, n: int) -> tuple[ir.Node, int] | None:
@@ -70,7 +75,7 @@ def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Re
     features = layout.width * kernel
     if features > max_features:
         return f"{features} input features exceed the refit limit ({max_features})"
-    return Refit(node, use, request, kernel, bias)
+    return Refit(node, use, request, kernel, bias, features)
 
 
 def plan_refits(
@@ -111,9 +116,54 @@ def _from_matrix(node: ir.Node, matrix: np.ndarray, shape: tuple[int, ...]) -> n
     return matrix
 
 
-def _output_error(gram: np.ndarray, delta: np.ndarray) -> float:
-    """Σ over samples of ‖[X,1]·delta‖² from the augmented Gram."""
-    return float(np.einsum("ij,ij->", delta, gram @ delta))
+def _augmented(gram: np.ndarray, left: np.ndarray, right: np.ndarray, rows: int) -> np.ndarray:
+    """``[A, 1]ᵀ[B, 1]`` from ``AᵀB``, the column sums of ``A`` (left) and of ``B`` (right)."""
+    features = gram.shape[0]
+    out = np.zeros((features + 1, features + 1))
+    out[:features, :features] = gram
+    out[:features, -1] = left
+    out[-1, :features] = right
+    out[-1, -1] = rows
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Moments:
+    """Augmented second moments of the consumer's input now (``X̂``) and originally (``X``)."""
+
+    now: np.ndarray  # [X̂,1]ᵀ[X̂,1]
+    cross: np.ndarray  # [X̂,1]ᵀ[X,1]
+    original: np.ndarray  # [X,1]ᵀ[X,1]
+
+    @classmethod
+    def of(cls, entry: ChannelStats) -> _Moments:
+        assert entry.gram is not None and entry.gram_sum is not None
+        now = _augmented(entry.gram, entry.gram_sum, entry.gram_sum, entry.rows)
+        if entry.cross is None or entry.ref_gram is None or entry.ref_sum is None:
+            return cls(now, now, now)
+        cross = _augmented(entry.cross, entry.gram_sum, entry.ref_sum, entry.rows)
+        return cls(now, cross, _augmented(entry.ref_gram, entry.ref_sum, entry.ref_sum, entry.rows))
+
+    def error(self, theta: np.ndarray, target: np.ndarray) -> float:
+        """Σ over samples of ‖[X̂,1]·theta − [X,1]·target‖²."""
+        value = (
+            np.einsum("ij,ij->", theta, self.now @ theta)
+            - 2 * np.einsum("ij,ij->", theta, self.cross @ target)
+            + np.einsum("ij,ij->", target, self.original @ target)
+        )
+        return max(float(value), 0.0)
+
+
+def original_weights(analysis: ChannelAnalysis, plan: Refit) -> tuple[np.ndarray, np.ndarray | None]:
+    """The consumer's weight and bias as they are now (``None``: no bias to refit)."""
+    node = plan.node
+    weight = np.array(analysis.const(node.inputs[1]))
+    if plan.bias is None:
+        return weight, None
+    holder, index = plan.bias
+    present = index < len(holder.inputs) and holder.inputs[index] is not None
+    outputs = _as_matrix(node, weight).shape[1]
+    return weight, np.array(analysis.const(holder.inputs[index])) if present else np.zeros(outputs, weight.dtype)
 
 
 def refit(
@@ -122,43 +172,34 @@ def refit(
     keep: Mapping[int, np.ndarray],
     stats: Mapping[str, ChannelStats],
     ridge: float,
+    original_values: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> dict[str, float]:
-    """Refit one consumer in place; return its relative output error before and after."""
+    """Refit one consumer in place; return its relative output error before and after.
+
+    ``original_values`` (weight, bias) are the targets when the consumer was already masked.
+    """
     node = plan.node
-    entry = stats[plan.request.name]
-    assert entry.gram is not None and entry.gram_sum is not None
-    weight = np.asarray(analysis.const(node.inputs[1]))
+    moments = _Moments.of(stats[plan.request.name])
+    weight, bias_now = original_values if original_values is not None else original_weights(analysis, plan)
     matrix = _as_matrix(node, weight).astype(np.float64)
     features, outputs = matrix.shape
-    bias_now = None
-    if plan.bias is not None:
-        holder, index = plan.bias
-        present = index < len(holder.inputs) and holder.inputs[index] is not None
-        bias_now = np.asarray(analysis.const(holder.inputs[index])) if present else np.zeros(outputs)
-    gram = np.zeros((features + 1, features + 1))
-    gram[:features, :features] = entry.gram
-    gram[:features, -1] = gram[-1, :features] = entry.gram_sum
-    gram[-1, -1] = entry.rows
     original = np.vstack([matrix, (bias_now if bias_now is not None else np.zeros(outputs)).reshape(1, -1)])
     channels = analysis.positions(plan.use.by, keep)
     assert channels is not None
     cols = (channels[:, None] * plan.kernel + np.arange(plan.kernel)[None, :]).ravel()
     rows = np.append(cols, features) if bias_now is not None else cols
-    a = gram[np.ix_(rows, rows)]
+    a = moments.now[np.ix_(rows, rows)]
     damp = ridge * float(np.mean(np.diag(a)[: len(cols)])) if len(cols) else 0.0
     a[np.arange(len(cols)), np.arange(len(cols))] += damp
-    solution = np.linalg.solve(a, gram[rows] @ original)
+    solution = np.linalg.solve(a, moments.cross[rows] @ original)
     fitted = np.zeros_like(original)
     fitted[rows] = solution
     if bias_now is None:
         fitted[-1] = original[-1]
     masked = original.copy()
     masked[np.setdiff1d(np.arange(features), cols)] = 0.0
-    reference = max(_output_error(gram, original), 1e-30)
-    before, after = (
-        _output_error(gram, masked - original) / reference,
-        _output_error(gram, fitted - original) / reference,
-    )
+    reference = max(moments.error(np.zeros_like(original), original), 1e-30)
+    before, after = moments.error(masked, original) / reference, moments.error(fitted, original) / reference
     if after > before:  # ridge can only help on the data it saw; keep the plain slice otherwise
         fitted = masked
         after = before

@@ -11,7 +11,7 @@ import dataclasses
 import fnmatch
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -21,7 +21,9 @@ from onnxprune import _ort
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import complete_shapes, infer_shapes
+from onnxprune.calibration.sequential import Step
 from onnxprune.calibration.sources import open_source
+from onnxprune.calibration.stats import ChannelStats
 from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError, ValidationError
 from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
@@ -33,7 +35,7 @@ from onnxprune.passes._importance import (
     group_scores,
     importance_requests,
 )
-from onnxprune.passes._reconstruct import plan_refits, refit
+from onnxprune.passes._reconstruct import original_weights, plan_refits, refit
 from onnxprune.verify import run_model
 
 __all__ = ["ChannelPruneConfig", "ChannelPrunePass", "prune_plan"]
@@ -241,13 +243,39 @@ class ChannelPrunePass(OnnxPrunePass):
         keep: dict[int, np.ndarray],
         report: PassReport,
     ) -> list[dict]:
+        """Refit every consumer that lost input channels, block by block.
+
+        Sequentially (the default), the model is masked first and each block is calibrated on it with
+        the earlier consumers already refitted, paired with the unchanged model's inputs, so every
+        refit targets the original outputs (see ``_reconstruct``); one-shot, every refit uses the
+        unchanged model's inputs.
+        """
         plans, skipped = plan_refits(analysis, uses, keep, self.config.max_features)
         for node, reason in skipped.items():
             report.skip("", node, "", f"not refitted: {reason}")
         if not plans:
             return []
-        stats = self.context.stats(model, [p.request for p in plans], needed_by="reconstruction")
-        return [{"node": p.node.name, **refit(analysis, p, keep, stats, self.config.ridge)} for p in plans]
+        sequential = self.context.is_sequential()
+        dense = model.clone()  # shares the tensors: masking and refits replace them, never write in place
+        originals = {id(p): original_weights(analysis, p) for p in plans}
+        if sequential:
+            mask(analysis, keep)
+        by_key = {p.request.name: p for p in plans}
+        results: list[dict] = []
+
+        def refit_block(block: Sequence[Step], stats: Mapping[str, ChannelStats]) -> None:
+            for step in block:
+                plan = by_key[step.key]
+                fitted = refit(analysis, plan, keep, stats, self.config.ridge, originals[id(plan)])
+                results.append({"node": plan.node.name, **fitted})
+
+        steps = [
+            Step(p.request.name, (p.node,), (dataclasses.replace(p.request, paired=sequential),), (p.features,))
+            for p in plans
+        ]
+        blocks = self.context.run_blocks(model, steps, refit_block, needed_by="reconstruction", reference=dense)
+        report.summary["refit_blocks"] = blocks
+        return results
 
     def _summarize(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -21,11 +22,13 @@ from onnxprune.analysis.flops import count_params, node_macs
 from onnxprune.analysis.shapes import complete_shapes
 from onnxprune.analysis.weights import Weight, find_weights, read_weight
 from onnxprune.calibration.collect import StatRequest
+from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
 from onnxprune.passes._factorize import Namer, batchnorm_scale, factorize, unique_namer
-from onnxprune.passes._gram import collect_grams, gram_requests, mean_gram, output_error, to_matrix
+from onnxprune.passes._gram import corrected_target, gram_requests, mean_cross, mean_gram, output_error, to_matrix
 from onnxprune.passes._rank import Candidate, allocate_ranks, break_even, energy_rank, round_rank, saves
+from onnxprune.passes._steps import WeightFn, each_weight
 from onnxprune.passes._svd import WHITENINGS, Spectrum, decompose
 from onnxprune.passes.sparsify import _Selection, select_weights
 
@@ -55,6 +58,8 @@ class LowRankConfig(_Selection):
         bn_rectify: Weight the rows by a following BatchNormalization's scale before the SVD and
             unweight after (LRPET); only where such a BatchNorm exists.
         only_if_smaller: Leave a layer dense where its rank would not save parameters and MACs.
+        error_correction: With activation-aware, layer-sequential calibration: truncate the weights
+            that best map the already-factorized model's inputs onto the original outputs.
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last weight dense.
     """
@@ -70,6 +75,7 @@ class LowRankConfig(_Selection):
     energy_transfer: bool = False
     bn_rectify: bool = True
     only_if_smaller: bool = True
+    error_correction: bool = True
 
     def __post_init__(self) -> None:
         given = [mode for mode in _MODES if getattr(self, mode) is not None]
@@ -98,9 +104,20 @@ class _Layer:
     """A weight to factorize and what its SVD needs."""
 
     weight: Weight
-    gram: np.ndarray | None
+    requests: tuple[StatRequest, ...]  # the Gram requests of an activation-aware layer
     bn_scale: np.ndarray | None
     note: str | None = None  # why an activation-aware layer fell back to plain SVD
+    gram: np.ndarray | None = None
+    cross: np.ndarray | None = None  # X̂ᵀX against the original inputs (sequential error correction)
+
+    def with_gram(self, stats: Mapping[str, ChannelStats]) -> _Layer:
+        """The layer with its Gram from ``stats`` (or the note saying why plain SVD is used)."""
+        if not self.requests:
+            return self
+        found = [stats[r.name] for r in self.requests]
+        gram = mean_gram(found, self.dims[1])
+        note = None if gram is not None else "plain SVD: calibration Gram does not match the weight"
+        return dataclasses.replace(self, gram=gram, cross=mean_cross(found, self.dims[1]), note=note)
 
     @property
     def dims(self) -> tuple[int, int]:
@@ -156,8 +173,15 @@ class LowRankPass(OnnxPrunePass):
         ranks = self._ranks(model, layers, report)
         fresh = unique_namer(model)
         params_before = count_params(model)[0]
-        for layer, rank in zip(layers, ranks, strict=True):
-            self._factorize(layer, rank, fresh, report)
+        # a layer the budget leaves dense needs no Gram
+        layers = [dataclasses.replace(x, requests=()) if r == _DENSE else x for x, r in zip(layers, ranks, strict=True)]
+        planned = {layer.weight.name: (layer, rank) for layer, rank in zip(layers, ranks, strict=True)}
+
+        def factorize_one(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
+            layer, rank = planned[weight.name]
+            self._factorize(layer.with_gram(stats or {}), rank, fresh, report)
+
+        self._each_layer(model, layers, factorize_one)
         if report.changed:
             common_passes.RemoveUnusedNodesPass()(model)
             self.context.analyses.invalidate()
@@ -168,27 +192,25 @@ class LowRankPass(OnnxPrunePass):
 
     def _layers(self, model: ir.Model, report: PassReport) -> list[_Layer]:
         config: LowRankConfig = self.config
-        chosen: list[tuple[Weight, tuple[StatRequest, ...] | str]] = []
+        layers = []
         for weight in select_weights(self, model, config, report, needs_data=config.activation_aware):
             reason = unsupported(weight)
-            if reason is None:
-                requests = gram_requests(weight, "activation-aware lowrank") if config.activation_aware else ()
-                chosen.append((weight, requests))
-            else:
+            if reason is not None:
                 report.skip(weight.name, weight.node_names[0], weight.op_type, reason)
-        wanted = [r for _, requests in chosen if not isinstance(requests, str) for r in requests]
-        grams = collect_grams(self.context, model, wanted, needed_by="lowrank --activation-aware") if wanted else {}
-        layers = []
-        for weight, requests in chosen:
-            gram, note = None, None
-            if isinstance(requests, str):
-                note = f"plain SVD: {requests}"
-            elif requests:
-                gram = mean_gram([grams[r] for r in requests], weight.size // weight.shape[weight.out_axis])
-                note = None if gram is not None else "plain SVD: calibration Gram does not match the weight"
+                continue
+            requests = gram_requests(weight, "activation-aware lowrank") if config.activation_aware else ()
+            if not isinstance(requests, str) and config.error_correction and self.context.is_sequential():
+                requests = tuple(dataclasses.replace(r, paired=True) for r in requests)
+            note = f"plain SVD: {requests}" if isinstance(requests, str) else None
             scale = batchnorm_scale(weight) if config.bn_rectify else None
-            layers.append(_Layer(weight, gram, scale, note))
+            layers.append(_Layer(weight, () if isinstance(requests, str) else requests, scale, note))
         return layers
+
+    def _each_layer(self, model: ir.Model, layers: list[_Layer], change: WeightFn) -> None:
+        """Call ``change`` on every layer's weight, in blocks calibrated where layers need Grams."""
+        requests = {layer.weight.name: layer.requests for layer in layers}
+        weights = [layer.weight for layer in layers]
+        each_weight(self.context, model, weights, lambda w: requests[w.name], change, needed_by=self.name)
 
     @staticmethod
     def _matrix(layer: _Layer) -> np.ndarray:
@@ -224,9 +246,16 @@ class LowRankPass(OnnxPrunePass):
             total = float(sum(c for n in model.graph if (c := node_macs(n, shapes))))
             target = config.target_flops
         assert target is not None
+        sigmas: dict[str, np.ndarray] = {}
+        by_name = {layer.weight.name: layer for layer in layers}
+
+        def spectrum(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
+            layer = by_name[weight.name].with_gram(stats or {})
+            sigmas[weight.name] = self._spectrum(layer, self._matrix(layer)).sigma
+
+        self._each_layer(model, layers, spectrum)  # nothing changes yet: the dense model's spectra
         candidates = [
-            Candidate(self._spectrum(layer, self._matrix(layer)).sigma, *layer.dims, cost)
-            for layer, cost in zip(layers, costs, strict=True)
+            Candidate(sigmas[layer.weight.name], *layer.dims, cost) for layer, cost in zip(layers, costs, strict=True)
         ]
         budget = target * total - (total - sum(costs))
         ranks, energy, met = allocate_ranks(candidates, budget, config.round_to)
@@ -245,7 +274,10 @@ class LowRankPass(OnnxPrunePass):
             report.skip(weight.name, node, weight.op_type, "left dense by the budget allocation (no rank saves work)")
             return
         matrix = self._matrix(layer)
-        spectrum = self._spectrum(layer, matrix)
+        target = matrix
+        if layer.gram is not None and layer.cross is not None:
+            target = corrected_target(matrix, layer.gram, layer.cross, config.percdamp)
+        spectrum = self._spectrum(layer, target)
         if rank is None:
             assert config.energy is not None
             rank = round_rank(energy_rank(spectrum.sigma, config.energy), config.round_to, spectrum.full_rank)

@@ -4,7 +4,8 @@ Each weight is viewed as a matrix ``W [rows, K]`` (rows: outputs, K: input featu
 columns of the activation's Gram matrix ``H = XᵀX``). Columns are pruned left to right in blocks; the
 error of every pruned weight is spread over the not-yet-processed weights of its row through the upper
 Cholesky factor of ``H⁻¹``, so that the layer's output on the calibration data changes as little as
-possible. Statistics come from one calibration run of the dense model (all layers at once).
+possible. Statistics come block by block from the model with the earlier blocks already pruned
+(layer-sequential, as in the paper), or from the dense model in one run (one-shot).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -21,8 +23,17 @@ from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
-from onnxprune.passes._gram import collect_grams, from_matrix, gram_requests, mean_gram, output_error, to_matrix
+from onnxprune.passes._gram import (
+    corrected_target,
+    from_matrix,
+    gram_requests,
+    mean_cross,
+    mean_gram,
+    output_error,
+    to_matrix,
+)
 from onnxprune.passes._select import nm_mask
+from onnxprune.passes._steps import each_weight
 from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, select_weights
 
 __all__ = ["SparseGPTConfig", "SparseGPTPass", "output_error", "sparsegpt_prune"]
@@ -41,6 +52,9 @@ class SparseGPTConfig(_Selection):
         blocksize: Columns processed together (lazy batch updates; for N:M rounded up to a
             multiple of ``m``, which leaves the result unchanged).
         percdamp: Dampening added to the Hessian's diagonal, as a fraction of its mean.
+        error_correction: With layer-sequential calibration, fit each layer to the original model's
+            outputs (``‖ŴX̂ − WX‖``) rather than to its own outputs on the changed inputs
+            (``‖ŴX̂ − WX̂‖``), so the errors of earlier layers are corrected, not carried forward.
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last prunable layer dense.
     """
@@ -50,6 +64,7 @@ class SparseGPTConfig(_Selection):
     m: int = 0
     blocksize: int = 128
     percdamp: float = 0.01
+    error_correction: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -200,11 +215,13 @@ class _Plan:
     columns: int
 
 
-def _plan(weight: Weight, m: int) -> _Plan | str:
+def _plan(weight: Weight, m: int, paired: bool) -> _Plan | str:
     """Return the plan for ``weight``, or the reason it is skipped."""
     requests = gram_requests(weight, "sparsegpt")
     if isinstance(requests, str):
         return requests
+    if paired:
+        requests = tuple(dataclasses.replace(r, paired=True) for r in requests)
     if weight.op_type == "Conv":
         _, cin, kh, kw = weight.shape
         if m and cin % m:
@@ -247,41 +264,50 @@ class SparseGPTPass(OnnxPrunePass):
         weights = select_weights(self, model, config, report, needs_data=True)
         plans = []
         for weight in weights:
-            plan = _plan(weight, config.m)
+            plan = _plan(weight, config.m, config.error_correction and self.context.is_sequential())
             if isinstance(plan, str):
                 report.skip(weight.name, weight.node_names[0], weight.op_type, plan)
             else:
                 plans.append(plan)
         if config.active and plans:
-            grams = collect_grams(self.context, model, (r for p in plans for r in p.requests), needed_by=self.name)
-            for plan in plans:
-                self._prune(plan, grams, report)
+            by_name = {plan.weight.name: plan for plan in plans}
+            report.summary["blocks"] = each_weight(
+                self.context,
+                model,
+                [plan.weight for plan in plans],
+                lambda weight: by_name[weight.name].requests,
+                lambda weight, stats: self._prune(by_name[weight.name], stats or {}, report),
+                needed_by=self.name,
+            )
         errors = [e["reconstruction_error"] for e in report.changed]
         baseline = [e["magnitude_error"] for e in report.changed]
-        report.summary = {
-            "mean_reconstruction_error": float(np.mean(errors)) if errors else 0.0,
-            "mean_magnitude_error": float(np.mean(baseline)) if baseline else 0.0,
-        }
+        report.summary.update(
+            mean_reconstruction_error=float(np.mean(errors)) if errors else 0.0,
+            mean_magnitude_error=float(np.mean(baseline)) if baseline else 0.0,
+        )
         head = {"pattern": f"{config.n}:{config.m}"} if config.m else {"requested_sparsity": config.sparsity}
         return finish(self, model, report, start, head, modified=bool(report.changed))
 
-    def _prune(self, plan: _Plan, grams: dict[StatRequest, ChannelStats], report: PassReport) -> None:
+    def _prune(self, plan: _Plan, stats: Mapping[str, ChannelStats], report: PassReport) -> None:
         config: SparseGPTConfig = self.config
         weight = plan.weight
         node = weight.node_names[0]
         k = plan.columns
-        hessian = mean_gram([grams[r] for r in plan.requests], k)
+        hessian = mean_gram([stats[r.name] for r in plan.requests], k)
         if hessian is None:
             report.skip(weight.name, node, weight.op_type, f"calibration Gram does not match the {k} input features")
             return
+        cross = mean_cross([stats[r.name] for r in plan.requests], k)
         order = _column_order(weight, config.m > 0)
         if order is not None:
             hessian = hessian[np.ix_(order, order)]
+            cross = cross[np.ix_(order, order)] if cross is not None else None
         values = read_weight(weight)
         matrix = to_matrix(weight, values.astype(np.float64), order)
+        target = matrix if cross is None else corrected_target(matrix, hessian, cross, config.percdamp)
         try:
             pruned = sparsegpt_prune(
-                matrix,
+                target,
                 hessian,
                 config.sparsity,
                 n=config.n,

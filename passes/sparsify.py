@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -16,6 +16,7 @@ from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES, from_rows, normalizer, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
+from onnxprune.passes._steps import each_weight
 
 __all__ = [
     "NMPruneConfig",
@@ -173,22 +174,28 @@ class UnstructuredPrunePass(OnnxPrunePass):
         report = self.new_report()
         needs_data = WEIGHT_IMPORTANCES[config.importance].needs_data
         weights = select_weights(self, model, config, report, needs_data=needs_data)
-        stats = _stats_for(self, model, weights, config.importance)
         modified = False
         if config.sparsity > 0 and weights:
-            if config.scope == "global":
-                modified = self._global(weights, stats, report)
+            if config.scope == "global":  # one threshold over every tensor: all statistics at once
+                modified = self._global(weights, _stats_for(self, model, weights, config.importance), report)
             else:
-                modified = self._layerwise(weights, stats, report)
+                modified = self._layerwise(model, weights, report)
         return finish(self, model, report, start, {"requested_sparsity": config.sparsity}, modified=modified)
 
-    def _layerwise(self, weights: list[Weight], stats: dict | None, report: PassReport) -> bool:
+    def _layerwise(self, model: ir.Model, weights: list[Weight], report: PassReport) -> bool:
+        """Each tensor at the same sparsity, statistics taken block by block.
+
+        Scores come from the unchanged model unless sequential calibration is asked for: on the
+        digits CNN, Wanda 50% kept 98.1% top-1 one-shot and 95.6% sequentially (README).
+        """
         config: UnstructuredPruneConfig = self.config
-        for weight in weights:
+        importance = WEIGHT_IMPORTANCES[config.importance]
+
+        def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
             values = read_weight(weight)
-            scores = score(weight, values, config.importance, stats)
+            scores = importance.score(weight, values, stats)
             n = int(round(config.sparsity * weight.size))
-            if WEIGHT_IMPORTANCES[config.importance].per_row:
+            if importance.per_row:
                 rows = np.moveaxis(scores, weight.out_axis, 0).reshape(weight.shape[weight.out_axis], -1)
                 keep_rows = row_mask(rows, n)
                 keep = np.moveaxis(keep_rows.reshape(np.moveaxis(scores, weight.out_axis, 0).shape), 0, weight.out_axis)
@@ -196,6 +203,10 @@ class UnstructuredPrunePass(OnnxPrunePass):
                 keep = prune_lowest([lambda s=scores: s], n)(0).reshape(weight.shape)
             write_weight(weight, np.where(keep, values, 0))
             report.changed.append(_entry(weight, int(np.count_nonzero(~keep))))
+
+        report.summary["blocks"] = each_weight(
+            self.context, model, weights, importance.requests, prune, needed_by=self.name, sequential=False
+        )
         return True
 
     def _global(self, weights: list[Weight], stats: dict | None, report: PassReport) -> bool:
@@ -242,10 +253,11 @@ class NMPrunePass(OnnxPrunePass):
                 )
             else:
                 fitting.append(weight)
-        stats = _stats_for(self, model, fitting, config.importance)
-        for weight in fitting:
+        importance = WEIGHT_IMPORTANCES[config.importance]
+
+        def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
             values = read_weight(weight)
-            scores = to_rows(weight, score(weight, values, config.importance, stats))
+            scores = to_rows(weight, importance.score(weight, values, stats))
             keep = from_rows(weight, nm_mask(scores, config.n, config.m))
             pruned = np.where(keep, values, 0)
             write_weight(weight, pruned)
@@ -253,6 +265,10 @@ class NMPrunePass(OnnxPrunePass):
             report.changed.append(
                 _entry(weight, int(np.count_nonzero(pruned == 0)), {"pattern": f"{config.n}:{config.m}"})
             )
+
+        report.summary["blocks"] = each_weight(
+            self.context, model, fitting, importance.requests, prune, needed_by=self.name, sequential=False
+        )
         modified = bool(report.changed) and config.n < config.m
         return finish(self, model, report, start, {"pattern": f"{config.n}:{config.m}"}, modified=modified)
 

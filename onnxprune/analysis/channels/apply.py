@@ -48,7 +48,7 @@ def replace_constant(node: ir.Node, index: int, array: np.ndarray) -> None:
     """
     graph = node.graph
     assert graph is not None
-    old = node.inputs[index]
+    old = node.inputs[index] if index < len(node.inputs) else None  # e.g. a Conv given a bias
     old_tensor = constant_behind(old) if old is not None else None
     dtype = old_tensor.dtype if old_tensor is not None else ir.DataType.from_numpy(array.dtype)
     array = np.ascontiguousarray(array, dtype=dtype.numpy())
