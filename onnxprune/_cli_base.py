@@ -71,7 +71,7 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str], Any]]:
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn errors into one line on stderr: exit 2 for bad input, 1 for internal failures."""
+    """Errors as one line on stderr: exit 2 for bad input, 3 for a missed fidelity gate, 1 for internal failures."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -82,7 +82,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             click.echo(f"onnxprune: error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:
