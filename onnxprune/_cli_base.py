@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+import onnx_ir as ir
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from onnxprune.calibration.sources import parse_input_shapes
-from onnxprune.errors import OnnxPruneError
+from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
+from onnxprune.errors import FidelityError, OnnxPruneError
+from onnxprune.gates import low_agreement, nonfinite_outputs
+from onnxprune.metric import resolve_metric_spec
 from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, run_recipe
 from onnxprune.report import comparison_table
 
@@ -31,13 +34,16 @@ __all__ = [
     "cli",
     "console",
     "emit",
+    "fidelity_verdict",
     "handle_errors",
     "job_options",
     "out",
     "progress_bars",
+    "real_shapes",
     "run_and_show",
 ]
 
+logger = logging.getLogger("onnxprune")
 console = Console(stderr=True)
 out = Console()
 
@@ -133,6 +139,26 @@ def run_and_show(ctx: click.Context, recipe: Recipe) -> None:
         out.print(f"wrote {result.output}")
 
 
+def real_shapes(model: ir.Model, data: str | None, input_shape: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Per-sample input shapes to count MACs at: ``--input-shape``, else the data's first sample."""
+    given = parse_input_shapes(input_shape)
+    if data is None:
+        return given
+    return {**sample_shapes(open_source(data, model, samples=1, input_shapes=given)), **given}
+
+
+def fidelity_verdict(validation: dict[str, Any], missed: list[str]) -> None:
+    """Warn about low agreement on real data; exit 3 (one line) for NaN/inf outputs or a missed threshold."""
+    for line in low_agreement(validation):
+        logger.warning("LOW FIDELITY: %s: the candidate disagrees with the reference", line)
+    broken = nonfinite_outputs(validation)
+    if broken:
+        raise FidelityError(broken[0])
+    if missed:
+        more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+        raise FidelityError(f"--fail-below: {missed[0]}{more}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """The options every model-writing verb shares: data, selection, runtime and outputs."""
@@ -150,6 +176,8 @@ class Job:
     external_data: bool | None
     report: str | None
     dump_recipe: bool
+    metric: str | None
+    strict: bool
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -180,6 +208,17 @@ JOB_OPTIONS = (
     ),
     click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
     click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
+    click.option(
+        "--metric",
+        metavar="MODULE:FUNCTION",
+        help="Task metric on the validation data: function(outputs, data_path) -> float, higher is better "
+        "(MODULE: dotted name or path/to/file.py).",
+    ),
+    click.option(
+        "--strict",
+        is_flag=True,
+        help="Refuse to write (exit 3) when argmax agreement on real validation data is below 0.9.",
+    ),
 )
 
 
@@ -208,6 +247,8 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         threads=job.threads,
         external_data=job.external_data,
         report=path(job.report),
+        metric=resolve_metric_spec(job.metric) if job.metric and job.dump_recipe else job.metric,
+        strict=job.strict,
     )
     Recipe.from_dict(recipe.to_dict())  # validates the pass configs
     if job.dump_recipe:

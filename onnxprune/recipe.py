@@ -120,12 +120,12 @@ class Recipe:
         base = path.parent
 
         def rel(p: str | None) -> str | None:
-            return None if p is None or Path(p).is_absolute() else str(base / p)
+            return p if p is None or Path(p).is_absolute() else str(base / p)
 
         return dataclasses.replace(
             recipe,
-            model=rel(recipe.model) or recipe.model,
-            output=rel(recipe.output) or recipe.output,
+            model=rel(recipe.model),
+            output=rel(recipe.output),
             validation_data=rel(recipe.validation_data),
             report=rel(recipe.report),
             metric=None if recipe.metric is None else resolve_metric_spec(recipe.metric, base),
