@@ -27,6 +27,7 @@ __all__ = [
     "input_specs",
     "open_source",
     "parse_input_shapes",
+    "sample_shapes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,14 @@ class ArraySource:
         self._n = next(iter(counts.values()), 0)
         if self._n == 0:
             raise CalibrationError(f"{origin}: no samples")
+        labels = self._labels
+        if labels is not None and (
+            labels.ndim != 1 or labels.shape[0] != self._n or not np.issubdtype(labels.dtype, np.integer)
+        ):
+            raise CalibrationError(
+                f"{origin}: 'label' must hold one integer per sample ({self._n}), "
+                f"got {labels.dtype} {list(labels.shape)}"
+            )
 
     @property
     def num_samples(self) -> int:
@@ -168,14 +177,7 @@ class ArraySource:
     @property
     def labels(self) -> np.ndarray | None:
         """Integer class labels stored beside the inputs under ``label``/``labels`` (one per sample)."""
-        labels = self._labels
-        if labels is None:
-            return None
-        if labels.ndim != 1 or labels.shape[0] < self._n or not np.issubdtype(labels.dtype, np.integer):
-            raise CalibrationError(
-                f"{self._origin}: 'label' must hold one integer per sample ({self._n}); got shape {labels.shape}"
-            )
-        return labels[: self._n]
+        return None if self._labels is None else self._labels[: self._n]
 
     def limited(self, n: int) -> ArraySource:
         """A view holding only the first ``n`` samples."""
@@ -298,3 +300,9 @@ def _concat(key: str, arrays: list[np.ndarray], specs: Sequence[InputSpec], orig
         return np.concatenate(arrays, axis=0)
     except ValueError as e:
         raise CalibrationError(f"{origin}: arrays for '{key}' do not stack ({e})") from None
+
+
+def sample_shapes(source: CalibrationSource) -> dict[str, tuple[int, ...]]:
+    """The input shapes of one sample (the source's first batch of size 1), to count MACs at real shapes."""
+    first = next(iter(source.batches(1)), {})
+    return {name: tuple(int(d) for d in array.shape) for name, array in first.items()}

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+import onnx_ir as ir
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from onnxprune.calibration.sources import parse_input_shapes
-from onnxprune.errors import OnnxPruneError
+from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
+from onnxprune.errors import FidelityError, OnnxPruneError
+from onnxprune.gates import low_agreement, nonfinite_outputs
+from onnxprune.metric import resolve_metric_spec
 from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, run_recipe
 from onnxprune.report import comparison_table
 
@@ -31,13 +34,16 @@ __all__ = [
     "cli",
     "console",
     "emit",
+    "fidelity_verdict",
     "handle_errors",
     "job_options",
     "out",
     "progress_bars",
+    "real_shapes",
     "run_and_show",
 ]
 
+logger = logging.getLogger("onnxprune")
 console = Console(stderr=True)
 out = Console()
 
@@ -71,7 +77,7 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str], Any]]:
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn errors into one line on stderr: exit 2 for bad input, 1 for internal failures."""
+    """Errors as one line on stderr: exit 2 for bad input, 3 for a missed fidelity gate, 1 for internal failures."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -82,7 +88,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             click.echo(f"onnxprune: error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:
@@ -133,6 +139,26 @@ def run_and_show(ctx: click.Context, recipe: Recipe) -> None:
         out.print(f"wrote {result.output}")
 
 
+def real_shapes(model: ir.Model, data: str | None, input_shape: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Per-sample input shapes to count MACs at: ``--input-shape``, else the data's first sample."""
+    given = parse_input_shapes(input_shape)
+    if data is None:
+        return given
+    return {**sample_shapes(open_source(data, model, samples=1, input_shapes=given)), **given}
+
+
+def fidelity_verdict(validation: dict[str, Any], missed: list[str]) -> None:
+    """Warn about low agreement on real data; exit 3 (one line) for NaN/inf outputs or a missed threshold."""
+    for line in low_agreement(validation):
+        logger.warning("LOW FIDELITY: %s: the candidate disagrees with the reference", line)
+    broken = nonfinite_outputs(validation)
+    if broken:
+        raise FidelityError(broken[0])
+    if missed:
+        more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+        raise FidelityError(f"--fail-below: {missed[0]}{more}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """The options every model-writing verb shares: data, selection, runtime and outputs."""
@@ -152,6 +178,8 @@ class Job:
     dump_recipe: bool
     sequential: bool | None
     memory_mb: int
+    metric: str | None
+    strict: bool
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -196,6 +224,17 @@ JOB_OPTIONS = (
         show_default=True,
         help="Memory budget for one block of calibration statistics and one batch of activations.",
     ),
+    click.option(
+        "--metric",
+        metavar="MODULE:FUNCTION",
+        help="Task metric on the validation data: function(outputs, data_path) -> float, higher is better "
+        "(MODULE: dotted name or path/to/file.py).",
+    ),
+    click.option(
+        "--strict",
+        is_flag=True,
+        help="Refuse to write (exit 3) when argmax agreement on real validation data is below 0.9.",
+    ),
 )
 
 
@@ -231,6 +270,8 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         threads=job.threads,
         external_data=job.external_data,
         report=path(job.report),
+        metric=resolve_metric_spec(job.metric) if job.metric and job.dump_recipe else job.metric,
+        strict=job.strict,
     )
     Recipe.from_dict(recipe.to_dict())  # validates the pass configs
     if job.dump_recipe:

@@ -17,8 +17,19 @@ from onnxprune import (
     _cli_verbs,  # noqa: F401 - registers lowrank and finetune on the group
     _io,
 )
-from onnxprune._cli_base import Job, cli, emit, handle_errors, job_options, out, progress_bars, run_and_show
-from onnxprune.calibration.sources import open_source, parse_input_shapes
+from onnxprune._cli_base import (
+    Job,
+    cli,
+    emit,
+    fidelity_verdict,
+    handle_errors,
+    job_options,
+    out,
+    progress_bars,
+    real_shapes,
+    run_and_show,
+)
+from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
 from onnxprune.errors import RecipeError
 from onnxprune.passes._importance import CHANNEL_IMPORTANCES
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES
@@ -216,14 +227,19 @@ def prune(
 @click.argument("recipe_path", metavar="RECIPE.yaml", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Override the recipe's output path.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Override the recipe's report path.")
+@click.option("--metric", metavar="MODULE:FUNCTION", help="Override the recipe's task metric.")
+@click.option("--strict", is_flag=True, help="Refuse to write when agreement on real data is low (as the recipe's).")
 @click.pass_context
 @handle_errors
-def run_cmd(ctx: click.Context, recipe_path: str, output: str | None, report: str | None) -> None:
+def run_cmd(
+    ctx: click.Context, recipe_path: str, output: str | None, report: str | None, metric: str | None, strict: bool
+) -> None:
     """Run a recipe file (see ``prune --dump-recipe``)."""
     if not Path(recipe_path).is_file():
         raise RecipeError(f"{recipe_path}: no such recipe file")
     recipe = Recipe.from_yaml(recipe_path)
-    overrides = {k: v for k, v in (("output", output), ("report", report)) if v is not None}
+    given = (("output", output), ("report", report), ("metric", metric), ("strict", strict or None))
+    overrides = {k: v for k, v in given if v is not None}
     run_and_show(ctx, dataclasses.replace(recipe, **overrides))
 
 
@@ -236,6 +252,18 @@ def run_cmd(ctx: click.Context, recipe_path: str, output: str | None, report: st
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable).")
 @click.option("--threads", type=click.IntRange(1))
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option(
+    "--metric",
+    metavar="MODULE:FUNCTION",
+    help="Task metric on --data: function(outputs, data_path) -> float, higher is better "
+    "(MODULE: dotted name or path/to/file.py).",
+)
+@click.option(
+    "--fail-below",
+    metavar="KEY=F,...",
+    help="Exit 3 when a figure misses its threshold. Keys: cos, agree, top1, seq, acc, metric "
+    "(at least F); acc-drop, metric-drop (at most F). Example: cos=0.99,agree=0.95",
+)
 @click.pass_context
 @handle_errors
 def validate_cmd(
@@ -248,18 +276,36 @@ def validate_cmd(
     input_shape: tuple[str, ...],
     threads: int | None,
     report: str | None,
+    metric: str | None,
+    fail_below: str | None,
 ) -> None:
-    """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes."""
+    """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes.
+
+    Exits 3 when the candidate gives NaN/inf where REF does not, or misses a --fail-below threshold.
+    """
+    from onnxprune.gates import missed_gates, parse_fail_below
+    from onnxprune.metric import load_metric
     from onnxprune.report import write_json
     from onnxprune.verify import validate
 
+    gates = parse_fail_below(fail_below, metric=metric is not None) if fail_below else ()
+    task_metric = load_metric(metric) if metric else None
     shapes = parse_input_shapes(input_shape)
     reference, candidate = _io.load(ref), _io.load(cand)
     source = open_source(data, reference, samples=samples, input_shapes=shapes)
     with progress_bars(not ctx.obj["quiet"]) as factory:
         result = validate(
-            reference, candidate, source, batch_size=batch_size, threads=threads, progress=factory("validation")
+            reference,
+            candidate,
+            source,
+            batch_size=batch_size,
+            threads=threads,
+            progress=factory("validation"),
+            metric=task_metric,
+            data_path=data,
         ).as_dict()
+    missed = missed_gates(result, gates)
+    shapes = {**sample_shapes(source), **shapes}
     before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
     if report:
         write_json(
@@ -268,17 +314,21 @@ def validate_cmd(
         )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))
+    fidelity_verdict(result, missed)
 
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims for FLOPs: NAME=1,3,224,224.")
+@click.option("--calib", type=click.Path(), help="Count MACs at the input shapes of this data's first sample.")
 @click.option("--groups", is_flag=True, help="List the coupled channel groups and why groups cannot be pruned.")
 @click.option("--ranks", is_flag=True, help="Per weight: SVD ranks holding 90/95/99% energy, break-even rank.")
 @handle_errors
-def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: bool, ranks: bool) -> None:
-    """Ops, parameters, FLOPs and prunable weights of MODEL."""
+def inspect(
+    model: str, as_json: bool, input_shape: tuple[str, ...], calib: str | None, groups: bool, ranks: bool
+) -> None:
+    """Ops, parameters, FLOPs and prunable weights of MODEL (MACs at --input-shape, else --calib's shapes)."""
     from onnxprune.inspect import channel_groups, inspect_model
 
     if ranks:
@@ -292,13 +342,15 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: boo
         return
 
     if groups:
-        found = channel_groups(_io.load(model), parse_input_shapes(input_shape))
+        loaded = _io.load(model)
+        found = channel_groups(loaded, real_shapes(loaded, calib, input_shape))
         if as_json:
             click.echo(json.dumps(found, indent=2))
         else:
             _print_groups(model, found)
         return
-    info = inspect_model(_io.load(model), parse_input_shapes(input_shape))
+    loaded = _io.load(model)
+    info = inspect_model(loaded, real_shapes(loaded, calib, input_shape))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -308,6 +360,8 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...], groups: boo
     for key in ("opset", "nodes", "params", "nonzero_params", "macs", "flops"):
         table.add_row(key, str(info[key]))
     table.add_row("ops", ", ".join(f"{k}×{v}" for k, v in info["ops"].items()))
+    if info["assumed_dims"]:
+        table.add_row("[bold red]MACs at assumed dim 1[/bold red]", ", ".join(info["assumed_dims"]))
     out.print(table)
     weights = Table(title="prunable weights")
     for column in ("tensor", "op", "shape", "nodes", "sparsity"):

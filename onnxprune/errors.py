@@ -4,8 +4,11 @@ from __future__ import annotations
 
 __all__ = [
     "CalibrationError",
+    "FidelityError",
+    "MetricError",
     "ModelLoadError",
     "OnnxPruneError",
+    "OptionError",
     "OutputPathError",
     "RecipeError",
     "UnsupportedModelError",
@@ -15,6 +18,9 @@ __all__ = [
 
 class OnnxPruneError(Exception):
     """Base class of errors caused by the user's input; the CLI prints them on one line and exits 2."""
+
+    #: the command line's exit status for this error
+    exit_code = 2
 
 
 class ModelLoadError(OnnxPruneError):
@@ -39,3 +45,17 @@ class ValidationError(OnnxPruneError):
 
 class RecipeError(OnnxPruneError):
     """A recipe file or pass configuration is invalid."""
+
+
+class OptionError(OnnxPruneError):
+    """A command-line option's value is invalid (for example a ``--fail-below`` spec)."""
+
+
+class MetricError(OnnxPruneError):
+    """A ``--metric`` task metric cannot be imported, raises, or returns something that is not a finite number."""
+
+
+class FidelityError(OnnxPruneError):
+    """The candidate misses a fidelity gate (NaN/inf outputs, ``--fail-below``, ``--strict``); the CLI exits 3."""
+
+    exit_code = 3

@@ -11,14 +11,18 @@ import onnx_ir as ir
 
 from onnxprune.analysis.channels import analyze_channels, record
 from onnxprune.analysis.flops import count_model
-from onnxprune.analysis.shapes import complete_shapes
+from onnxprune.analysis.shapes import assumed_dims, complete_shapes
 from onnxprune.analysis.weights import find_weights, read_weight
 
 __all__ = ["channel_groups", "inspect_model"]
 
 
 def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
-    """Ops, params, FLOPs and prunable weights (with the reasons for the others)."""
+    """Ops, params, FLOPs and prunable weights (with the reasons for the others).
+
+    ``assumed_dims`` lists the dynamic input dims the MACs were counted at 1 for (see
+    :func:`onnxprune.analysis.shapes.assumed_dims`); give ``input_shapes`` to count real ones.
+    """
     counts = count_model(model, complete_shapes(model, input_shapes))
     ops = Counter(node.op_type for node in ir.traversal.RecursiveGraphIterator(model.graph))
     found = find_weights(model)
@@ -41,6 +45,7 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
         "inputs": [{"name": v.name, "shape": str(v.shape), "dtype": str(v.dtype)} for v in model.graph.inputs],
         "outputs": [{"name": v.name, "shape": str(v.shape), "dtype": str(v.dtype)} for v in model.graph.outputs],
         **counts.as_dict(),
+        "assumed_dims": list(assumed_dims(model, input_shapes)),
         "node_macs": [
             {"node": c.node, "op": c.op_type, "macs": c.macs, "sparse_macs": c.sparse_macs} for c in counts.nodes
         ],

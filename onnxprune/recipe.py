@@ -15,9 +15,11 @@ import yaml
 from onnxprune import _io
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sequential import SequentialOptions
-from onnxprune.calibration.sources import CalibrationSource, open_source
+from onnxprune.calibration.sources import CalibrationSource, open_source, sample_shapes
 from onnxprune.context import PassContext
-from onnxprune.errors import RecipeError
+from onnxprune.errors import FidelityError, RecipeError
+from onnxprune.gates import low_agreement, nonfinite_outputs
+from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline
 from onnxprune.report import ModelStats, model_stats, write_json
@@ -58,7 +60,12 @@ class CalibrationSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A whole run: model in, passes, calibration, validation, model and report out."""
+    """A whole run: model in, passes, calibration, validation, model and report out.
+
+    ``metric``: a task metric ``module:function`` evaluated on the validation data (see
+    :mod:`onnxprune.metric`). ``strict``: refuse to write a result whose argmax agreement on real
+    data is below :data:`onnxprune.gates.LOW_AGREEMENT` (otherwise a warning).
+    """
 
     model: str
     output: str
@@ -70,6 +77,8 @@ class Recipe:
     threads: int | None = None
     external_data: bool | None = None
     report: str | None = None
+    metric: str | None = None
+    strict: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (YAML/JSON)."""
@@ -122,10 +131,11 @@ class Recipe:
 
         return dataclasses.replace(
             recipe,
-            model=rel(recipe.model) or recipe.model,
-            output=rel(recipe.output) or recipe.output,
+            model=rel(recipe.model),
+            output=rel(recipe.output),
             validation_data=rel(recipe.validation_data),
             report=rel(recipe.report),
+            metric=None if recipe.metric is None else resolve_metric_spec(recipe.metric, base),
             calibration=dataclasses.replace(recipe.calibration, path=rel(recipe.calibration.path)),
         )
 
@@ -165,10 +175,23 @@ def _open(recipe: Recipe, model: Any, path: str | None) -> CalibrationSource:
     return open_source(path, model, samples=spec.samples, input_shapes=spec.input_shapes, seed=spec.seed)
 
 
+def _check_fidelity(recipe: Recipe, validation: dict[str, Any]) -> None:
+    """Refuse NaN/inf results; warn about (or, strict, refuse) low agreement on real data."""
+    broken = nonfinite_outputs(validation)
+    if broken:
+        raise FidelityError(f"{broken[0]}; nothing written")
+    low = low_agreement(validation)
+    for line in low:
+        logger.warning("LOW FIDELITY: %s: the result disagrees with the original model (--strict refuses it)", line)
+    if low and recipe.strict:
+        raise FidelityError(f"--strict: {low[0]}; nothing written")
+
+
 def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> RunResult:
     """Load, run the passes, validate with onnxruntime, save atomically and report.
 
-    Nothing is written if validation fails; the input model is never modified.
+    Nothing is written if validation fails (or, with ``strict``, shows low agreement); the input
+    model is never modified. Bad data, labels or metric fail before any pass runs.
     """
     started = time.perf_counter()
     progress = progress or (lambda _task: None)
@@ -177,6 +200,13 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
     output = Path(recipe.output)
     _io._check_output(model, output, f"{output.name}.data" if recipe.external_data else None)
     source = _open(recipe, model, recipe.calibration.path)
+    data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
+    data_path = recipe.validation_data or recipe.calibration.path
+    metric = load_metric(recipe.metric) if recipe.metric else None
+    if (metric is not None or recipe.strict) and not recipe.validate:
+        raise RecipeError("metric and strict need validation (validate: true)")
+    if recipe.strict and getattr(data, "random", False):
+        raise RecipeError("--strict needs real validation data (--data PATH or --calib PATH)")
     context = PassContext(
         calibration=source,
         batch_size=recipe.calibration.batch_size,
@@ -190,7 +220,6 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
     result = Pipeline(passes, context)(model)
     validation = None
     if recipe.validate:
-        data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
         validation = validate(
             reference,
             model,
@@ -199,10 +228,14 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
             latency_runs=recipe.latency_runs,
             threads=recipe.threads,
             progress=progress("validation"),
+            metric=metric,
+            data_path=data_path,
         ).as_dict()
-    before = model_stats(reference, recipe.calibration.input_shapes)
+        _check_fidelity(recipe, validation)
+    shapes = {**sample_shapes(source), **recipe.calibration.input_shapes}
+    before = model_stats(reference, shapes)
     _io.save(model, output, external_data=recipe.external_data)
-    after = model_stats(model, recipe.calibration.input_shapes)
+    after = model_stats(model, shapes)
     report: dict[str, Any] = {
         "model": recipe.model,
         "output": str(output),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -17,14 +18,18 @@ from rich.table import Table
 
 from onnxprune import _io
 from onnxprune.analysis.flops import ModelCounts, count_model
-from onnxprune.analysis.shapes import complete_shapes
+from onnxprune.analysis.shapes import assumed_dims, complete_shapes
 
 __all__ = ["ModelStats", "comparison_table", "file_sizes", "model_stats", "print_table", "write_json"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelStats:
-    """Size and cost of one model (MACs per sample at the given input shapes)."""
+    """Size and cost of one model (MACs per sample at the given input shapes).
+
+    ``assumed_dims`` names the dynamic input dims counted at 1 for want of a shape (see
+    :func:`onnxprune.analysis.shapes.assumed_dims`): the MACs are not those of real inputs.
+    """
 
     params: int
     nonzero_params: int
@@ -34,10 +39,11 @@ class ModelStats:
     bytes: int
     zipped_bytes: int
     nodes: int
+    assumed_dims: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "assumed_dims": list(self.assumed_dims)}
 
 
 def _zipped_size(paths: list[Path], chunk: int = 1 << 22) -> int:
@@ -60,12 +66,24 @@ def file_sizes(model: ir.Model) -> tuple[int, int]:
 
 
 def model_stats(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ModelStats:
-    """Parameters, nonzeros, MACs (dense and nonzero-aware), FLOPs, bytes and zipped bytes."""
+    """Parameters, nonzeros, MACs (dense and nonzero-aware), FLOPs, bytes and zipped bytes.
+
+    ``input_shapes`` should be real per-sample shapes (``--input-shape``, or the data's; see
+    :func:`onnxprune.calibration.sources.sample_shapes`); dynamic dims left out are counted at 1 and named.
+    """
     counts: ModelCounts = count_model(model, complete_shapes(model, input_shapes))
     size, zipped = file_sizes(model)
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
     return ModelStats(
-        counts.params, counts.nonzero_params, counts.macs, counts.sparse_macs, counts.flops, size, zipped, nodes
+        counts.params,
+        counts.nonzero_params,
+        counts.macs,
+        counts.sparse_macs,
+        counts.flops,
+        size,
+        zipped,
+        nodes,
+        assumed_dims(model, input_shapes),
     )
 
 
@@ -91,29 +109,53 @@ def comparison_table(before: ModelStats, after: ModelStats, validation: Mapping[
     ]
     for name, a, b in rows:
         table.add_row(name, _fmt(a), _fmt(b), f"{b / a:.3f}" if a else "-")
+    if before.assumed_dims or after.assumed_dims:
+        dims = ", ".join(dict.fromkeys((*before.assumed_dims, *after.assumed_dims)))
+        table.add_row("[bold red]MACs at assumed dim 1[/bold red]", "", dims, "")
     if validation:
-        table.add_row(
-            "latency (ms, median)",
-            f"{validation['latency_ref_ms']:.3f}",
-            f"{validation['latency_cand_ms']:.3f}",
-            f"{validation['latency_cand_ms'] / validation['latency_ref_ms']:.3f}",
-        )
-        for out in validation["outputs"]:
-            if out.get("accuracy_ref") is not None:
-                table.add_row(
-                    f"top-1 accuracy '{out['name']}'",
-                    f"{out['accuracy_ref']:.4f}",
-                    f"{out['accuracy_cand']:.4f}",
-                    f"{out['accuracy_cand'] - out['accuracy_ref']:+.4f}",
-                )
-            top1 = "" if out["top1_agreement"] is None else f", top-1 agree {out['top1_agreement']:.4f}"
-            table.add_row(
-                f"output '{out['name']}'",
-                "",
-                f"max|Δ| {out['max_abs_diff']:.3g}, cos {out['mean_cosine']:.5f}{top1}",
-                "",
-            )
+        _validation_rows(table, validation)
     return table
+
+
+def _fidelity_cell(out: Mapping[str, Any]) -> str:
+    parts = [f"max|Δ| {out['max_abs_diff']:.3g}", f"cos {out['mean_cosine']:.5f}"]
+    if out.get("top1_agreement") is not None:
+        parts.append(f"top-1 agree {out['top1_agreement']:.4f}")
+    elif out.get("argmax_agreement") is not None:
+        parts.append(f"argmax agree {out['argmax_agreement']:.4f} per position")
+    if out.get("sequence_agreement") is not None:
+        parts.append(f"whole sequence {out['sequence_agreement']:.4f}")
+    if out.get("nonfinite_cand"):
+        parts.append(f"[bold red]{out['nonfinite_cand']} NaN/inf[/bold red]")
+    return ", ".join(parts)
+
+
+def _validation_rows(table: Table, validation: Mapping[str, Any]) -> None:
+    table.add_row(
+        "latency (ms, median)",
+        f"{validation['latency_ref_ms']:.3f}",
+        f"{validation['latency_cand_ms']:.3f}",
+        f"{validation['latency_cand_ms'] / validation['latency_ref_ms']:.3f}",
+    )
+    if validation.get("random_inputs"):
+        table.caption = "[bold yellow]validated on random inputs: fidelity not measured[/bold yellow]"
+    metric = validation.get("metric")
+    if metric:
+        table.add_row(
+            f"metric {metric['spec']}",
+            f"{metric['reference']:.4g}",
+            f"{metric['candidate']:.4g}",
+            f"{-metric['drop']:+.4g}",
+        )
+    for out in validation["outputs"]:
+        if out.get("accuracy_ref") is not None:
+            table.add_row(
+                f"top-1 accuracy '{out['name']}'",
+                f"{out['accuracy_ref']:.4f}",
+                f"{out['accuracy_cand']:.4f}",
+                f"{out['accuracy_cand'] - out['accuracy_ref']:+.4f}",
+            )
+        table.add_row(f"output '{out['name']}'", "", _fidelity_cell(out), "")
 
 
 def print_table(table: Table, console: Console | None = None) -> None:
@@ -121,10 +163,22 @@ def print_table(table: Table, console: Console | None = None) -> None:
     (console or Console()).print(table)
 
 
+def _finite(data: Any) -> Any:
+    """Non-finite floats (a NaN cosine, an infinite difference) as ``null``: strict JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
+
+
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``data`` as JSON atomically."""
+    """Write ``data`` as JSON atomically (NaN/inf written as ``null``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = _finite(data)
     fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

@@ -17,9 +17,13 @@ from onnxprune import _ort
 from onnxprune._ort import session
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sources import CalibrationSource
-from onnxprune.errors import ValidationError
+from onnxprune.errors import MetricError, OnnxPruneError, ValidationError
+from onnxprune.fidelity import OutputFidelity, OutputTracker, check_labels, class_count
+from onnxprune.metric import MetricResult, TaskMetric
 
 __all__ = [
+    "RANDOM_NOTE",
+    "Comparison",
     "OutputFidelity",
     "Validation",
     "assert_numerically_equal",
@@ -33,22 +37,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True)
-class OutputFidelity:
-    """Agreement of one output: max |diff|, mean per-sample cosine, top-1 agreement (classifiers)."""
-
-    name: str
-    max_abs_diff: float
-    mean_cosine: float
-    top1_agreement: float | None
-    accuracy_ref: float | None = None
-    accuracy_cand: float | None = None
+#: What a report says when validation ran on random inputs.
+RANDOM_NOTE = "random inputs: fidelity not measured (pass --data PATH with real samples)"
 
 
 @dataclasses.dataclass(frozen=True)
 class Validation:
-    """Result of :func:`validate`."""
+    """Result of :func:`validate` (``random_inputs``: the figures say nothing about fidelity on real data)."""
 
     checker: str
     samples: int
@@ -56,6 +51,8 @@ class Validation:
     latency_ref_ms: float
     latency_cand_ms: float
     latency_runs: int
+    random_inputs: bool = False
+    metric: MetricResult | None = None
 
     @property
     def speedup(self) -> float:
@@ -63,8 +60,12 @@ class Validation:
         return self.latency_ref_ms / self.latency_cand_ms if self.latency_cand_ms > 0 else float("nan")
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-friendly form."""
-        return {**dataclasses.asdict(self), "speedup": self.speedup}
+        """JSON-friendly form (``note`` says when the inputs were random and fidelity was not measured)."""
+        data = {**dataclasses.asdict(self), "speedup": self.speedup}
+        data["metric"] = None if self.metric is None else self.metric.as_dict()
+        if self.random_inputs:
+            data["note"] = RANDOM_NOTE
+        return data
 
 
 def check_model(model: ir.Model, what: str = "model") -> None:
@@ -85,13 +86,32 @@ def run_model(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray]) -> dic
     return dict(zip(names, sess.run(names, dict(feed)), strict=True))
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.reshape(a.shape[0], -1).astype(np.float64) if a.ndim > 1 else a.reshape(1, -1).astype(np.float64)
-    b = b.reshape(a.shape).astype(np.float64)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    both_zero = (na == 0) & (nb == 0)
-    cos = (a * b).sum(axis=1) / np.maximum(na * nb, 1e-300)
-    return np.where(both_zero, 1.0, cos)
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Result of :func:`compare_outputs`; the output arrays over all batches only when asked for."""
+
+    outputs: tuple[OutputFidelity, ...]
+    samples: int
+    ref_outputs: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    cand_outputs: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+def _batch_axes(sess: ort.InferenceSession) -> dict[str, int]:
+    """Per output, the axis named like an input's batch axis (first dynamic dim), else 0."""
+    batch = set()
+    for arg in sess.get_inputs():
+        first = next((d for d in arg.shape if not isinstance(d, int)), None)
+        if isinstance(first, str):
+            batch.add(first)
+    axes = {}
+    for arg in sess.get_outputs():
+        shape = arg.shape if isinstance(arg.shape, list) else []
+        axes[arg.name] = next((i for i, d in enumerate(shape) if isinstance(d, str) and d in batch), 0)
+    return axes
+
+
+def _concat(parts: list[np.ndarray], axis: int) -> np.ndarray:
+    return np.concatenate(parts, axis=axis if parts[0].ndim > axis else 0) if parts[0].ndim else np.stack(parts)
 
 
 def compare_outputs(
@@ -102,53 +122,45 @@ def compare_outputs(
     progress: ProgressFn | None = None,
     total: int = 0,
     labels: np.ndarray | None = None,
-) -> tuple[tuple[OutputFidelity, ...], int]:
+    keep_outputs: bool = False,
+) -> Comparison:
     """Run both sessions on the same batches; return per-output fidelity and the sample count.
 
-    With ``labels`` (one class per sample, in batch order), classifier-like outputs also get the
-    top-1 accuracy of both models.
+    With ``labels`` (one class per sample, in batch order), the ``[N, C]`` outputs whose class axis
+    the labels fit also get the top-1 accuracy of both models. ``keep_outputs`` keeps both models'
+    outputs over all batches, concatenated along each output's batch axis.
     """
     names = [o.name for o in ref.get_outputs()]
     cand_names = [o.name for o in cand.get_outputs()]
     if cand_names != names:
         raise ValidationError(f"outputs differ: reference has {names}, candidate has {cand_names}")
-    max_diff = dict.fromkeys(names, 0.0)
-    cosines: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    agree: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    correct: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}
+    axes = _batch_axes(ref)
+    trackers: dict[str, OutputTracker] = {}
+    kept: tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]] = ({}, {})
     samples = 0
     for feed in batches:
         out_ref = run_model(ref, feed)
         out_cand = run_model(cand, feed)
+        if not trackers:
+            classes = {n: c for n in names if (c := class_count(np.asarray(out_ref[n]))) and out_ref[n].ndim == 2}
+            scored = check_labels(labels, classes) if labels is not None else ()
+            trackers = {n: OutputTracker(n, axes[n], score_labels=n in scored) for n in names}
+        count = next(iter(feed.values())).shape[0] if feed else 1
+        truth = labels[samples : samples + count] if labels is not None else None
         for name in names:
             a, b = np.asarray(out_ref[name]), np.asarray(out_cand[name])
             if a.shape != b.shape:
                 raise ValidationError(f"output '{name}' has shape {b.shape}, reference {a.shape}")
-            if not np.issubdtype(a.dtype, np.number) or a.size == 0:
-                continue
-            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            max_diff[name] = max(max_diff[name], float(np.nanmax(diff)) if diff.size else 0.0)
-            cosines[name].append(_cosine(a, b))
-            if a.ndim == 2 and a.shape[1] > 1 and np.issubdtype(a.dtype, np.floating):
-                agree[name].append(a.argmax(axis=1) == b.argmax(axis=1))
-                if labels is not None:
-                    truth = labels[samples : samples + a.shape[0]]
-                    correct[name].append((a.argmax(axis=1) == truth, b.argmax(axis=1) == truth))
-        samples += next(iter(feed.values())).shape[0] if feed else 1
+            trackers[name].add(a, b, truth)
+            if keep_outputs:
+                kept[0].setdefault(name, []).append(a)
+                kept[1].setdefault(name, []).append(b)
+        samples += count
         if progress is not None:
             progress(min(samples, total or samples), total or samples)
-    outputs = tuple(
-        OutputFidelity(
-            name,
-            max_diff[name],
-            float(np.concatenate(cosines[name]).mean()) if cosines[name] else 1.0,
-            float(np.concatenate(agree[name]).mean()) if agree[name] else None,
-            float(np.concatenate([r for r, _ in correct[name]]).mean()) if correct[name] else None,
-            float(np.concatenate([c for _, c in correct[name]]).mean()) if correct[name] else None,
-        )
-        for name in names
-    )
-    return outputs, samples
+    ref_out, cand_out = ({n: _concat(parts, axes[n]) for n, parts in side.items()} for side in kept)
+    outputs = tuple(trackers[n].result() if n in trackers else OutputTracker(n).result() for n in names)
+    return Comparison(outputs, samples, ref_out, cand_out)
 
 
 def measure_latency(
@@ -182,32 +194,50 @@ def validate(
     latency_runs: int = 30,
     threads: int | None = None,
     progress: ProgressFn | None = None,
+    metric: TaskMetric | None = None,
+    data_path: str | None = None,
 ) -> Validation:
     """Check ``cand`` and compare it with ``ref`` in onnxruntime on the same inputs.
+
+    With ``metric``, the task metric is evaluated on both models' outputs over all samples of
+    ``data_path`` (the file ``source`` reads).
 
     Raises:
         ValidationError: the candidate fails the checker, cannot be loaded or run by onnxruntime,
             or its outputs differ in names or shapes.
+        CalibrationError: the data's labels do not fit the model's class outputs.
+        MetricError: a metric on random inputs, or a metric that fails (see :class:`TaskMetric`).
     """
+    random_inputs = bool(getattr(source, "random", False))
+    if metric is not None and (random_inputs or data_path is None):
+        raise MetricError(f"--metric '{metric.spec}' needs real data (--data PATH)")
     check_model(cand, "result")
     ref_sess = _ort.session(ref, threads=threads, what="reference model")
     cand_sess = _ort.session(cand, threads=threads, what="result")
     try:
-        outputs, samples = compare_outputs(
+        comparison = compare_outputs(
             ref_sess,
             cand_sess,
             source.batches(batch_size),
             progress=progress,
             total=source.num_samples,
             labels=getattr(source, "labels", None),
+            keep_outputs=metric is not None,
         )
-    except ValidationError:
+    except OnnxPruneError:
         raise
     except Exception as e:
         raise ValidationError(f"onnxruntime fails running the result: {str(e).strip().splitlines()[0]}") from e
+    scores = None
+    if metric is not None and data_path is not None:
+        scores = MetricResult(
+            metric.spec, metric(comparison.ref_outputs, data_path), metric(comparison.cand_outputs, data_path)
+        )
     first = next(iter(source.batches(1)))
     ref_ms, cand_ms = measure_latency(ref_sess, cand_sess, first, runs=latency_runs)
-    return Validation("passed", samples, outputs, ref_ms, cand_ms, latency_runs)
+    return Validation(
+        "passed", comparison.samples, comparison.outputs, ref_ms, cand_ms, latency_runs, random_inputs, scores
+    )
 
 
 def assert_numerically_equal(

@@ -73,3 +73,13 @@ def test_bad_recipes_name_the_problem(tmp_path: Path, text: str, fragment: str) 
     path.write_text(text)
     with pytest.raises(RecipeError, match=fragment):
         Recipe.from_yaml(path)
+
+
+def test_absolute_paths_in_a_recipe_are_kept(tmp_path: Path) -> None:
+    data = tmp_path / "elsewhere" / "c.npz"
+    recipe = Recipe("m.onnx", "o.onnx", (PassSpec("cleanup"),), calibration=CalibrationSpec(str(data)))
+    path = tmp_path / "r.yaml"
+    path.write_text(dataclasses.replace(recipe, validation_data=str(data), metric="m.py:f").to_yaml())
+    loaded = Recipe.from_yaml(path)
+    assert loaded.calibration.path == loaded.validation_data == str(data)
+    assert loaded.metric == f"{tmp_path / 'm.py'}:f"

@@ -1,6 +1,7 @@
 """Static shapes of every value, by onnx shape inference on a weight-stripped copy of the graph.
 
-Dynamic input dims are fixed (to 1, or to the shapes the user gave) so that FLOPs are per sample.
+Dynamic input dims are fixed (to the shapes given, else to 1) so that FLOPs are per sample;
+:func:`assumed_dims` names the dims other than the batch axis that were fixed to 1 without being given.
 Large initializers are turned into typed graph inputs before inference, so models over 2 GB work.
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["complete_shapes", "infer_shapes"]
+__all__ = ["assumed_dims", "complete_shapes", "infer_shapes"]
 
 logger = logging.getLogger(__name__)
 _KEEP_BYTES = 4096
@@ -50,6 +51,24 @@ def _stripped_proto(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]]
     for function in model.functions.values():
         proto.functions.append(ir.serde.serialize_function(function))
     return proto
+
+
+def assumed_dims(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[str, ...]:
+    """Dynamic input dims that shape inference fixes to 1 although they are not the batch axis.
+
+    The batch axis (an input's first dynamic dim) at 1 is what "per sample" means; any other dynamic
+    dim at 1 (an image width, a sequence length) makes MACs wrong, so it is named: ``'width' (input
+    'x', axis 3)``.
+    """
+    found = []
+    for value in model.graph.inputs:
+        if value.is_initializer() or value.shape is None or (value.name or "") in (input_shapes or {}):
+            continue
+        dynamic = [i for i, d in enumerate(value.shape) if not isinstance(d, int)]
+        for axis in dynamic[1:]:
+            label = value.shape[axis].value if isinstance(value.shape[axis], ir.SymbolicDim) else None
+            found.append(f"{repr(label) if label else 'a dim'} (input '{value.name}', axis {axis})")
+    return tuple(found)
 
 
 def infer_shapes(

@@ -1,0 +1,132 @@
+"""Fidelity of one output, candidate against reference: differences, cosine, argmax agreement, accuracy.
+
+An output has a *class axis* when it is floating point, of rank 2 or 3, and its last axis holds more
+than one value: logits ``[N, C]`` and per-position scores ``[N, T, C]`` (sequence models, CTC
+recognizers). For those, argmax agreement is the figure that catches a collapsed model: a large
+shared offset keeps the cosine near 1 while every prediction changes. Values that are NaN or infinite
+in the candidate where the reference is finite are counted, and turn max |diff| into ``inf`` and the
+mean cosine into ``nan`` (never hidden).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from onnxprune.errors import CalibrationError
+
+__all__ = ["OutputFidelity", "OutputTracker", "check_labels", "class_count"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFidelity:
+    """Agreement of one output.
+
+    ``top1_agreement``: [N, C] outputs, fraction of samples with the same argmax. ``argmax_agreement``:
+    every class-axis output, fraction of positions (samples x time steps) with the same argmax.
+    ``sequence_agreement``: [N, T, C] outputs, fraction of samples whose every position agrees.
+    ``nonfinite_cand``: candidate values that are NaN/inf where the reference is finite.
+    """
+
+    name: str
+    max_abs_diff: float
+    mean_cosine: float
+    top1_agreement: float | None
+    accuracy_ref: float | None = None
+    accuracy_cand: float | None = None
+    argmax_agreement: float | None = None
+    sequence_agreement: float | None = None
+    nonfinite_ref: int = 0
+    nonfinite_cand: int = 0
+
+
+def class_count(array: np.ndarray) -> int | None:
+    """The size C of the class axis of an ``[N, C]`` or ``[N, T, C]`` float output (``None``: no class axis)."""
+    if array.ndim in (2, 3) and array.shape[-1] > 1 and np.issubdtype(array.dtype, np.floating):
+        return int(array.shape[-1])
+    return None
+
+
+def check_labels(labels: np.ndarray, classes: Mapping[str, int]) -> tuple[str, ...]:
+    """The ``[N, C]`` outputs (name -> C) whose class axis the labels fit; raise when none does."""
+    if not classes:
+        raise CalibrationError("the data holds 'label' but the model has no [N, C] class output to score it on")
+    low, high = int(labels.min()), int(labels.max())
+    fit = tuple(name for name, count in classes.items() if low >= 0 and high < count)
+    if not fit:
+        sizes = ", ".join(f"'{name}' has {count}" for name, count in classes.items())
+        raise CalibrationError(f"labels range over [{low}, {high}] but no output has that many classes ({sizes})")
+    return fit
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample cosine of two ``[N, ...]`` arrays (both zero: 1)."""
+    a = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
+    b = b.reshape(a.shape)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    cos = (a * b).sum(axis=1) / np.maximum(na * nb, 1e-300)
+    return np.where(both_zero, 1.0, cos)
+
+
+class OutputTracker:
+    """Accumulates the fidelity of one output over batches (samples along ``batch_axis``)."""
+
+    def __init__(self, name: str, batch_axis: int = 0, *, score_labels: bool = False) -> None:
+        self.name = name
+        self.batch_axis = batch_axis
+        self.score_labels = score_labels
+        self.max_diff = 0.0
+        self.nonfinite_ref = self.nonfinite_cand = 0
+        self.cosines: list[np.ndarray] = []
+        self.agree: list[np.ndarray] = []
+        self.whole: list[np.ndarray] = []
+        self.rank = 0
+        self.correct: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Compare one batch of reference ``a`` and candidate ``b`` (``labels``: one class per sample)."""
+        if not np.issubdtype(a.dtype, np.number) or a.size == 0:
+            return
+        classes = class_count(a)
+        axis = self.batch_axis if a.ndim > self.batch_axis else 0
+        a = np.moveaxis(a.astype(np.float64), axis, 0) if a.ndim else a.astype(np.float64)
+        b = np.moveaxis(b.astype(np.float64), axis, 0) if b.ndim else b.astype(np.float64)
+        finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+        broken = finite_a & ~finite_b
+        self.nonfinite_ref += int((~finite_a).sum())
+        self.nonfinite_cand += int(broken.sum())
+        both = finite_a & finite_b
+        a_clean, b_clean = np.where(both, a, 0.0), np.where(both, b, 0.0)
+        diff = np.abs(a_clean - b_clean)
+        self.max_diff = max(self.max_diff, float(diff.max()) if diff.size else 0.0, np.inf if broken.any() else 0.0)
+        cos = _cosine(a_clean, b_clean)
+        self.cosines.append(np.where(broken.reshape(cos.shape[0], -1).any(axis=1), np.nan, cos))
+        if classes is None:
+            return
+        self.rank = a.ndim
+        row_ok = finite_b.all(axis=-1)
+        same = (a_clean.argmax(axis=-1) == b_clean.argmax(axis=-1)) & row_ok
+        self.agree.append(same.reshape(-1))
+        if a.ndim == 3:
+            self.whole.append(same.all(axis=1))
+        if labels is not None and self.score_labels and a.ndim == 2:
+            self.correct.append((a_clean.argmax(axis=1) == labels, (b_clean.argmax(axis=1) == labels) & row_ok))
+
+    def result(self) -> OutputFidelity:
+        """The accumulated figures."""
+        agree = float(np.concatenate(self.agree).mean()) if self.agree else None
+        return OutputFidelity(
+            self.name,
+            self.max_diff,
+            float(np.concatenate(self.cosines).mean()) if self.cosines else 1.0,
+            agree if self.rank == 2 else None,
+            float(np.concatenate([r for r, _ in self.correct]).mean()) if self.correct else None,
+            float(np.concatenate([c for _, c in self.correct]).mean()) if self.correct else None,
+            agree,
+            float(np.concatenate(self.whole).mean()) if self.whole else None,
+            self.nonfinite_ref,
+            self.nonfinite_cand,
+        )
