@@ -136,6 +136,13 @@ def run_and_show(ctx: click.Context, recipe: Recipe) -> None:
                 out.print(f"  skipped {skip['tensor']} ({skip['op']} {skip['node']}): {skip['reason']}")
             if len(report["skipped"]) > 20:
                 out.print(f"  ... and {len(report['skipped']) - 20} more skipped (see --report)")
+        search = result.report.get("budget_search")
+        if search:
+            out.print(
+                f"[bold]budget search[/bold]: {search['field']}={search['found']:.4g} drops "
+                f"{search['measured_drop']:.3g} {search['measure']} (limit {search['max_drop']:g}, "
+                f"{len(search['trials'])} trials)"
+            )
         out.print(f"wrote {result.output}")
 
 
@@ -180,6 +187,7 @@ class Job:
     memory_mb: int
     metric: str | None
     strict: bool
+    max_drop: float | None
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -235,6 +243,12 @@ JOB_OPTIONS = (
         is_flag=True,
         help="Refuse to write (exit 3) when argmax agreement on real validation data is below 0.9.",
     ),
+    click.option(
+        "--max-drop",
+        type=click.FloatRange(0),
+        help="Find the strongest compression (up to the one given) whose drop on the validation data stays "
+        "within F points: top-1 with labels, --metric x100, else argmax agreement. Bisection; reported.",
+    ),
 )
 
 
@@ -272,6 +286,7 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         report=path(job.report),
         metric=resolve_metric_spec(job.metric) if job.metric and job.dump_recipe else job.metric,
         strict=job.strict,
+        max_drop=job.max_drop,
     )
     Recipe.from_dict(recipe.to_dict())  # validates the pass configs
     if job.dump_recipe:

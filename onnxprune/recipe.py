@@ -10,9 +10,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import onnx_ir as ir
 import yaml
 
 from onnxprune import _io
+from onnxprune.budget import budget_of, drop_points, search_budget
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sequential import SequentialOptions
 from onnxprune.calibration.sources import CalibrationSource, open_source, sample_shapes
@@ -21,7 +23,7 @@ from onnxprune.errors import FidelityError, RecipeError
 from onnxprune.gates import low_agreement, nonfinite_outputs
 from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
-from onnxprune.pipeline import Pipeline
+from onnxprune.pipeline import Pipeline, PipelineResult
 from onnxprune.report import ModelStats, model_stats, write_json
 from onnxprune.verify import validate
 
@@ -64,7 +66,9 @@ class Recipe:
 
     ``metric``: a task metric ``module:function`` evaluated on the validation data (see
     :mod:`onnxprune.metric`). ``strict``: refuse to write a result whose argmax agreement on real
-    data is below :data:`onnxprune.gates.LOW_AGREEMENT` (otherwise a warning).
+    data is below :data:`onnxprune.gates.LOW_AGREEMENT` (otherwise a warning). ``max_drop``: search
+    the strongest compression of the budget pass whose measured drop stays within this many points
+    (see :mod:`onnxprune.budget`).
     """
 
     model: str
@@ -79,6 +83,7 @@ class Recipe:
     report: str | None = None
     metric: str | None = None
     strict: bool = False
+    max_drop: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (YAML/JSON)."""
@@ -207,19 +212,27 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
         raise RecipeError("metric and strict need validation (validate: true)")
     if recipe.strict and getattr(data, "random", False):
         raise RecipeError("--strict needs real validation data (--data PATH or --calib PATH)")
-    context = PassContext(
-        calibration=source,
-        batch_size=recipe.calibration.batch_size,
-        threads=recipe.threads,
-        progress=progress("calibration"),
-        reference=reference,
-        train_progress=progress("fine-tune"),
-        sequential=SequentialOptions(recipe.calibration.sequential, recipe.calibration.memory_mb),
-    )
-    passes = [build_pass(spec, context) for spec in recipe.passes]
-    result = Pipeline(passes, context)(model)
-    validation = None
-    if recipe.validate:
+    if recipe.max_drop is not None:
+        if not recipe.validate or getattr(data, "random", False):
+            raise RecipeError("--max-drop needs validation on real data (--data PATH or --calib PATH)")
+        if not 0 <= recipe.max_drop < float("inf"):
+            raise RecipeError(f"max_drop must be a number of points >= 0, got {recipe.max_drop}")
+
+    def execute(
+        specs: tuple[PassSpec, ...], model: ir.Model
+    ) -> tuple[ir.Model, PipelineResult, dict[str, Any] | None]:
+        context = PassContext(
+            calibration=source,
+            batch_size=recipe.calibration.batch_size,
+            threads=recipe.threads,
+            progress=progress("calibration"),
+            reference=reference,
+            train_progress=progress("fine-tune"),
+            sequential=SequentialOptions(recipe.calibration.sequential, recipe.calibration.memory_mb),
+        )
+        result = Pipeline([build_pass(spec, context) for spec in specs], context)(model)
+        if not recipe.validate:
+            return model, result, None
         validation = validate(
             reference,
             model,
@@ -231,6 +244,25 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
             metric=metric,
             data_path=data_path,
         ).as_dict()
+        return model, result, validation
+
+    search = None
+    if recipe.max_drop is None:
+        model, result, validation = execute(recipe.passes, model)
+    else:
+        budget = budget_of(recipe.passes)
+
+        def evaluate(value: float) -> tuple[float, str, tuple[ir.Model, PipelineResult, dict[str, Any] | None]]:
+            spec = recipe.passes[budget.index]
+            specs = list(recipe.passes)
+            specs[budget.index] = dataclasses.replace(spec, config={**spec.config, budget.field: value})
+            found = execute(tuple(specs), _io.load(recipe.model))
+            assert found[2] is not None
+            return (*drop_points(found[2]), found)
+
+        search = search_budget(budget, evaluate, recipe.max_drop)
+        model, result, validation = search.result
+    if validation is not None:
         _check_fidelity(recipe, validation)
     shapes = {**sample_shapes(source), **recipe.calibration.input_shapes}
     before = model_stats(reference, shapes)
@@ -246,6 +278,8 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
         "validation": validation,
         "seconds": time.perf_counter() - started,
     }
+    if search is not None:
+        report["budget_search"] = search.as_dict(recipe.max_drop)
     if recipe.report:
         write_json(report, recipe.report)
     return RunResult(output, before, after, report)

@@ -208,3 +208,22 @@ def test_validate_reports_accuracy_when_labels_are_given(tmp_path: Path, digits_
     logits = json.loads(report.read_text())["validation"]["outputs"][0]
     assert logits["accuracy_ref"] == pytest.approx(_accuracy(digits_model))
     assert logits["accuracy_cand"] == pytest.approx(_accuracy(out))
+
+
+def test_max_drop_finds_the_strongest_sparsity_within_the_drop(
+    tmp_path: Path, digits_model: Path, digits_calib: Path
+) -> None:
+    out, report = tmp_path / "m.onnx", tmp_path / "m.json"
+    data = DIGITS / "digits_test.npz"
+    args = ["prune", digits_model, "-o", out, "--sparsity", "0.95", "--importance", "magnitude"]
+    result = _invoke(*args, "--calib", digits_calib, "--data", data, "--max-drop", "1", "--report", report)
+    assert result.exit_code == 0, result.output
+    search = json.loads(report.read_text())["budget_search"]
+    assert search["measure"] == "top-1 points" and search["measured_drop"] <= 1.0
+    assert 0.3 < search["found"] < 0.95 and len(search["trials"]) == 7
+    assert _accuracy(out) >= _accuracy(digits_model) - 0.01
+    refused = _invoke("prune", digits_model, "-o", out, "--pattern", "2:4", "--data", data, "--max-drop", "1")
+    assert refused.exit_code == 2 and "--max-drop needs a pass with a global budget" in _error_line(refused)
+    random = _invoke("prune", digits_model, "-o", tmp_path / "r.onnx", "--sparsity", "0.5", "--max-drop", "1")
+    assert random.exit_code == 2 and "real data" in _error_line(random)
+    assert not (tmp_path / "r.onnx").exists()
