@@ -31,8 +31,8 @@ class StatRequest:
     With ``gram`` set, XᵀX is accumulated over rows of the value moved to ``[-1, channels]``, or,
     when ``conv`` is given, over the im2col rows of a 2-D Conv input. With ``paired`` as well, the
     same value of the reference model is unfolded alongside and the cross sums are kept (see
-    :class:`ChannelStats`). Results are keyed by ``key`` (default: the value name), so one value
-    can be unfolded for two different convs.
+    :class:`ChannelStats`); ``paired_gram`` also keeps the reference's own Gram. Results are keyed
+    by ``key`` (default: the value name), so one value can be unfolded for two different convs.
     """
 
     value: str
@@ -42,6 +42,7 @@ class StatRequest:
     sums: frozenset[str] = ALL_SUMS
     key: str | None = None
     paired: bool = False
+    paired_gram: bool = False
 
     @property
     def name(self) -> str:
@@ -120,7 +121,7 @@ def _accumulate(entry: ChannelStats, request: StatRequest, array: np.ndarray, re
             entry.update_gram(chunk)
         return
     for chunk, ref_chunk in zip(rows, gram_rows(ref, request.axis, request.conv, chunk_bytes), strict=True):
-        entry.update_gram(chunk, ref_chunk)
+        entry.update_gram(chunk, ref_chunk, reference_gram=request.paired_gram)
 
 
 def collect_stats(

@@ -65,10 +65,10 @@ class Step:
 
     @property
     def nbytes(self) -> int:
-        """Estimated bytes of the step's statistics (float64 Grams; three of them when paired)."""
+        """Estimated bytes of the step's statistics (float64 Grams: one, two when paired, three with its Gram)."""
         total = 0
         for request, width in zip(self.requests, self.features, strict=False):
-            total += width * width * 8 * (3 if request.paired else 1)
+            total += width * width * 8 * (1 + request.paired + request.paired_gram)
         return total
 
 

@@ -122,8 +122,12 @@ class ChannelStats:
         if "nonzero" in self.sums:
             self.nonzero += np.count_nonzero(blocks, axis=2).sum(axis=0)
 
-    def update_gram(self, rows: np.ndarray, reference: np.ndarray | None = None) -> None:
+    def update_gram(
+        self, rows: np.ndarray, reference: np.ndarray | None = None, *, reference_gram: bool = False
+    ) -> None:
         """Accumulate XᵀX of a ``[rows, features]`` matrix (and the paired sums with ``reference`` rows).
+
+        The reference's own Gram ``RᵀR`` is kept only with ``reference_gram``.
 
         Each chunk is multiplied in float32 (BLAS speed) and accumulated in float64.
         """
@@ -134,7 +138,8 @@ class ChannelStats:
         if reference is not None:
             reference = reference.astype(np.float32, copy=False)
             self.cross = _accumulate(self.cross, rows.T @ reference)
-            self.ref_gram = _accumulate(self.ref_gram, reference.T @ reference)
+            if reference_gram:
+                self.ref_gram = _accumulate(self.ref_gram, reference.T @ reference)
             self.ref_sum = _accumulate(self.ref_sum, reference.sum(axis=0, dtype=np.float64))
 
     @property

@@ -121,6 +121,8 @@ def session(
         ValidationError: onnxruntime refused the model (the message names the node it reports).
     """
     options = session_options(threads)
+    if only:  # calibration runs: give each activation back as soon as it is consumed (no arena peak)
+        options.enable_cpu_mem_arena = False
     existing = set() if only else {v.name for v in model.graph.outputs}
     extra = [name for name in dict.fromkeys(extra_outputs) if name not in existing]
     try:

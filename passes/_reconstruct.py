@@ -139,7 +139,7 @@ class _Moments:
     def of(cls, entry: ChannelStats) -> _Moments:
         assert entry.gram is not None and entry.gram_sum is not None
         now = _augmented(entry.gram, entry.gram_sum, entry.gram_sum, entry.rows)
-        if entry.cross is None or entry.ref_gram is None or entry.ref_sum is None:
+        if entry.cross is None or entry.ref_gram is None or entry.ref_sum is None:  # one-shot: X̂ = X
             return cls(now, now, now)
         cross = _augmented(entry.cross, entry.gram_sum, entry.ref_sum, entry.rows)
         return cls(now, cross, _augmented(entry.ref_gram, entry.ref_sum, entry.ref_sum, entry.rows))

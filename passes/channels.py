@@ -269,9 +269,9 @@ class ChannelPrunePass(OnnxPrunePass):
                 fitted = refit(analysis, plan, keep, stats, self.config.ridge, originals[id(plan)])
                 results.append({"node": plan.node.name, **fitted})
 
+        pair = {"paired": sequential, "paired_gram": sequential}
         steps = [
-            Step(p.request.name, (p.node,), (dataclasses.replace(p.request, paired=sequential),), (p.features,))
-            for p in plans
+            Step(p.request.name, (p.node,), (dataclasses.replace(p.request, **pair),), (p.features,)) for p in plans
         ]
         blocks = self.context.run_blocks(model, steps, refit_block, needed_by="reconstruction", reference=dense)
         report.summary["refit_blocks"] = blocks

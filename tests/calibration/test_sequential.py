@@ -60,7 +60,11 @@ def test_prefix_session_statistics_equal_the_full_model_and_paired_cross_is_exac
     changed = model.clone()
     changed.graph.initializers["W1"].const_value = ir.Tensor(np.zeros((16, 32), np.float32))
     paired = collect_stats(
-        changed, source, [StatRequest("h_relu", 1, gram=True, paired=True)], batch_size=7, reference=model
+        changed,
+        source,
+        [StatRequest("h_relu", 1, gram=True, paired=True, paired_gram=True)],
+        batch_size=7,
+        reference=model,
     )["h_relu"]
     h_now = np.maximum(np.broadcast_to(_init(model, "b1"), h.shape), 0)
     assert np.allclose(paired.gram, h_now.T.astype(np.float64) @ h_now, rtol=1e-5, atol=1e-5)
