@@ -29,7 +29,7 @@ class Refit:
     use: ParamUse
     request: StatRequest
     kernel: int  # columns per input channel (kh·kw for Conv, 1 otherwise)
-    bias: tuple[ir.Node, int] | None  # the node and input holding the bias, if any
+    bias: tuple[ir.Node, int] | None  # where the intercept goes (an absent Conv/Gemm bias is added); None: no intercept
 
 
 def _bias_add(node: ir.Node, analysis: ChannelAnalysis, n: int) -> tuple[ir.Node, int] | None:
@@ -43,6 +43,15 @@ def _bias_add(node: ir.Node, analysis: ChannelAnalysis, n: int) -> tuple[ir.Node
     if const is None or const.size != n or const.shape[-1] != n:
         return None
     return add, other
+
+
+def _bias_writable(analysis: ChannelAnalysis, holder: ir.Node, index: int, outputs: int) -> bool:
+    """The bias input is absent (a new initializer is added) or a constant with one value per output."""
+    value = holder.inputs[index] if index < len(holder.inputs) else None
+    if value is None:
+        return True
+    const = analysis.const(value)
+    return const is not None and const.size == outputs
 
 
 def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Refit | str:
@@ -64,6 +73,9 @@ def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Re
             return "Gemm with alpha/beta != 1 is not refitted"
     else:
         bias = _bias_add(node, analysis, weight.shape[1])
+    outputs = int(weight.shape[0] if node.op_type == "Conv" else _as_matrix(node, weight).shape[1])
+    if bias is not None and not _bias_writable(analysis, *bias, outputs):
+        bias = None  # a computed or broadcast bias: fit without an intercept
     request = StatRequest(
         use.by.name or "", layout.axis, gram=True, conv=geometry, sums=frozenset(), key=f"{use.by.name}@{node.name}"
     )
