@@ -20,6 +20,9 @@ from onnxprune.calibration.stats import ChannelStats
 
 __all__ = ["Refit", "plan_refits", "refit"]
 
+#: consumer ops whose weight is refitted (ConvTranspose and others keep the plain slice)
+_REFITTED = ("Conv", "Gemm", "MatMul")
+
 
 @dataclasses.dataclass(frozen=True)
 class Refit:
@@ -56,6 +59,8 @@ def _bias_writable(analysis: ChannelAnalysis, holder: ir.Node, index: int, outpu
 
 def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Refit | str:
     node = use.node
+    if node.op_type not in _REFITTED:
+        return f"{node.op_type} consumers are not refitted"
     weight = analysis.const(node.inputs[1])
     layout = analysis.layout(use.by)
     assert weight is not None and layout is not None

@@ -9,8 +9,9 @@ inverted residuals with depthwise convs and ReLU6, MBConv with depthwise + squee
 (SiLU, Sigmoid, Mul), stochastic depth off in eval), in two sizes and two weight states, exported
 three ways.
 
-Sizes (:data:`SIZES`): ``small`` (a quarter/eighth of the channels, 32x32 input; every block is
-still there) for the tests, ``full`` (torchvision's widths, 224x224) for the benchmark.
+Sizes (:data:`SIZES`): ``small`` (a quarter/eighth of the channels, 32x32 input, 10 classes; every
+block is still there) for the tests, ``full`` (torchvision's widths, 224x224, 1000 classes) for the
+benchmark.  A dynamo export takes 5-20 s (tracing cost grows with the number of modules, not the width).
 
 Weights (:data:`NORMS`): ``fresh`` is torchvision's own initialization (what ``weights=None`` gives,
 and what a timm model without a checkpoint gives): BatchNorm gamma 1, beta 0, running mean 0 and
@@ -47,8 +48,11 @@ __all__ = ["EXPORTERS", "NORMS", "SIZES", "VISION", "vision_input", "vision_modu
 VISION = ("resnet18", "mobilenetv2", "efficientnet_b0")
 EXPORTERS = ("dynamo", "torchscript", "torchscript-bn")
 NORMS = ("fresh", "trained")
-#: size -> (image side, ResNet-18 base width, MobileNetV2 width_mult, EfficientNet-B0 width)
-SIZES: dict[str, tuple[int, int, float, float]] = {"small": (32, 8, 0.25, 0.25), "full": (224, 64, 1.0, 1.0)}
+#: size -> (image side, ResNet-18 base width, MobileNetV2 width_mult, EfficientNet-B0 width, classes)
+SIZES: dict[str, tuple[int, int, float, float, int]] = {
+    "small": (32, 8, 0.25, 0.25, 10),
+    "full": (224, 64, 1.0, 1.0, 1000),
+}
 
 
 def _torchvision_init(module: Any, zero_classifier_bias: bool) -> None:
@@ -73,14 +77,14 @@ def _torchvision_init(module: Any, zero_classifier_bias: bool) -> None:
 
 
 def _build(name: str, size: str) -> Any:
-    image, base, mult, width = SIZES[size]
+    image, base, mult, width, classes = SIZES[size]
     if name == "resnet18":
-        return module_class("ResNet18Like")(1000, base, False)
+        return module_class("ResNet18Like")(classes, base, False)
     if name == "mobilenetv2":
-        return module_class("MobileNetV2Like")(1000, mult, False)
+        return module_class("MobileNetV2Like")(classes, mult, False)
     from tests.models.structured_zoo import _arch_class
 
-    return _arch_class("efficientnet_b0_like")(image, 1000, width)
+    return _arch_class("efficientnet_b0_like")(image, classes, width)
 
 
 def vision_module(name: str, *, size: str = "small", norms: str = "fresh", seed: int = 0) -> Any:

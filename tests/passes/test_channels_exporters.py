@@ -32,8 +32,8 @@ VARIANTS = [
     pytest.param("torchscript", "fresh", id="torchscript-identity"),
     pytest.param("torchscript-bn", "trained", id="torchscript-bn"),
 ]
-#: MACs kept at 50% channels (both sides of most convs halve; depthwise/SE/stem keep more)
-MAX_MACS = {"resnet18": 0.30, "mobilenetv2": 0.36, "efficientnet_b0": 0.40}
+#: MACs kept at 50% channels (both sides of most convs halve; the 7x7 stem, depthwise and SE convs keep half)
+MAX_MACS = {"resnet18": 0.36, "mobilenetv2": 0.35, "efficientnet_b0": 0.35}
 
 
 def _calib(model: ir.Model, samples: int = 8, seed: int = 0) -> ArraySource:
@@ -80,7 +80,7 @@ def test_half_channels_with_refit_is_exact(name: str, exporter: str, norms: str)
         assert _bias_free(model, "Conv") + _bias_free(model, "Gemm") < bias_free
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     (out,) = ort_run(model, {"x": vision_input(name, batch=3).numpy()}).values()
-    assert out.shape == (3, 1000) and np.isfinite(out).all()
+    assert out.shape == (3, 10) and np.isfinite(out).all()
 
 
 @pytest.mark.parametrize("importance", ["wanda", "bn"])
@@ -133,6 +133,47 @@ def test_cli_prunes_bias_free_export(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["prune", str(path), "-o", str(out), "--channels", "0.5", "--calib", str(calib)])
     assert result.exit_code == 0, result.output
     assert "refitted" in result.output and out.exists()
+
+
+def test_conv_transpose_consumer_is_left_unrefitted() -> None:
+    """PP-OCRv4 det crashed: a ConvTranspose that loses input channels was refitted as if it were a MatMul."""
+    import torch
+
+    from tests.models.export import torch_export
+    from tests.models.exported import seeded
+
+    nn = torch.nn
+    module = seeded(
+        0,
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(8, 4, 2, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(4, 2, 1),
+        ),
+    )
+    model = to_ir(torch_export(module, (torch.randn(2, 3, 8, 8),), dynamo=False))
+    result = ChannelPrunePass(ChannelPruneConfig(ratio=0.5, verify=True), PassContext(calibration=_calib(model)))(model)
+    assert result.report.summary["pruned_groups"] == 2 and result.report.summary["refitted"] == 1  # the last Conv
+    assert any("ConvTranspose consumers are not refitted" in s["reason"] for s in result.report.skipped)
+    assert result.report.summary["verify_max_rel_diff"] < 1e-5
+
+
+def test_flops_target_is_met_at_the_data_size_for_dynamic_spatial_dims() -> None:
+    """PP-OCR rec: with dynamic H/W the MACs were counted at 1x1 inputs, so ``target_flops`` missed the data's."""
+    proto = vision_onnx("resnet18", exporter="torchscript", norms="trained")
+    for d, name in zip(proto.graph.input[0].type.tensor_type.shape.dim[2:], ("H", "W"), strict=True):
+        d.dim_param = name
+    del proto.graph.value_info[:]
+    model = to_ir(proto)
+    shapes = {"x": (1, 3, 32, 32)}
+    before = count_model(model, infer_shapes(model, shapes)).macs
+    summary = _prune(
+        model, _calib(ir.serde.deserialize_model(vision_onnx("resnet18", exporter="torchscript"))), target_flops=0.5
+    )
+    assert abs(count_model(model, infer_shapes(model, shapes)).macs / before - 0.5) <= 0.01
+    assert abs(summary["macs_kept"] - 0.5) <= 0.01
 
 
 @pytest.mark.slow
