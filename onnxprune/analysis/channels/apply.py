@@ -106,11 +106,10 @@ class Executor:
 
     def _removal(self, node: ir.Node, index: int, by: ir.Value, per: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(current values of the constant input, kept indices) when ``by`` loses channels."""
-        value = node.inputs[index] if index < len(node.inputs) else None
-        tensor = constant_behind(value) if value is not None else None
-        if tensor is None or not self.changed(by):
+        array = self.analysis.const(node.inputs[index]) if index < len(node.inputs) else None
+        if array is None or not self.changed(by):
             return None
-        return tensor.numpy(), _indices(self.kept(by), per)  # type: ignore[arg-type]
+        return array, _indices(self.kept(by), per)  # type: ignore[arg-type]
 
 
 class Recorder(Executor):
