@@ -181,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer latency runs and samples")
+    parser.add_argument(
+        "--round-to", default="1,8,16", help="comma-separated round_to values for the named models (default 1,8,16)"
+    )
     parser.add_argument("--runs", type=int, help="latency runs per model and thread count (default 50; quick 10)")
     parser.add_argument("--rounds", type=int, help="measure_latency calls the runs are split into (default 5; quick 2)")
     parser.add_argument("--calib-samples", type=int, help="random calibration inputs, section onnxsim (default 64)")
@@ -202,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.overrides += f" --{key.replace('_', '-')} {getattr(args, key)}"
     args.rounds = max(1, min(args.rounds, args.runs))
+    args.round_to = tuple(int(v) for v in args.round_to.split(",") if v.strip())
+    if args.round_to != (1, 8, 16):
+        args.overrides += f" --round-to {','.join(map(str, args.round_to))}"
     setup_logging("[structured]")
     return run(args)
 

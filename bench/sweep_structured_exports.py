@@ -11,7 +11,7 @@ PP-OCRv4 det/rec and PP-OCR v2.0 cls models (``tests/models/paddleocr.py``; det 
 cls 48x192).
 
 Usage: python bench/sweep_structured_exports.py --out bench/results [--size small] [--only resnet18,ocr_det]
-Writes ``structured_exports.json`` / ``structured_exports.md``.
+[--runs channels-0.5,wanda-0.5,target-flops-0.5].  Writes ``structured_exports[_full].json`` / ``.md``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ RUNS = {
 }
 
 
-def _models(size: str, tmp: Path) -> Iterator[tuple[str, Path, tuple[int, ...]]]:
+def _models(size: str, tmp: Path, only: set[str]) -> Iterator[tuple[str, Path, tuple[int, ...]]]:
     import onnx
 
     from tests.models.paddleocr import paddleocr_models
@@ -49,11 +49,14 @@ def _models(size: str, tmp: Path) -> Iterator[tuple[str, Path, tuple[int, ...]]]
         for exporter in EXPORTERS:
             for norms in NORMS:
                 label = f"{name}/{exporter}/{norms}"
+                if only and not any(label.startswith(o) for o in only):
+                    continue
                 path = tmp / f"{name}_{exporter}_{norms}.onnx"
                 onnx.save(vision_onnx(name, exporter=exporter, size=size, norms=norms), path)
                 yield label, path, (3, side, side)
     for short, (path, shape) in paddleocr_models().items():
-        yield short, path, shape
+        if not only or any(short.startswith(o) for o in only):
+            yield short, path, shape
 
 
 def _cli(args: list[str]) -> tuple[int, str]:
@@ -66,19 +69,17 @@ def _cli(args: list[str]) -> tuple[int, str]:
     return result.exit_code, text
 
 
-def sweep(size: str, only: set[str]) -> list[dict[str, Any]]:
+def sweep(size: str, only: set[str], runs: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Every CLI run over every model; one row per run."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="onnxprune_sweep_") as tmp_name:
         tmp = Path(tmp_name)
-        for label, path, shape in _models(size, tmp):
-            if only and not any(label.startswith(o) for o in only):
-                continue
+        for label, path, shape in _models(size, tmp, only):
             calib = tmp / f"calib_{'x'.join(map(str, shape))}.npz"
             if not calib.exists():
                 x = np.random.default_rng(SEED).standard_normal((CALIB_SAMPLES, *shape)).astype(np.float32)
                 np.savez(calib, x=x)
-            for run, flags in RUNS.items():
+            for run, flags in runs.items():
                 out, report = tmp / "out.onnx", tmp / "report.json"
                 for stale in (out, report):
                     stale.unlink(missing_ok=True)
@@ -137,15 +138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--size", default="small", choices=("small", "full"))
-    parser.add_argument("--only", default="", help="comma-separated model-label prefixes (resnet18, ocr_det, ...)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated model-label prefixes (resnet18, mobilenetv2/dynamo, ocr_det, ...)"
+    )
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
     args = parser.parse_args(argv)
     setup_logging("[sweep]")
     only = {o.strip() for o in args.only.split(",") if o.strip()}
-    rows = sweep(args.size, only)
+    runs = {r.strip(): RUNS[r.strip()] for r in args.runs.split(",") if r.strip()}
+    rows = sweep(args.size, only, runs)
     command = f"python bench/sweep_structured_exports.py --size {args.size}" + (f" --only {args.only}" if only else "")
+    command += f" --runs {','.join(runs)}" if list(runs) != list(RUNS) else ""
     out = Path(args.out)
-    write_json({"command": command, "rows": rows}, out / "structured_exports.json")
-    (out / "structured_exports.md").write_text(markdown(rows, command))
+    stem = "structured_exports" + ("_full" if args.size == "full" else "")
+    write_json({"command": command, "rows": rows}, out / f"{stem}.json")
+    (out / f"{stem}.md").write_text(markdown(rows, command))
     return 1 if any(r["exit"] != 0 for r in rows) else 0
 
 
