@@ -19,8 +19,22 @@ from _common import CACHE, ROOT, loadavg, model_path, rel
 
 logger = logging.getLogger("bench_structured")
 
-#: the three real-size models the efficiency target applies to (benchmark name -> label)
-NAMED = {"resnet18": "ResNet-18-like", "mobilenetv2": "MobileNetV2-like", "efficientnet_b0": "EfficientNet-B0-like"}
+#: the dynamo exports of tests/models/vision_zoo.py (full size, torchvision's fresh initialization): benchmark
+#: name -> vision-zoo name; every Conv is bias-free (dynamo drops the all-zero folded biases)
+DYNAMO = {
+    "resnet18_dynamo": "resnet18",
+    "mobilenetv2_dynamo": "mobilenetv2",
+    "efficientnet_b0_dynamo": "efficientnet_b0",
+}
+#: the real-size models the efficiency target applies to (benchmark name -> label): TorchScript exports, then dynamo
+NAMED = {
+    "resnet18": "ResNet-18-like",
+    "mobilenetv2": "MobileNetV2-like",
+    "efficientnet_b0": "EfficientNet-B0-like",
+    "resnet18_dynamo": "ResNet-18 dynamo",
+    "mobilenetv2_dynamo": "MobileNetV2 dynamo",
+    "efficientnet_b0_dynamo": "EfficientNet-B0 dynamo",
+}
 #: the zoo architecture that *is* the named EfficientNet-B0-like (its default size is 224)
 ZOO_EFFICIENTNET = "efficientnet_b0_like"
 TARGET_EFFICIENCY = 0.9
@@ -55,6 +69,10 @@ def zoo_archs(zoo: Any | None) -> tuple[str, ...]:
 
 
 def _export(name: str, zoo: Any | None) -> Any:
+    if name in DYNAMO:
+        from tests.models.vision_zoo import vision_onnx
+
+        return vision_onnx(DYNAMO[name], exporter="dynamo", size="full", norms="fresh")
     if name in ("resnet18", "mobilenetv2"):
         from tests import models
 
@@ -73,7 +91,7 @@ def cache_name(name: str) -> str:
 
 
 def load_proto(name: str, zoo: Any | None, reexport: bool = False) -> tuple[Any, Path, float | None]:
-    """The exported model ``name`` (TorchScript exporter, opset 13), cached in ``bench/_models/``.
+    """The exported model ``name`` (TorchScript exporter, opset 13; dynamo, opset 20), cached in ``bench/_models/``.
 
     ResNet-18-like and MobileNetV2-like share the sparsify benchmark's cache files (same export call).
     Returns (ModelProto, cache path, export seconds or ``None`` when the cache was used).
@@ -82,7 +100,7 @@ def load_proto(name: str, zoo: Any | None, reexport: bool = False) -> tuple[Any,
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    path = model_path(cache_name(name))
+    path = CACHE / f"{name}_op20.onnx" if name in DYNAMO else model_path(cache_name(name))
     if path.is_file() and not reexport:
         logger.info("%s: using cached %s", name, rel(path))
         return onnx.load(str(path)), path, None

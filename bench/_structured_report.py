@@ -30,7 +30,10 @@ def _intro(results: dict[str, Any]) -> list[str]:
         "",
         "## How measured",
         "",
-        "Models are exported from plain torch modules with the TorchScript exporter (`dynamo=False`, opset 13) "
+        "Models are exported from plain torch modules with the TorchScript exporter (`dynamo=False`, opset 13; "
+        "trained-looking BatchNorm statistics, 10 classes) and, for the *dynamo* rows, with torch's default "
+        "exporter (`dynamo=True`, opset 20) from `tests/models/vision_zoo.py` at full size with torchvision's own "
+        "initialization and 1000 classes (BN folded, the all-zero folded biases dropped: every Conv bias-free), "
         "and cached in `bench/_models/`. *MACs* are the multiply-accumulates of Conv/Gemm/MatMul nodes at batch 1 "
         "(`onnxprune.analysis.flops.count_model` over `infer_shapes`), *params* every float initializer. "
         "Latency: batch 1, onnxruntime CPU execution provider, dense and pruned sessions built in the same process "
@@ -41,7 +44,7 @@ def _intro(results: dict[str, Any]) -> list[str]:
         f"{results['rounds']} rounds of {results['runs'] // max(results['rounds'], 1)} runs (after warm-up), and "
         "the speedup is the median over rounds of dense median / pruned median (the spread over rounds is shown "
         "as min-max). *FLOPs speedup* = dense MACs / pruned MACs; *efficiency* = latency speedup / FLOPs speedup "
-        f"(target >= {results['target_efficiency']} for the three named 224x224 models). Every onnxprune run in "
+        f"(target >= {results['target_efficiency']} for the named 224x224 models). Every onnxprune run in "
         "sections 1 and 2 has `verify=True` (the shrunk model must equal the channel-masked model in onnxruntime). "
         "The machine is shared: other processes ran during the measurement (see the load average), which mostly "
         "shows in the 2-thread figures.",

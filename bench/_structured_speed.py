@@ -117,7 +117,7 @@ def run_speed(args: argparse.Namespace, names: list[str], zoo: Any | None) -> di
             rows.append({"model": name, "label": NAMED.get(name, name), "named": name in NAMED, "error": repr(e)})
             continue
         models[name] = {"file": rel(path), "export_s": export_s}
-        for round_to in ROUND_TO if name in NAMED else (1,):
+        for round_to in getattr(args, "round_to", ROUND_TO) if name in NAMED else (1,):
             rows.append(_row(name, proto, round_to, args))
     return {
         "config": BASE_CONFIG,

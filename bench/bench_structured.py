@@ -2,13 +2,14 @@
 
 Three sections, all in one process (``--sections`` picks some):
 
-1. ``speed``: ResNet-18-like, MobileNetV2-like and EfficientNet-B0-like at 224x224 (plus the small
+1. ``speed``: ResNet-18-like, MobileNetV2-like and EfficientNet-B0-like at 224x224, each exported by the
+   TorchScript exporter and by dynamo (``tests/models/vision_zoo.py``, bias-free Convs) (plus the small
    architectures of ``tests/models/structured_zoo.py`` at their default sizes), each with 50% of every
-   channel group removed (``ChannelPrunePass``, importance l2, uniform, no reconstruction; the three named
+   channel group removed (``ChannelPrunePass``, importance l2, uniform, no reconstruction; the named
    models also with ``round_to=8`` and ``round_to=16``): MACs and params kept, batch-1 onnxruntime CPU
    latency of the dense and the pruned model with 1 and 2 intra-op threads (same process, runs
    interleaved by ``onnxprune.verify.measure_latency``, intra-op spinning off), and efficiency = latency
-   speedup / FLOPs speedup (target >= 0.9 for the three named models); for the named models also the
+   speedup / FLOPs speedup (target >= 0.9 for the named models); for the named models also the
    2-thread latency with spinning on (interleaved, and one session alive at a time) and an onnxruntime
    profile of where the time goes.
 2. ``digits``: top-1 accuracy of the trained ``examples/data/digits_cnn.onnx`` on its labelled test set at
@@ -21,7 +22,8 @@ Three sections, all in one process (``--sections`` picks some):
 
 Usage: python bench/bench_structured.py --out bench/results [--models resnet18,mobilenetv2,...] [--quick]
 
-``--models`` takes ``resnet18``, ``mobilenetv2``, ``efficientnet_b0`` and the zoo's architecture names
+``--models`` takes ``resnet18``, ``mobilenetv2``, ``efficientnet_b0`` (TorchScript exports), their dynamo exports
+``resnet18_dynamo``, ``mobilenetv2_dynamo``, ``efficientnet_b0_dynamo`` and the zoo's architecture names
 (default: all). ``--quick`` cuts the latency runs and the calibration/evaluation samples for a smoke run.
 Exported models are cached in ``bench/_models/`` (``--reexport`` rebuilds them); the zoo module is polled
 for up to ``--zoo-wait`` seconds if it is not there yet. Writes ``structured.json`` and ``structured.md``
@@ -179,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer latency runs and samples")
+    parser.add_argument(
+        "--round-to", default="1,8,16", help="comma-separated round_to values for the named models (default 1,8,16)"
+    )
     parser.add_argument("--runs", type=int, help="latency runs per model and thread count (default 50; quick 10)")
     parser.add_argument("--rounds", type=int, help="measure_latency calls the runs are split into (default 5; quick 2)")
     parser.add_argument("--calib-samples", type=int, help="random calibration inputs, section onnxsim (default 64)")
@@ -200,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.overrides += f" --{key.replace('_', '-')} {getattr(args, key)}"
     args.rounds = max(1, min(args.rounds, args.runs))
+    args.round_to = tuple(int(v) for v in args.round_to.split(",") if v.strip())
+    if args.round_to != (1, 8, 16):
+        args.overrides += f" --round-to {','.join(map(str, args.round_to))}"
     setup_logging("[structured]")
     return run(args)
 

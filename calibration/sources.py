@@ -63,7 +63,8 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
             continue
         dims: tuple[int | None, ...] = ()
         if value.shape is not None:
-            dims = tuple(d if isinstance(d, int) else None for d in value.shape)
+            # a negative dim_value (Paddle2ONNX writes -1 for the batch) is dynamic as well
+            dims = tuple(d if isinstance(d, int) and d >= 0 else None for d in value.shape)
         dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
         specs.append(InputSpec(value.name or "", np.dtype(dtype), dims))
     return specs

@@ -24,6 +24,9 @@ from onnxprune.calibration.stats import ChannelStats
 
 __all__ = ["Refit", "original_weights", "plan_refits", "refit"]
 
+#: consumer ops whose weight is refitted (ConvTranspose and others keep the plain slice)
+_REFITTED = ("Conv", "Gemm", "MatMul")
+
 
 @dataclasses.dataclass(frozen=True)
 class Refit:
@@ -33,7 +36,7 @@ class Refit:
     use: ParamUse
     request: StatRequest
     kernel: int  # columns per input channel (kh·kw for Conv, 1 otherwise)
-    bias: tuple[ir.Node, int] | None  # the node and input holding the bias, if any
+    bias: tuple[ir.Node, int] | None  # where the intercept goes (an absent Conv/Gemm bias is added); None: no intercept
     features: int = 0  # Gram width (input channels × kernel)
 
 
@@ -50,8 +53,19 @@ def _bias_add(node: ir.Node, analysis: ChannelAnalysis, n: int) -> tuple[ir.Node
     return add, other
 
 
+def _bias_writable(analysis: ChannelAnalysis, holder: ir.Node, index: int, outputs: int) -> bool:
+    """The bias input is absent (a new initializer is added) or a constant with one value per output."""
+    value = holder.inputs[index] if index < len(holder.inputs) else None
+    if value is None:
+        return True
+    const = analysis.const(value)
+    return const is not None and const.size == outputs
+
+
 def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Refit | str:
     node = use.node
+    if node.op_type not in _REFITTED:
+        return f"{node.op_type} consumers are not refitted"
     weight = analysis.const(node.inputs[1])
     layout = analysis.layout(use.by)
     assert weight is not None and layout is not None
@@ -69,6 +83,9 @@ def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Re
             return "Gemm with alpha/beta != 1 is not refitted"
     else:
         bias = _bias_add(node, analysis, weight.shape[1])
+    outputs = int(weight.shape[0] if node.op_type == "Conv" else _as_matrix(node, weight).shape[1])
+    if bias is not None and not _bias_writable(analysis, *bias, outputs):
+        bias = None  # a computed or broadcast bias: fit without an intercept
     request = StatRequest(
         use.by.name or "", layout.axis, gram=True, conv=geometry, sums=frozenset(), key=f"{use.by.name}@{node.name}"
     )

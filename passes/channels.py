@@ -20,9 +20,9 @@ import onnx_ir.passes.common as common_passes
 from onnxprune import _ort
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model
-from onnxprune.analysis.shapes import complete_shapes, infer_shapes
+from onnxprune.analysis.shapes import complete_shapes
 from onnxprune.calibration.sequential import Step
-from onnxprune.calibration.sources import open_source
+from onnxprune.calibration.sources import input_specs, open_source
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError, ValidationError
@@ -116,11 +116,12 @@ def _measure(
     keep: Mapping[int, np.ndarray],
     what: str,
     allow_inexact: bool,
+    inputs: Mapping[str, tuple[int, ...]] | None = None,
 ) -> int:
-    """MACs or params of the model shrunk with ``keep`` (on a copy)."""
+    """MACs or params of the model shrunk with ``keep`` (on a copy), inputs of shapes ``inputs``."""
     copy = model.clone()
     shrink(analyze_channels(copy, shapes, allow_inexact=allow_inexact), keep)
-    counts = count_model(copy, infer_shapes(copy) if what == "macs" else {})
+    counts = count_model(copy, complete_shapes(copy, inputs) if what == "macs" else {})
     return counts.macs if what == "macs" else counts.params
 
 
@@ -130,19 +131,23 @@ def prune_plan(
     scores: Mapping[int, GroupScores],
     config: ChannelPruneConfig,
     shapes: Mapping[str, tuple[int, ...]],
+    inputs: Mapping[str, tuple[int, ...]] | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[str, float]]:
-    """Kept units per group: at ``config.ratio``, or at the ratio meeting a FLOPs/params target."""
+    """Kept units per group: at ``config.ratio``, or at the ratio meeting a FLOPs/params target.
+
+    ``inputs`` fixes the dynamic input dims the MACs are counted at (default 1).
+    """
     alloc = Allocation(config.round_to, config.min_channels, config.max_ratio)
     target = config.target_flops if config.target_flops is not None else config.target_params
     if target is None:
         return allocate(scores, config.ratio, alloc, config.scope), {"ratio": config.ratio}
     what = "macs" if config.target_flops is not None else "params"
-    base = _measure(model, shapes, {}, what, config.allow_inexact)
+    base = _measure(model, shapes, {}, what, config.allow_inexact, inputs)
 
     def fraction(scope: str) -> Callable[[float], float]:
         def measure(ratio: float) -> float:
             keep = allocate(scores, ratio, alloc, scope)
-            return _measure(model, shapes, keep, what, config.allow_inexact) / max(base, 1)
+            return _measure(model, shapes, keep, what, config.allow_inexact, inputs) / max(base, 1)
 
         return measure
 
@@ -168,7 +173,8 @@ class ChannelPrunePass(OnnxPrunePass):
         start = time.perf_counter()
         config: ChannelPruneConfig = self.config
         report = self.new_report()
-        shapes = complete_shapes(model)
+        inputs = _data_shapes(model, self.context)
+        shapes = complete_shapes(model, inputs)
         analysis = analyze_channels(model, shapes, allow_inexact=config.allow_inexact)
         uses = record(analysis)
         chosen = self._choose_groups(analysis, report)
@@ -192,7 +198,7 @@ class ChannelPrunePass(OnnxPrunePass):
         groups = {
             gid: GroupScores(analysis.groups[gid].units, analysis.groups[gid].block, unit_scores[gid]) for gid in chosen
         }
-        keep, plan_info = prune_plan(model, analysis, groups, config, shapes)
+        keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs)
         keep = {gid: k for gid, k in keep.items() if len(k) < groups[gid].units}
         refits = self._refit(model, analysis, uses, keep, report) if config.reconstruct and calibrated and keep else []
         masked = None
@@ -301,6 +307,18 @@ class ChannelPrunePass(OnnxPrunePass):
             **report.summary,
         }
         logger.info("channels: removed %d of %d channels in %d groups", removed, units, len(keep))
+
+
+def _data_shapes(model: ir.Model, context: PassContext) -> dict[str, tuple[int, ...]]:
+    """Input shapes of one calibration sample where the model has dynamic dims besides the batch.
+
+    Shapes and MACs are then those of the data (an OCR model's H and W), not of every dynamic dim set to 1.
+    """
+    specs = input_specs(model)
+    if context.calibration is None or all(sum(d is None for d in s.shape) <= 1 for s in specs):
+        return {}
+    sample = next(iter(context.calibration.batches(1)), {})
+    return {s.name: tuple(int(d) for d in np.shape(sample[s.name])) for s in specs if s.name in sample}
 
 
 def _verify(masked: ir.Model, shrunk: ir.Model, context: PassContext, tolerance: float) -> float:

@@ -39,6 +39,16 @@ def test_per_sample_and_stacked_layouts_give_the_same_batches(tmp_path: Path, co
         assert np.array_equal(p["x"], q["x"])
 
 
+def test_negative_dim_value_is_dynamic(tmp_path: Path) -> None:
+    """Paddle2ONNX writes the batch as dim_value -1 (PP-OCR cls): a stacked npz must batch along axis 0."""
+    proto = models.conv_model()
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    model = to_ir(proto)
+    assert input_specs(model)[0].shape[0] is None
+    np.savez(tmp_path / "x.npz", x=np.zeros((5, 3, 8, 8), np.float32))
+    assert [b["x"].shape[0] for b in open_source(tmp_path / "x.npz", model).batches(4)] == [4, 1]
+
+
 def test_folder_of_npz_and_samples_limit(tmp_path: Path, conv: object) -> None:
     rng = np.random.default_rng(0)
     for i in range(3):

@@ -28,6 +28,12 @@ from the graph input specs.
   Inception, UNet, ShuffleNet, a transformer MLP, an EfficientNet-B0-shaped net)
   with :func:`build_module`, :func:`example_input` and the cached exporter
   :func:`zoo_onnx` (torch imported lazily).
+
+* The exporter zoo (:mod:`tests.models.vision_zoo`): torchvision-faithful ResNet-18, MobileNetV2 and
+  EfficientNet-B0 (small and full size, fresh or trained weights) exported by dynamo, TorchScript and
+  TorchScript without constant folding -- bias-free Convs/Gemms, Identity-aliased zero biases, separate
+  BatchNorm nodes -- via :func:`vision_onnx`; :mod:`tests.models.paddleocr` finds the PaddleOCR models
+  of the ``rapidocr_onnxruntime`` wheel.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ Exporter facts (measured with torch 2.13.0 / onnxscript 0.7.2 / onnx 1.23):
   down-converts with the onnx C API; when that fails (TinyCNN: ReduceMean with
   an axes input, Relu 14->13) it only logs and returns opset 18, so
   :func:`torch_export` raises instead.  ``dynamo=False`` honours 13..18+.
-* Both exporters fold eval-mode BatchNorm into the preceding Conv.  The
+* Both exporters fold eval-mode BatchNorm into the preceding Conv (TorchScript only with
+  ``do_constant_folding=True``, its default; without it every BN stays a separate node).
+  Dynamo drops all-zero initializers: a freshly initialized BN (beta 0, mean 0) folds into an
+  all-zero bias, so the Conv is emitted with 2 inputs (see :mod:`tests.models.vision_zoo`).  The
   TorchScript exporter names the folded tensors ``onnx::Conv_<n>``; dynamo
   keeps the torch parameter name (``features.0.weight``) for the *folded*
   values and adds ``<name>_bias`` — names do not imply torch values.
@@ -73,6 +76,7 @@ def torch_export(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_batch: bool = True,
+    constant_folding: bool = True,
 ) -> onnx.ModelProto:
     """Export *module* with ``torch.onnx.export`` and return the loaded ModelProto.
 
@@ -83,6 +87,8 @@ def torch_export(
       input gets ``dynamic_shapes={0: Dim("N")}`` (use an example batch >= 2,
       torch.export specialises 0/1).  Saved with ``external_data=False``.
 
+    ``constant_folding=False`` (TorchScript only) keeps BatchNorm as separate nodes after bias-free Convs.
+
     The model is written to a temporary file and read back with ``onnx.load``
     (external data, if any, is loaded too), so all weights are initializers.
     Input names default to ``x`` / ``x0, x1, ...``, output names to ``y`` /
@@ -90,6 +96,8 @@ def torch_export(
     """
     import torch
 
+    if dynamo and not constant_folding:
+        raise ValueError("constant_folding=False is a TorchScript-exporter option")
     module = module.eval()
     args = tuple(example_inputs)
     if input_names is None:
@@ -131,7 +139,7 @@ def torch_export(
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
-                do_constant_folding=True,
+                do_constant_folding=constant_folding,
             )
         model = onnx.load(path, load_external_data=True)
     if dynamo and opset is not None:

@@ -45,10 +45,11 @@ def replace_constant(node: ir.Node, index: int, array: np.ndarray) -> None:
 
     The old tensor is updated in place when this input is its only use; otherwise (a tensor
     shared with other nodes, an Identity alias, a Constant node) a new initializer is added.
+    An absent optional input (a Conv or Gemm without bias) is added as a new initializer.
     """
     graph = node.graph
     assert graph is not None
-    old = node.inputs[index] if index < len(node.inputs) else None  # e.g. a Conv given a bias
+    old = node.inputs[index] if index < len(node.inputs) else None
     old_tensor = constant_behind(old) if old is not None else None
     dtype = old_tensor.dtype if old_tensor is not None else ir.DataType.from_numpy(array.dtype)
     array = np.ascontiguousarray(array, dtype=dtype.numpy())
@@ -105,11 +106,10 @@ class Executor:
 
     def _removal(self, node: ir.Node, index: int, by: ir.Value, per: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(current values of the constant input, kept indices) when ``by`` loses channels."""
-        value = node.inputs[index] if index < len(node.inputs) else None
-        tensor = constant_behind(value) if value is not None else None
-        if tensor is None or not self.changed(by):
+        array = self.analysis.const(node.inputs[index]) if index < len(node.inputs) else None
+        if array is None or not self.changed(by):
             return None
-        return tensor.numpy(), _indices(self.kept(by), per)  # type: ignore[arg-type]
+        return array, _indices(self.kept(by), per)  # type: ignore[arg-type]
 
 
 class Recorder(Executor):

@@ -56,11 +56,28 @@ class ChannelAnalysis:
         return None
 
     def const(self, value: ir.Value | None) -> np.ndarray | None:
-        """The constant behind ``value`` (through Identity and Constant nodes), else None."""
+        """The constant behind ``value`` (through Identity and Constant nodes and a Reshape of constants), else None.
+
+        Paddle2ONNX adds conv biases as ``Add(Conv, Reshape(bias, [1, C, 1, 1]))`` with the Reshape left unfolded.
+        """
         if value is None:
             return None
         tensor = constant_behind(value)
-        return None if tensor is None else tensor.numpy()
+        if tensor is not None:
+            return tensor.numpy()
+        producer = value.producer()
+        if producer is None or producer.op_type != "Reshape" or len(producer.inputs) < 2:
+            return None
+        data, target = self.const(producer.inputs[0]), self.const(producer.inputs[1])
+        if data is None or target is None:
+            return None
+        dims = [int(d) for d in np.ravel(target)]
+        if not producer.attributes.get_int("allowzero", 0):
+            dims = [data.shape[i] if d == 0 and i < data.ndim else d for i, d in enumerate(dims)]
+        try:
+            return data.reshape(dims)
+        except ValueError:
+            return None
 
     # -- updates used by rules ------------------------------------------------------------------
     def set(self, value: ir.Value | None, layout: Layout | None) -> None:
