@@ -87,7 +87,7 @@ def _doc(metric: Metric) -> str:
     return " ".join((metric.__doc__ or "").split("\n\n")[0].split())
 
 
-def prepare_ocr_rec(calib: int = 64, evaluate: int = 200, root: Path = REAL) -> RealModel:
+def prepare_ocr_rec(calib: int = 64, evaluate: int = 100, root: Path = REAL) -> RealModel:
     """PP-OCRv4 recognizer on rendered lines at 48 x 320; metric: CTC char accuracy."""
     import numpy as np
     from _real_render import lines, rec_arrays
@@ -104,7 +104,7 @@ def prepare_ocr_rec(calib: int = 64, evaluate: int = 200, root: Path = REAL) -> 
     return RealModel("ocr_rec", "PP-OCRv4 rec", model, calib_path, data_path, metric, "char acc", _doc(metric))
 
 
-def prepare_ocr_cls(calib: int = 64, evaluate: int = 200, root: Path = REAL) -> RealModel:
+def prepare_ocr_cls(calib: int = 64, evaluate: int = 100, root: Path = REAL) -> RealModel:
     """PP-OCR mobile v2 angle classifier on rendered lines, half turned 180 degrees; metric: accuracy."""
     from _real_render import cls_arrays, lines
 
@@ -120,7 +120,7 @@ def prepare_ocr_cls(calib: int = 64, evaluate: int = 200, root: Path = REAL) -> 
     return RealModel("ocr_cls", "PP-OCR mobile v2 cls", model, calib_path, data_path, metric, "0/180 acc", doc)
 
 
-def prepare_ocr_det(calib: int = 32, evaluate: int = 64, root: Path = REAL) -> RealModel:
+def prepare_ocr_det(calib: int = 32, evaluate: int = 48, root: Path = REAL) -> RealModel:
     """PP-OCRv4 detector on 320 x 320 pages of up to 4 rendered lines; metric: box F1 at IoU 0.5."""
     from _real_render import det_arrays
 
