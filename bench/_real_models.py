@@ -162,19 +162,18 @@ def prepare_mnist_cnn(calib: int = 64, epochs: int = 8, root: Path = REAL) -> Re
     """The small CNN of :mod:`_mnist` (trained on the 4,000 train digits); metric: top-1 on the 1,000 held out."""
     from _mnist import mnist_splits, train_and_export
 
-    data = mnist_splits()
     model = root / f"mnist_cnn_e{epochs}.onnx"
-    if not model.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(train_and_export("cnn", data, epochs), model.with_suffix(".tmp"))
-        model.with_suffix(".tmp").replace(model)
     calib_path, data_path = root / f"mnist_calib{calib}.npz", root / "mnist_eval.npz"
-    if not calib_path.is_file():
+    if not (model.is_file() and calib_path.is_file() and data_path.is_file()):
+        data = mnist_splits()
+        root.mkdir(parents=True, exist_ok=True)
+        if not model.is_file():
+            shutil.copyfile(train_and_export("cnn", data, epochs), model.with_suffix(".tmp"))
+            model.with_suffix(".tmp").replace(model)
         _save(calib_path, {"input": data["x_train"][:calib]})
-    if not data_path.is_file():
         _save(data_path, {"input": data["x_test"], "labels": data["y_test"]})
     metric = _real_metrics.top1_accuracy
-    doc = "top-1 accuracy on the 1,000 held-out digits (calibration: 64 training digits)."
+    doc = f"top-1 accuracy on the 1,000 held-out digits (calibration: {calib} training digits)."
     return RealModel("mnist_cnn", "MNIST small CNN", model, calib_path, data_path, metric, "top-1", doc)
 
 

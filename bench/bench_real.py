@@ -12,7 +12,8 @@ and the pruned model on the evaluation data, parameters and MACs from the report
 latency ratio (both sessions in this process, run alternately). A failing command is a row with its
 error. Add a case by appending a :class:`Case` to :data:`CASES`.
 
-Usage: python bench/bench_real.py --out bench/results [--only 'ocr_rec/*'] [--list]
+Usage: python bench/bench_real.py --out bench/results [--only 'ocr_rec/*'] [--list] [--prepare]
+(``--prepare``: only prepare the selected cases' models and data, print their files and dense metrics.)
 Writes ``real.json`` and ``real.md``; with ``--only`` the rows run replace those of the same id in an
 existing ``real.json`` and the others are kept.
 """
@@ -118,11 +119,10 @@ def _error(stderr: str) -> str:
     return (named or lines or ["(no output)"])[-1][:300]
 
 
-def _run_cli(command: list[str], timeout: int) -> dict[str, Any]:
-    """Run ``onnxprune COMMAND`` under ``/usr/bin/time``; return rc, wall s, peak RSS MB, stderr tail."""
+def _run_cli(command: list[str], timing: Path, timeout: int) -> dict[str, Any]:
+    """Run ``onnxprune COMMAND`` under ``/usr/bin/time`` (writing ``timing``); rc, wall s, peak RSS MB, stderr."""
     exe = str(Path(sys.executable).with_name("onnxprune"))
     WORK.mkdir(parents=True, exist_ok=True)
-    timing = WORK / "time.txt"
     timed = [TIME, "-f", "%e %M", "-o", str(timing)] if Path(TIME).is_file() else []
     started = time.perf_counter()
     try:
@@ -174,8 +174,8 @@ def run_case(case: Case, cache: dict[str, Any], args: argparse.Namespace) -> dic
     from _real_models import evaluate
 
     real, dense_metric, _ = _dense(case.model, cache)
-    out, report = WORK / f"{_slug(case)}.onnx", WORK / f"{_slug(case)}.json"
-    for path in (out, report):
+    out, report, timing = (WORK / f"{_slug(case)}.{ext}" for ext in ("onnx", "json", "time"))
+    for path in (out, report, timing):
         path.unlink(missing_ok=True)
     command = _command(case, real, out, report, args.threads)
     row: dict[str, Any] = {
@@ -189,7 +189,7 @@ def run_case(case: Case, cache: dict[str, Any], args: argparse.Namespace) -> dic
         "loadavg_before": loadavg(),
     }
     logger.info("%s: %s", case.id, row["command"])
-    row.update(_run_cli(command, args.timeout))
+    row.update(_run_cli(command, timing, args.timeout))
     if row["rc"] != 0 or not out.is_file():
         row.setdefault("error", "no output written")
         logger.warning("%s: FAILED (%s)", case.id, row["error"])
@@ -243,11 +243,37 @@ def _merge(path: Path, rows: list[dict[str, Any]], models: dict[str, Any]) -> tu
     return merged, {**old_models, **models}
 
 
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], cache: dict[str, Any], extra: dict) -> str:
+    """Merge ``rows`` into ``real.json`` (atomically), rewrite ``real.md``, return its text."""
+    from _real_report import markdown
+
+    rows, models = _merge(args.out / "real.json", rows, _models(cache))
+    results = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "time_tool": TIME if shutil.which(TIME) else None,
+        "latency": {"threads": args.latency_threads, "runs": args.runs, "rounds": args.rounds},
+        "prune_threads": args.threads,
+        "only": args.only,
+        **extra,
+        "loadavg_end": loadavg(),
+        "models": models,
+        "rows": rows,
+    }
+    write_json(results, args.out / "real.json")
+    text = markdown(results)
+    tmp = args.out / "real.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(args.out / "real.md")
+    return text
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--only", help="glob (or substring) over case ids model/label, e.g. 'ocr_rec/*'")
     parser.add_argument("--list", action="store_true", help="list the case ids and exit")
+    parser.add_argument("--prepare", action="store_true", help="prepare the models and data, print them, exit")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads of the prune commands")
     parser.add_argument("--latency-threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=60, help="latency runs per model (over all rounds)")
@@ -261,25 +287,14 @@ def main() -> int:
     setup_logging("real")
     started = time.perf_counter()
     cache: dict[str, Any] = {}
-    rows = [run_case(case, cache, args) for case in cases]
-    rows, models = _merge(args.out / "real.json", rows, _models(cache))
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "environment": environment(),
-        "time_tool": TIME if shutil.which(TIME) else None,
-        "latency": {"threads": args.latency_threads, "runs": args.runs, "rounds": args.rounds},
-        "prune_threads": args.threads,
-        "only": args.only,
-        "seconds": time.perf_counter() - started,
-        "loadavg_end": loadavg(),
-    }
-    from _real_report import markdown
-
-    results = {**meta, "models": models, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(results, args.out / "real.json")
-    text = markdown(results)
-    (args.out / "real.md").write_text(text)
+    if args.prepare:
+        for case in cases:
+            _dense(case.model, cache)
+        sys.stdout.write(json.dumps(_models(cache), indent=2) + "\n")
+        return 0
+    for done, case in enumerate(cases, 1):  # the files are rewritten after every case
+        row = run_case(case, cache, args)
+        text = _write(args, [row], cache, {"seconds": time.perf_counter() - started, "cases_run": done})
     sys.stdout.write(text)
     return 0
 
