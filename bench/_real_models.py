@@ -84,7 +84,7 @@ def _charset(model: Path) -> list[str]:
 
 
 def _doc(metric: Metric) -> str:
-    return " ".join((metric.__doc__ or "").split("\n\n")[0].split())
+    return " ".join((metric.__doc__ or "").split("\n\n")[0].split()).replace("``", "`")
 
 
 def prepare_ocr_rec(calib: int = 64, evaluate: int = 100, root: Path = REAL) -> RealModel:

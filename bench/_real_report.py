@@ -16,11 +16,13 @@ def _row(row: dict[str, Any]) -> str:
         return f"| {row['label']} | **failed**: {row.get('error', '?')} | – | – | – | – | – | – | – | {command} |"
     drop = row["metric"] - row["dense_metric"]
     latency = row["latency"]
+    ms = f" ({latency['ref_ms']:.3g} → {latency['cand_ms']:.3g} ms)" if "ref_ms" in latency else ""
     rss = f"{row['peak_rss_mb']:.0f}" if row.get("peak_rss_mb") else "–"
+    mark = " †" if row.get("recovered_from_log") else ""
     return (
-        f"| {row['label']} | **{row['metric']:.4f}** | {drop:+.4f} | {_ratio(row, 'params')} "
+        f"| {row['label']}{mark} | **{row['metric']:.4f}** | {drop:+.4f} | {_ratio(row, 'params')} "
         f"| {_ratio(row, 'nonzero_params', 'params')} | {_ratio(row, 'macs')} | {_ratio(row, 'sparse_macs', 'macs')} "
-        f"| {latency['speedup']:.2f}x ({latency['ref_ms']:.3g} → {latency['cand_ms']:.3g} ms) "
+        f"| {latency['speedup']:.2f}x{ms} "
         f"| {row['wall_s']:.0f} s / {rss} MB | {command} |"
     )
 
@@ -47,6 +49,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results.get('loadavg_end')}), onnxruntime {env['onnxruntime']}, torch {env['torch']}; whole run "
         f"{results['seconds'] / 60:.1f} min{' (subset ' + repr(results['only']) + ')' if results.get('only') else ''}.",
     ]
+    if any(row.get("recovered_from_log") for row in results["rows"]):
+        lines += [
+            "",
+            "† Rebuilt from the log of an interrupted run (metric to 4 decimals, latency ratio to 2, wall time and "
+            "RSS to the unit; counts from the command's report on disk); rerun the case to refresh it.",
+        ]
     by_model: dict[str, list[dict[str, Any]]] = {}
     for row in results["rows"]:
         by_model.setdefault(row["model"], []).append(row)
