@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= out
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -37,6 +37,11 @@ bench: install
 	$(PY) bench/bench_structured.py --out bench/results
 	$(PY) bench/bench_lowrank.py --out bench/results
 	$(PY) bench/bench_finetune.py --out bench/results
+
+# trained models (PP-OCRv4, all-MiniLM-L6-v2, an MNIST CNN) on real data, pruned through the CLI
+bench-real: install
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/bench_real.py --out bench/results
 
 clean:
 	rm -rf $(VENV) $(OUT) build dist *.egg-info
