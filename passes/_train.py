@@ -262,7 +262,7 @@ def train(
     start_values = {name: p.detach().clone() for name, p in masks.params.items()} if settings.rewind else {}
     initial = masks.sparsity
     eligible_from = pruning_done_at(settings, initial)
-    best = _Best(trainable, masks)
+    best = _Best({**masks.params, **trainable}, masks)  # pruning also changes frozen weights
     curve: list[dict[str, float | None]] = []
     stale = 0
     order = rng.permutation(data.n)

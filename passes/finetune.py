@@ -258,7 +258,7 @@ class FinetunePass(OnnxPrunePass):
             history = train(view, data, settings, masks, heldout=heldout, features=config.features, on_step=progress)
         finally:
             torch.set_num_threads(old_threads)
-        written = write_back(view, model, names)
+        written = write_back(view, model, names if config.final_sparsity is None else [*names, *prunable])
         losses = history["losses"]
         report.changed = [{"tensor": name} for name in written]
         report.summary = {
