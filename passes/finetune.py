@@ -286,7 +286,8 @@ class FinetunePass(OnnxPrunePass):
         if getattr(source, "random", False):
             logger.warning("finetune: training on random inputs; pass --calib with real data")
         if heldout is not None and history["kept_step"] == 0:
-            logger.warning("finetune: fine-tuning did not improve the held-out loss; kept the one-shot weights")
+            report.summary["note"] = "fine-tuning did not improve the held-out loss; kept the one-shot weights"
+            logger.warning("finetune: %s", report.summary["note"])
         self.context.analyses.invalidate(preserved=(find_weights,))
         report.seconds = time.perf_counter() - start
         logger.info("finetune: %d steps, loss %.4g -> %.4g", len(losses), losses[0], report.summary["loss_last"])
