@@ -91,9 +91,14 @@ def lowrank(
 @click.option("--labels", type=click.Path(dir_okay=False), help=".npz with one array of N integer labels (adds CE).")
 @click.option("--steps", type=click.IntRange(1), default=200, show_default=True, help="Optimizer steps.")
 @click.option("--epochs", type=click.FloatRange(0, min_open=True), help="Passes over the data instead of --steps.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
 @click.option(
-    "--schedule", type=click.Choice(["constant", "cosine", "slr", "silo"]), default="cosine", show_default=True
+    "--lr", type=click.FloatRange(0, min_open=True), help="Learning rate [default: chosen by a held-out probe]."
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "cosine", "warmup_cosine", "slr", "silo"]),
+    default="warmup_cosine",
+    show_default=True,
 )
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
@@ -110,6 +115,29 @@ def lowrank(
 @click.option("--rewind", is_flag=True, help="IMP: reset surviving weights to the starting values after each prune.")
 @click.option("--drop-out", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-out probability.")
 @click.option("--drop-in", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-in probability.")
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Fraction of the calibration samples held out to pick the best weights (0: keep the last).",
+)
+@click.option("--eval-every", type=click.IntRange(1), help="Steps between held-out evaluations [default: steps/20].")
+@click.option(
+    "--patience",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Stop after N evaluations without gain (0: never).",
+)
+@click.option(
+    "--train",
+    "train_which",
+    type=click.Choice(["all", "weights", "norms+bias"]),
+    default="all",
+    show_default=True,
+    help="Which float tensors train.",
+)
 @job_options
 @click.pass_context
 @handle_errors
@@ -121,7 +149,7 @@ def finetune(
     labels: str | None,
     steps: int,
     epochs: float | None,
-    lr: float,
+    lr: float | None,
     schedule: str,
     optimizer: str,
     weight_decay: float,
@@ -134,6 +162,10 @@ def finetune(
     rewind: bool,
     drop_out: float,
     drop_in: float,
+    holdout: float,
+    eval_every: int | None,
+    patience: int,
+    train_which: str,
     job: Job,
 ) -> None:
     """Fine-tune MODEL by distillation from TEACHER on the calibration data and write OUTPUT (same graph)."""
@@ -159,5 +191,9 @@ def finetune(
         "rewind": rewind,
         "drop_out": drop_out,
         "drop_in": drop_in,
+        "holdout": holdout,
+        "eval_every": eval_every,
+        "patience": patience or None,
+        "train": train_which,
     }
     emit(ctx, job, model, output, PassSpec("finetune", config))

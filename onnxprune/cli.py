@@ -158,7 +158,7 @@ def _channel_spec(
     type=click.IntRange(1),
     help="Then fine-tune N steps by distillation from the original model (needs torch and --calib).",
 )
-@click.option("--finetune-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--finetune-lr", type=click.FloatRange(0, min_open=True), help="[default: chosen by a held-out probe]")
 @job_options
 @click.pass_context
 @handle_errors
@@ -179,7 +179,7 @@ def prune(
     no_reconstruct: bool,
     verify: bool,
     finetune_steps: int | None,
-    finetune_lr: float,
+    finetune_lr: float | None,
     job: Job,
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""

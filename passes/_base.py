@@ -26,6 +26,8 @@ class PassReport:
     skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    #: Pass-specific records too long for the summary (fine-tuning's held-out loss curve).
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def skip(self, tensor: str, node: str, op_type: str, reason: str) -> None:
         """Record a tensor left alone."""

@@ -1,6 +1,7 @@
 """Fine-tuning schedules as plain functions of the step: learning rates and sparsity targets.
 
-* ``constant``; ``cosine`` (from ``lr`` to 0 over the run);
+* ``constant``; ``cosine`` (from ``lr`` to 0 over the run); ``warmup_cosine`` (linear warm-up over the first
+  10% of the run, then cosine to 0: ``slr`` with one cycle);
 * ``slr`` (IMP+SLR, Zimmer et al.): every prune-retrain cycle restarts the schedule — 10% linear
   warm-up from 0 to ``lr``, then cosine to 0 within the cycle;
 * ``silo`` (Liu et al.): each cycle's peak is ``lr + α / (1 + (P/(1−P))^(−β))`` with ``P`` the sparsity
@@ -15,7 +16,7 @@ import math
 
 __all__ = ["LR_SCHEDULES", "cubic_sparsity", "cycle_of", "learning_rate", "silo_peak"]
 
-LR_SCHEDULES = ("constant", "cosine", "slr", "silo")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine", "slr", "silo")
 
 
 def cycle_of(step: int, total: int, cycles: int) -> tuple[int, int, int]:
@@ -49,6 +50,8 @@ def learning_rate(
         return lr
     if schedule == "cosine":
         return lr * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+    if schedule == "warmup_cosine":
+        schedule, cycles = "slr", 1
     _, within, length = cycle_of(step, total, cycles)
     warm = max(1, int(0.1 * length))
     if schedule == "slr":

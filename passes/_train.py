@@ -17,7 +17,7 @@ import torch
 from onnxprune.passes._schedules import cubic_sparsity, cycle_of, learning_rate
 from onnxprune.torchview import TorchView
 
-__all__ = ["Masks", "TrainData", "TrainSettings", "train"]
+__all__ = ["Masks", "TrainData", "TrainSettings", "heldout_loss", "probe_lr", "pruning_done_at", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,14 @@ class TrainData:
     def n(self) -> int:
         """Number of samples."""
         return len(next(iter(self.inputs.values())))
+
+    def subset(self, index: np.ndarray) -> TrainData:
+        """The samples at ``index`` (inputs, teacher outputs and labels alike)."""
+        return TrainData(
+            {k: v[index] for k, v in self.inputs.items()},
+            {k: v[index] for k, v in self.teacher.items()},
+            None if self.labels is None else self.labels[index],
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,8 @@ class TrainSettings:
     prune_scope: str
     silo_alpha: float
     silo_beta: float
+    eval_every: int
+    patience: int | None
 
 
 class Masks:
@@ -160,28 +170,120 @@ def _sparsity_at(settings: TrainSettings, step: int, initial: float) -> float | 
     return cubic_sparsity(step, end, initial, final) if step <= end else None
 
 
+def pruning_done_at(settings: TrainSettings, initial: float) -> int:
+    """The first step count after which no further pruning is scheduled (0: the run never prunes)."""
+    if settings.final_sparsity is None or settings.final_sparsity <= initial:
+        return 0
+    if settings.cycles > 1:
+        done = (settings.cycles - 1) * cycle_of(0, settings.steps, settings.cycles)[2] + 1
+    else:
+        done = int(settings.prune_end * settings.steps) + 1
+    return min(done, settings.steps)
+
+
+def _loss(
+    view: TorchView, data: TrainData, index: np.ndarray, settings: TrainSettings, features: Sequence[str]
+) -> torch.Tensor:
+    """The training objective on the samples at ``index``: distillation (plus cross-entropy with labels)."""
+    feeds = {k: torch.from_numpy(np.ascontiguousarray(v[index])) for k, v in data.inputs.items()}
+    result = view(**feeds, _extra=tuple(features))
+    names = [name for name in (*view.output_names, *features) if name in data.teacher]
+    terms = [
+        _distill_loss(settings.distill, result[n], torch.from_numpy(data.teacher[n][index]), settings.temperature)
+        for n in names
+    ]
+    loss = sum(terms) / max(len(terms), 1)
+    if data.labels is not None:
+        logits = result[view.output_names[0]]
+        ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(data.labels[index]).long())
+        loss = ce + settings.distill_weight * loss
+    return loss
+
+
+def heldout_loss(view: TorchView, data: TrainData, settings: TrainSettings, features: Sequence[str] = ()) -> float:
+    """The training objective over all of ``data`` (no gradients), averaged over samples."""
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, data.n, settings.batch_size):
+            index = np.arange(start, min(start + settings.batch_size, data.n))
+            total += float(_loss(view, data, index, settings, features)) * len(index)
+    return total / max(data.n, 1)
+
+
+class _Best:
+    """The trainable tensors (and masks) at the lowest held-out loss seen so far, kept in memory."""
+
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], masks: Masks) -> None:
+        self.params, self.masks = params, masks
+        self.loss, self.step = float("inf"), -1
+        self.values: dict[str, torch.Tensor] = {}
+        self.keep: dict[str, torch.Tensor] = {}
+
+    def offer(self, step: int, loss: float) -> bool:
+        """Snapshot if ``loss`` is the lowest so far; True if it was."""
+        if not loss < self.loss:
+            return False
+        self.loss, self.step = loss, step
+        self.values = {name: p.detach().clone() for name, p in self.params.items()}
+        self.keep = {name: k.clone() for name, k in self.masks.keep.items()}
+        return True
+
+    def restore(self) -> None:
+        """Copy the snapshot back into the parameters and masks."""
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(self.values[name])
+        self.masks.keep = {name: k.clone() for name, k in self.keep.items()}
+
+
 def train(
     view: TorchView,
     data: TrainData,
     settings: TrainSettings,
     masks: Masks,
     *,
+    heldout: TrainData | None = None,
     features: Sequence[str] = (),
     on_step: StepFn | None = None,
 ) -> dict[str, Any]:
-    """Train ``view`` in place; return the loss history and the sparsity reached."""
+    """Train ``view`` in place; return the loss history, the held-out curve and the sparsity reached.
+
+    With ``heldout`` samples the objective on them is measured before training and every
+    ``eval_every`` steps (and after the last); the trainable tensors at the lowest held-out loss are
+    kept in memory and restored at the end (the starting weights when training never beat them).
+    Only evaluations after the last scheduled pruning step compete. Training stops early after
+    ``patience`` evaluations without improvement.
+    """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    params = [p for p in view.parameters() if p.requires_grad]
-    optimizer = _optimizer(settings, params)
+    trainable = {name: p for name, p in view.named_tensors().items() if p.requires_grad}
+    optimizer = _optimizer(settings, list(trainable.values()))
     start_values = {name: p.detach().clone() for name, p in masks.params.items()} if settings.rewind else {}
     initial = masks.sparsity
-    outputs = [name for name in view.output_names if name in data.teacher]
+    eligible_from = pruning_done_at(settings, initial)
+    best = _Best({**masks.params, **trainable}, masks)  # pruning also changes frozen weights
+    curve: list[dict[str, float | None]] = []
+    stale = 0
     order = rng.permutation(data.n)
     cursor = 0
     losses: list[float] = []
     masks.apply()
+
+    def evaluate(done: int) -> bool:
+        """Record the held-out loss after ``done`` steps; False when patience ran out."""
+        nonlocal stale
+        loss = heldout_loss(view, heldout, settings, features)
+        since = losses[len(losses) - (done - int(curve[-1]["step"])) :] if curve else []
+        curve.append({"step": done, "train": float(np.mean(since)) if since else None, "heldout": loss})
+        if done < eligible_from:
+            return True
+        stale = 0 if best.offer(done, loss) else stale + 1
+        return settings.patience is None or stale < settings.patience
+
+    if heldout is not None:
+        evaluate(0)
+    step = 0
     for step in range(settings.steps):
         target = _sparsity_at(settings, step, initial)
         if target is not None and target > masks.sparsity - 1e-9:
@@ -194,7 +296,6 @@ def train(
             order, cursor = rng.permutation(data.n), 0
         index = order[cursor : cursor + settings.batch_size]
         cursor += settings.batch_size
-        feeds = {k: torch.from_numpy(np.ascontiguousarray(v[index])) for k, v in data.inputs.items()}
         lr = learning_rate(
             settings.schedule,
             settings.lr,
@@ -207,14 +308,7 @@ def train(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        result = view(**feeds, _extra=tuple(features))
-        targets = {name: torch.from_numpy(data.teacher[name][index]) for name in (*outputs, *features)}
-        terms = [_distill_loss(settings.distill, result[n], t, settings.temperature) for n, t in targets.items()]
-        loss = sum(terms) / max(len(terms), 1)
-        if data.labels is not None:
-            logits = result[view.output_names[0]]
-            ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(data.labels[index]).long())
-            loss = ce + settings.distill_weight * loss
+        loss = _loss(view, data, index, settings, features)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -222,4 +316,47 @@ def train(
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step + 1, settings.steps, losses[-1])
-    return {"losses": losses, "sparsity": masks.sparsity, "initial_sparsity": initial}
+        done = step + 1
+        if heldout is not None and (done % settings.eval_every == 0 or done == settings.steps):
+            if not evaluate(done):
+                break
+    if heldout is not None and best.step >= 0 and best.step != curve[-1]["step"]:
+        best.restore()
+    return {
+        "losses": losses,
+        "sparsity": masks.sparsity,
+        "initial_sparsity": initial,
+        "curve": curve,
+        "kept_step": best.step if heldout is not None else len(losses),
+        "heldout_best": best.loss if best.step >= 0 else None,
+    }
+
+
+def probe_lr(
+    view: TorchView,
+    data: TrainData,
+    heldout: TrainData,
+    settings: TrainSettings,
+    masks: Masks,
+    candidates: Sequence[float],
+    steps: int,
+    *,
+    features: Sequence[str] = (),
+) -> tuple[float, list[dict[str, float]]]:
+    """The candidate learning rate with the lowest held-out loss after ``steps`` constant-rate steps.
+
+    Every candidate starts from the same weights (restored afterwards) with a fresh optimizer and no
+    further pruning. Returns the chosen rate and one row per candidate (``lr``, ``heldout``).
+    """
+    start = _Best({name: p for name, p in view.named_tensors().items() if p.requires_grad}, masks)
+    start.offer(0, 0.0)
+    probe = dataclasses.replace(
+        settings, steps=steps, schedule="constant", final_sparsity=None, eval_every=steps, patience=None
+    )
+    rows = []
+    for lr in candidates:
+        curve = train(view, data, dataclasses.replace(probe, lr=lr), masks, heldout=heldout, features=features)["curve"]
+        rows.append({"lr": lr, "heldout": curve[-1]["heldout"]})
+        start.restore()
+    finite = [r for r in rows if np.isfinite(r["heldout"])] or rows[-1:]
+    return min(finite, key=lambda r: r["heldout"])["lr"], rows

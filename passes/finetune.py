@@ -24,9 +24,13 @@ from onnxprune.errors import CalibrationError, OnnxPruneError, RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PruneResult, check_choice
 from onnxprune.passes._schedules import LR_SCHEDULES
 
-__all__ = ["FinetuneConfig", "FinetunePass", "require_torch"]
+__all__ = ["MIN_HOLDOUT", "TRAIN_CHOICES", "FinetuneConfig", "FinetunePass", "require_torch", "split_holdout"]
 
 logger = logging.getLogger(__name__)
+
+#: The fewest samples a held-out split (and the training split left) may have.
+MIN_HOLDOUT = 4
+TRAIN_CHOICES = ("all", "weights", "norms+bias")
 
 
 def require_torch() -> Any:
@@ -46,9 +50,12 @@ class FinetuneConfig:
         steps: Optimizer steps (ignored when ``epochs`` is set).
         epochs: Passes over the calibration samples instead of ``steps``.
         batch_size: Samples per step.
-        lr: Learning rate (the base for ``silo``).
+        lr: Learning rate (the base for ``silo``); ``None``: chosen by a held-out probe -- each of
+            ``lr_max`` x 10^(-k/2), k = 0..4, trains ``probe_steps`` steps (default: a twentieth of the
+            run, at least 5) from the same start and the one with the lowest held-out loss is used.
         optimizer: ``adam`` or ``sgd`` (momentum ``momentum``); ``weight_decay`` for both.
-        schedule: ``constant``, ``cosine``, ``slr`` (warm-up + cosine, restarted every cycle) or ``silo``.
+        schedule: ``constant``, ``cosine``, ``warmup_cosine`` (10% linear warm-up, then cosine), ``slr``
+            (warm-up + cosine, restarted every cycle) or ``silo``.
         teacher: Path of the teacher model (default: the pipeline's input model).
         labels: ``.npz`` holding one array of N integer labels (aligned with the calibration samples):
             adds cross-entropy on the first output; distillation is weighted by ``distill_weight``.
@@ -64,16 +71,25 @@ class FinetuneConfig:
             weights at the start; ``drop_out``/``drop_in`` make each pruning step stochastic (Drop Pruning).
             ``prune_scope``: ``global`` (one magnitude threshold over all tensors) or ``layer``.
         silo_alpha/silo_beta: SILO's S-curve of the peak learning rate over the pruned fraction.
+        holdout: Fraction of the calibration samples held out (at least ``MIN_HOLDOUT``, chosen by
+            ``seed``), never trained on: the objective on them is measured before training and every
+            ``eval_every`` steps, and the weights with the lowest held-out loss are kept -- the
+            starting (one-shot) weights when training never improved it. ``0``: train on all, keep the last.
+        eval_every: Steps between held-out evaluations (default: a twentieth of the run).
+        patience: Stop after this many evaluations without a held-out improvement (``None``: never).
+        train: Which float tensors train: ``all``, ``weights`` (rank >= 2) or ``norms+bias`` (rank <= 1).
     """
 
     steps: int = 200
     epochs: float | None = None
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None
+    lr_max: float = 1e-3
+    probe_steps: int | None = None
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    schedule: str = "warmup_cosine"
     teacher: str | None = None
     labels: str | None = None
     distill: str = "mse"
@@ -92,14 +108,20 @@ class FinetuneConfig:
     prune_scope: str = "global"
     silo_alpha: float = 0.04
     silo_beta: float = 5.0
+    holdout: float = 0.2
+    eval_every: int | None = None
+    patience: int | None = 5
+    train: str = "all"
 
     def __post_init__(self) -> None:
         if self.steps < 1 and self.epochs is None:
             raise RecipeError(f"steps must be >= 1, got {self.steps}")
         if self.epochs is not None and self.epochs <= 0:
             raise RecipeError(f"epochs must be > 0, got {self.epochs}")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise RecipeError("batch_size must be >= 1 and lr > 0")
+        if self.batch_size < 1 or (self.lr is not None and self.lr <= 0) or self.lr_max <= 0:
+            raise RecipeError("batch_size must be >= 1, lr and lr_max > 0")
+        if self.probe_steps is not None and self.probe_steps < 1:
+            raise RecipeError(f"probe_steps must be >= 1, got {self.probe_steps}")
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
         check_choice("schedule", self.schedule, LR_SCHEDULES)
         check_choice("distill", self.distill, ("mse", "kl"))
@@ -110,6 +132,11 @@ class FinetuneConfig:
             raise RecipeError("cycles and prune_every must be >= 1, prune_end in (0, 1]")
         if not (0 <= self.drop_out <= 1 and 0 <= self.drop_in <= 1):
             raise RecipeError("drop_out and drop_in are probabilities in [0, 1]")
+        if not 0 <= self.holdout < 1:
+            raise RecipeError(f"holdout must be in [0, 1), got {self.holdout}")
+        if (self.eval_every is not None and self.eval_every < 1) or (self.patience is not None and self.patience < 1):
+            raise RecipeError("eval_every and patience must be >= 1")
+        check_choice("train", self.train, TRAIN_CHOICES)
 
 
 def _inputs(model: ir.Model, source: CalibrationSource) -> dict[str, np.ndarray]:
@@ -119,6 +146,30 @@ def _inputs(model: ir.Model, source: CalibrationSource) -> dict[str, np.ndarray]
     if bad:
         raise CalibrationError(f"fine-tuning needs inputs batched along axis 0; '{bad[0]}' is not")
     return next(iter(source.batches(source.num_samples)))
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (training, held-out) sample indices: a seeded, disjoint split of ``range(n)``."""
+    if fraction == 0:
+        return np.arange(n), np.arange(0)
+    held = max(MIN_HOLDOUT, round(fraction * n))
+    if n - held < MIN_HOLDOUT:
+        raise CalibrationError(
+            f"holding out {held} of {n} calibration samples leaves fewer than {MIN_HOLDOUT} to train on; "
+            "give more samples or holdout 0"
+        )
+    order = np.random.default_rng([seed, n]).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def _trainable(view: Any, which: str) -> list[str]:
+    """Names of the view's tensors that train under ``which`` (the others get no gradient)."""
+    names = []
+    for name, param in view.named_tensors().items():
+        param.requires_grad_(which == "all" or (param.dim() >= 2) == (which == "weights"))
+        if param.requires_grad:
+            names.append(name)
+    return names
 
 
 def _labels(path: str | None, source: CalibrationSource, n: int) -> np.ndarray | None:
@@ -156,7 +207,7 @@ class FinetunePass(OnnxPrunePass):
     def call(self, model: ir.Model) -> PruneResult:
         """Train briefly, keep masks, write the trained tensors back by name."""
         torch = require_torch()
-        from onnxprune.passes._train import Masks, TrainData, TrainSettings, train
+        from onnxprune.passes._train import Masks, TrainData, TrainSettings, probe_lr, train
         from onnxprune.torchview import TorchView, write_back
 
         start = time.perf_counter()
@@ -170,32 +221,52 @@ class FinetunePass(OnnxPrunePass):
             raise RecipeError("finetune needs a teacher: --teacher ORIGINAL.onnx (or run it in a pipeline)")
         inputs = _inputs(model, source)
         threads = config.threads or self.context.threads
-        data = TrainData(
+        everything = TrainData(
             inputs,
             _teacher_outputs(teacher, inputs, config.features, config.batch_size, threads),
             _labels(config.labels, source, len(next(iter(inputs.values())))),
         )
+        train_index, held_index = split_holdout(everything.n, config.holdout, config.seed)
+        data = everything.subset(train_index)
+        heldout = everything.subset(held_index) if len(held_index) else None
+        if heldout is None and config.lr is None:
+            raise RecipeError("choosing the learning rate needs held-out samples: set lr, or holdout > 0")
         steps = config.steps if config.epochs is None else max(1, round(config.epochs * data.n / config.batch_size))
         fields = {f.name for f in dataclasses.fields(TrainSettings)}
         known = {k: v for k, v in dataclasses.asdict(config).items() if k in fields}
-        settings = TrainSettings(**{**known, "steps": steps})
+        eval_every = config.eval_every or max(1, steps // 20)
+        settings = TrainSettings(
+            **{**known, "lr": config.lr or config.lr_max, "steps": steps, "eval_every": eval_every}
+        )
         old_threads = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
         try:
             view = TorchView(model)
+            names = _trainable(view, config.train)
             prunable = [w.name for w in find_weights(model) if w.name in view.named_tensors()]
             masks = Masks(view, prunable)
-            history = train(view, data, settings, masks, features=config.features, on_step=self.context.train_progress)
+            probe: list[dict[str, float]] = []
+            if config.lr is None:
+                candidates = [config.lr_max * 10 ** (-k / 2) for k in range(5)]
+                probe_steps = config.probe_steps or max(5, steps // 20)
+                lr, probe = probe_lr(
+                    view, data, heldout, settings, masks, candidates, probe_steps, features=config.features
+                )
+                settings = dataclasses.replace(settings, lr=lr)
+            progress = self.context.train_progress
+            history = train(view, data, settings, masks, heldout=heldout, features=config.features, on_step=progress)
         finally:
             torch.set_num_threads(old_threads)
-        written = write_back(view, model)
+        written = write_back(view, model, names if config.final_sparsity is None else [*names, *prunable])
         losses = history["losses"]
         report.changed = [{"tensor": name} for name in written]
         report.summary = {
-            "steps": steps,
+            "steps": len(losses),
             "samples": data.n,
+            "heldout_samples": len(held_index),
             "labels": data.labels is not None,
+            "lr": settings.lr,
             "loss_first": losses[0],
             "loss_last": float(np.mean(losses[-max(1, len(losses) // 10) :])),
             "sparsity_before": history["initial_sparsity"],
@@ -203,9 +274,26 @@ class FinetunePass(OnnxPrunePass):
             "tensors_written": len(written),
             "random_inputs": bool(getattr(source, "random", False)),
         }
+        if heldout is not None:
+            curve = history["curve"]
+            report.summary.update(
+                heldout_start=curve[0]["heldout"],
+                heldout_kept=history["heldout_best"],
+                kept_step=history["kept_step"],
+            )
+            report.details["curve"] = curve
+            report.details["lr_probe"] = probe
         if getattr(source, "random", False):
             logger.warning("finetune: training on random inputs; pass --calib with real data")
+        if heldout is not None and history["kept_step"] == 0:
+            report.summary["note"] = "fine-tuning did not improve the held-out loss; kept the one-shot weights"
+            logger.warning("finetune: %s", report.summary["note"])
         self.context.analyses.invalidate(preserved=(find_weights,))
         report.seconds = time.perf_counter() - start
-        logger.info("finetune: %d steps, loss %.4g -> %.4g", steps, losses[0], report.summary["loss_last"])
+        logger.info("finetune: %d steps, loss %.4g -> %.4g", len(losses), losses[0], report.summary["loss_last"])
+        if heldout is not None:
+            logger.info(
+                "finetune: held-out loss %.4g before, %.4g kept (step %d of %d)",
+                report.summary["heldout_start"], history["heldout_best"], history["kept_step"], len(losses),
+            )  # fmt: skip
         return PruneResult(model, True, report)

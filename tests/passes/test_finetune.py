@@ -18,7 +18,7 @@ from onnxprune import _io
 from onnxprune.calibration.sources import ArraySource, input_specs, open_source
 from onnxprune.cli import cli
 from onnxprune.context import PassContext
-from onnxprune.errors import OnnxPruneError, RecipeError
+from onnxprune.errors import CalibrationError, OnnxPruneError, RecipeError
 from onnxprune.passes import (
     ChannelPruneConfig,
     ChannelPrunePass,
@@ -30,7 +30,7 @@ from onnxprune.passes import (
     UnstructuredPrunePass,
 )
 from onnxprune.passes._schedules import cubic_sparsity, learning_rate, silo_peak
-from onnxprune.passes.finetune import require_torch
+from onnxprune.passes.finetune import MIN_HOLDOUT, require_torch, split_holdout
 from onnxprune.pipeline import Pipeline
 from tests.conftest import DIGITS, ort_run, sha256, to_ir
 from tests.models.lowrank_models import conv_layer
@@ -88,7 +88,7 @@ def test_one_step_changes_only_trainable_tensors() -> None:
     context = PassContext(calibration=ArraySource({"x": x}, input_specs(student), "calib"), reference=teacher)
     before = _tensors(student)
     structure = _structure(student)
-    FinetunePass(FinetuneConfig(steps=1, batch_size=8), context)(student)
+    FinetunePass(FinetuneConfig(steps=1, batch_size=8, lr=1e-3, holdout=0), context)(student)
     after = _tensors(student)
     assert _structure(student) == structure
     for name in ("mean", "var"):  # BatchNorm statistics are not trained
@@ -191,7 +191,14 @@ def test_missing_teacher_torch_and_bad_configs_are_refused(monkeypatch: pytest.M
     model, context = _digits(reference=False)
     with pytest.raises(RecipeError, match="needs a teacher"):
         FinetunePass(FinetuneConfig(steps=1), context)(model)
-    for bad in ({"schedule": "step"}, {"optimizer": "lbfgs"}, {"final_sparsity": 1.0}, {"drop_out": 2.0}):
+    for bad in (
+        {"schedule": "step"},
+        {"optimizer": "lbfgs"},
+        {"final_sparsity": 1.0},
+        {"drop_out": 2.0},
+        {"holdout": 1.0},
+        {"train": "x"},
+    ):
         with pytest.raises(RecipeError):
             FinetuneConfig(**bad)
     monkeypatch.setitem(sys.modules, "torch", None)
@@ -237,6 +244,7 @@ def test_cli_finetune_and_prune_then_finetune(tmp_path: Path, digits_model: Path
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert [p["name"] for p in data["passes"]] == ["unstructured", "finetune", "cleanup"]
+    assert data["passes"][1]["details"]["curve"][0]["step"] == 0
     assert _accuracy(_io.load(both)) >= 0.93  # measured 0.964 (one-shot: 0.442)
     missing = runner.invoke(
         cli, ["finetune", str(pruned), "-o", str(tmp_path / "x.onnx"), "--teacher", str(digits_model)]
@@ -266,3 +274,67 @@ def test_feature_distillation_uses_intermediate_values() -> None:
     feature = relu.outputs[0].name
     result = FinetunePass(FinetuneConfig(steps=20, features=(feature,)), context)(model)
     assert result.report.summary["loss_last"] < result.report.summary["loss_first"]
+
+
+def test_holdout_split_is_deterministic_disjoint_and_refuses_too_few() -> None:
+    train, held = split_holdout(128, 0.2, seed=0)
+    again = split_holdout(128, 0.2, seed=0)
+    assert np.array_equal(train, again[0]) and np.array_equal(held, again[1])
+    assert len(held) == 26 and not set(train) & set(held) and sorted({*train, *held}) == list(range(128))
+    assert not np.array_equal(held, split_holdout(128, 0.2, seed=1)[1])
+    assert len(split_holdout(10, 0.1, seed=0)[1]) == MIN_HOLDOUT
+    assert len(split_holdout(10, 0.0, seed=0)[1]) == 0
+    with pytest.raises(CalibrationError, match="holdout 0"):
+        split_holdout(7, 0.2, seed=0)
+
+
+def test_training_that_only_hurts_keeps_the_one_shot_weights_bit_identical() -> None:
+    model, context = _digits(UnstructuredPrunePass(UnstructuredPruneConfig(sparsity=0.5, scope="global")))
+    before = _tensors(model)
+    result = FinetunePass(FinetuneConfig(steps=10, lr=10.0, schedule="constant", eval_every=5), context)(model)
+    after = _tensors(model)
+    for name, value in before.items():
+        assert after[name].tobytes() == value.tobytes(), name
+    summary, curve = result.report.summary, result.report.details["curve"]
+    assert summary["kept_step"] == 0 and summary["heldout_kept"] == summary["heldout_start"]
+    assert [c["step"] for c in curve] == [0, 5, 10] and all(c["heldout"] > curve[0]["heldout"] for c in curve[1:])
+    assert "kept the one-shot weights" in summary["note"]
+
+
+def test_training_that_helps_keeps_a_later_step_with_masks_and_curve() -> None:
+    model, context = _digits(UnstructuredPrunePass(UnstructuredPruneConfig(sparsity=0.8, scope="global")))
+    zeros = {name: w == 0 for name, w in _tensors(model).items() if name in DIGIT_WEIGHTS}
+    result = FinetunePass(FinetuneConfig(steps=40, eval_every=10), context)(model)
+    summary, details = result.report.summary, result.report.details
+    assert summary["kept_step"] > 0 and summary["heldout_kept"] < 0.5 * summary["heldout_start"]
+    assert summary["samples"] + summary["heldout_samples"] == 128 and summary["heldout_samples"] == 26
+    curve = details["curve"]
+    assert curve[0] == {"step": 0, "train": None, "heldout": summary["heldout_start"]}
+    assert {c["step"] for c in curve[1:]} <= {10, 20, 30, 40} and all(c["train"] > 0 for c in curve[1:])
+    assert summary["kept_step"] in {c["step"] for c in curve}
+    assert min(c["heldout"] for c in curve) == summary["heldout_kept"]
+    probe = details["lr_probe"]  # the learning rate was chosen by the held-out probe
+    assert len(probe) == 5 and summary["lr"] == min(probe, key=lambda r: r["heldout"])["lr"]
+    after = _tensors(model)
+    for name, mask in zeros.items():
+        assert np.all(after[name][mask] == 0), name
+
+
+def test_gradual_pruning_keeps_only_weights_at_the_final_sparsity() -> None:
+    model, context = _digits(UnstructuredPrunePass(UnstructuredPruneConfig(sparsity=0.5)))
+    config = FinetuneConfig(steps=40, lr=1e-3, final_sparsity=0.9, prune_end=0.5, eval_every=5)
+    result = FinetunePass(config, context)(model)
+    summary = result.report.summary
+    assert summary["kept_step"] > 20 and summary["sparsity_after"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_train_selects_the_tensors_that_train() -> None:
+    model, context = _digits(UnstructuredPrunePass(UnstructuredPruneConfig(sparsity=0.8, scope="global")))
+    before = _tensors(model)
+    result = FinetunePass(FinetuneConfig(steps=20, lr=1e-3, holdout=0, train="norms+bias"), context)(model)
+    after = _tensors(model)
+    written = {c["tensor"] for c in result.report.changed}
+    assert written and all(before[name].ndim <= 1 for name in written)
+    assert all(np.array_equal(before[n], after[n]) for n in before if n not in written)
+    with pytest.raises(RecipeError, match="held-out"):
+        FinetunePass(FinetuneConfig(steps=1, holdout=0), context)(model)
