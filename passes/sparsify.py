@@ -22,6 +22,7 @@ __all__ = [
     "NMPrunePass",
     "UnstructuredPruneConfig",
     "UnstructuredPrunePass",
+    "layer_keep",
     "select_weights",
 ]
 
@@ -118,6 +119,16 @@ def select_weights(
     return chosen
 
 
+def layer_keep(weight: Weight, scores: np.ndarray, sparsity: float, importance: str) -> np.ndarray:
+    """Keep mask of one tensor pruned to ``sparsity`` by its ``scores`` (per output row for Wanda)."""
+    n = int(round(sparsity * weight.size))
+    if WEIGHT_IMPORTANCES[importance].per_row:
+        moved = np.moveaxis(scores, weight.out_axis, 0)
+        keep_rows = row_mask(moved.reshape(weight.shape[weight.out_axis], -1), n)
+        return np.moveaxis(keep_rows.reshape(moved.shape), 0, weight.out_axis)
+    return prune_lowest([lambda: scores], n)(0).reshape(weight.shape)
+
+
 def _stats_for(
     pass_: OnnxPrunePass, model: ir.Model, weights: list[Weight], importance: str
 ) -> dict[str, ChannelStats] | None:
@@ -182,18 +193,15 @@ class UnstructuredPrunePass(OnnxPrunePass):
                 modified = self._layerwise(weights, stats, report)
         return finish(self, model, report, start, {"requested_sparsity": config.sparsity}, modified=modified)
 
-    def _layerwise(self, weights: list[Weight], stats: dict | None, report: PassReport) -> bool:
+    def _layerwise(
+        self, weights: list[Weight], ratios: dict[str, float], stats: dict | None, report: PassReport
+    ) -> bool:
         config: UnstructuredPruneConfig = self.config
         for weight in weights:
             values = read_weight(weight)
-            scores = score(weight, values, config.importance, stats)
-            n = int(round(config.sparsity * weight.size))
-            if WEIGHT_IMPORTANCES[config.importance].per_row:
-                rows = np.moveaxis(scores, weight.out_axis, 0).reshape(weight.shape[weight.out_axis], -1)
-                keep_rows = row_mask(rows, n)
-                keep = np.moveaxis(keep_rows.reshape(np.moveaxis(scores, weight.out_axis, 0).shape), 0, weight.out_axis)
-            else:
-                keep = prune_lowest([lambda s=scores: s], n)(0).reshape(weight.shape)
+            keep = layer_keep(
+                weight, score(weight, values, config.importance, stats), ratios[weight.name], config.importance
+            )
             write_weight(weight, np.where(keep, values, 0))
             report.changed.append(_entry(weight, int(np.count_nonzero(~keep))))
         return True
