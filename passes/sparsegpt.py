@@ -20,6 +20,7 @@ from onnxprune.analysis.weights import Weight, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
+from onnxprune.passes._allocators import check_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._gram import collect_grams, from_matrix, gram_requests, mean_gram, output_error, to_matrix
 from onnxprune.passes._select import nm_mask
@@ -41,6 +42,9 @@ class SparseGPTConfig(_Selection):
         blocksize: Columns processed together (lazy batch updates; for N:M rounded up to a
             multiple of ``m``, which leaves the result unchanged).
         percdamp: Dampening added to the Hessian's diagonal, as a fraction of its mean.
+        allocation: How the unstructured sparsity is spread over the weights (mean weighted by
+            size): ``uniform``, ``global`` (one magnitude threshold), ``sensitivity`` (measured
+            output error) or ``owl`` (outlier-weighed).
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last prunable layer dense.
     """
@@ -50,8 +54,12 @@ class SparseGPTConfig(_Selection):
     m: int = 0
     blocksize: int = 128
     percdamp: float = 0.01
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
+        check_allocation(self.allocation, "unstructured")
+        if self.m > 0 and self.allocation != "uniform":
+            raise RecipeError(f"allocation '{self.allocation}' spreads unstructured sparsity; N:M needs 'uniform'")
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.m < 0 or (self.m == 0 and self.n != 0) or (self.m > 0 and not 0 <= self.n <= self.m):
@@ -253,19 +261,27 @@ class SparseGPTPass(OnnxPrunePass):
             else:
                 plans.append(plan)
         if config.active and plans:
+            ratios = dict.fromkeys((p.weight.name for p in plans), config.sparsity)
+            if config.m == 0:
+                chosen = [p.weight for p in plans]
+                ratios = weight_ratios(self.context, model, chosen, config.allocation, config.sparsity)
             grams = collect_grams(self.context, model, (r for p in plans for r in p.requests), needed_by=self.name)
             for plan in plans:
-                self._prune(plan, grams, report)
+                self._prune(plan, grams, ratios[plan.weight.name], report)
         errors = [e["reconstruction_error"] for e in report.changed]
         baseline = [e["magnitude_error"] for e in report.changed]
         report.summary = {
             "mean_reconstruction_error": float(np.mean(errors)) if errors else 0.0,
             "mean_magnitude_error": float(np.mean(baseline)) if baseline else 0.0,
         }
-        head = {"pattern": f"{config.n}:{config.m}"} if config.m else {"requested_sparsity": config.sparsity}
+        head = (
+            {"pattern": f"{config.n}:{config.m}"}
+            if config.m
+            else {"requested_sparsity": config.sparsity, "allocation": config.allocation}
+        )
         return finish(self, model, report, start, head, modified=bool(report.changed))
 
-    def _prune(self, plan: _Plan, grams: dict[StatRequest, ChannelStats], report: PassReport) -> None:
+    def _prune(self, plan: _Plan, grams: dict[StatRequest, ChannelStats], sparsity: float, report: PassReport) -> None:
         config: SparseGPTConfig = self.config
         weight = plan.weight
         node = weight.node_names[0]
@@ -283,7 +299,7 @@ class SparseGPTPass(OnnxPrunePass):
             pruned = sparsegpt_prune(
                 matrix,
                 hessian,
-                config.sparsity,
+                sparsity,
                 n=config.n,
                 m=config.m,
                 blocksize=config.blocksize,
@@ -298,7 +314,7 @@ class SparseGPTPass(OnnxPrunePass):
             check_nm(weight, written, config.n, config.m)
         extra = {
             "reconstruction_error": output_error(matrix, to_matrix(weight, written.astype(np.float64), order), hessian),
-            "magnitude_error": output_error(matrix, _magnitude(matrix, config.sparsity, config.n, config.m), hessian),
+            "magnitude_error": output_error(matrix, _magnitude(matrix, sparsity, config.n, config.m), hessian),
         }
         if config.m:
             extra["pattern"] = f"{config.n}:{config.m}"

@@ -13,6 +13,7 @@ import onnx_ir as ir
 from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
+from onnxprune.passes._allocators import check_allocation, scope_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES, from_rows, normalizer, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
@@ -48,8 +49,11 @@ class UnstructuredPruneConfig(_Selection):
         sparsity: Fraction of weights set to zero, in [0, 1).
         importance: ``magnitude`` (|W|) or ``wanda`` (|W|·‖X_in‖, needs calibration data).
         scope: ``layer`` (the same sparsity in every tensor; Wanda selects per output row) or
-            ``global`` (one threshold over all tensors).
+            ``global`` (one threshold over all tensors; the same as ``allocation: global``).
         normalize: With global scope, divide each tensor's scores by their mean, L2 norm or max.
+        allocation: How the sparsity is spread over the tensors (mean weighted by size):
+            ``uniform``, ``global``, ``sensitivity`` (measured output error) or ``owl``
+            (outlier-weighed); the last two need calibration data.
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last prunable layer dense.
     """
@@ -58,6 +62,7 @@ class UnstructuredPruneConfig(_Selection):
     importance: str = "magnitude"
     scope: str = "layer"
     normalize: str = "none"
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -65,6 +70,10 @@ class UnstructuredPruneConfig(_Selection):
         check_score_importance(self.importance)
         check_choice("scope", self.scope, ("layer", "global"))
         check_choice("normalize", self.normalize, _NORMALIZE)
+        check_allocation(self.allocation, "unstructured")
+        allocation = scope_allocation(self.scope, self.allocation)
+        object.__setattr__(self, "allocation", allocation)
+        object.__setattr__(self, "scope", "global" if allocation == "global" else "layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,11 +196,15 @@ class UnstructuredPrunePass(OnnxPrunePass):
         stats = _stats_for(self, model, weights, config.importance)
         modified = False
         if config.sparsity > 0 and weights:
-            if config.scope == "global":
+            if config.allocation == "global":
                 modified = self._global(weights, stats, report)
             else:
-                modified = self._layerwise(weights, stats, report)
-        return finish(self, model, report, start, {"requested_sparsity": config.sparsity}, modified=modified)
+                ratios = weight_ratios(
+                    self.context, model, weights, config.allocation, config.sparsity, importance=config.importance
+                )
+                modified = self._layerwise(weights, ratios, stats, report)
+        head = {"requested_sparsity": config.sparsity, "allocation": config.allocation}
+        return finish(self, model, report, start, head, modified=modified)
 
     def _layerwise(
         self, weights: list[Weight], ratios: dict[str, float], stats: dict | None, report: PassReport

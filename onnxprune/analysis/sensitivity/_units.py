@@ -100,8 +100,7 @@ def channel_units(model: ir.Model, importance: str, stats: Mapping[str, ChannelS
         def at(ratio: float, scored: dict = scored, dense: Values = dense) -> Values:
             return {**dense, **masked_values(analysis, allocate(scored, ratio, Allocation()))}
 
-        name = f"group {gid}: {group.producers[0]}"
-        units.append(UnitSpec("channels", name, tuple(group.producers), group.units, tuple(dense), at))
+        units.append(UnitSpec("channels", group.producers[0], tuple(group.producers), group.units, tuple(dense), at))
     return units
 
 
