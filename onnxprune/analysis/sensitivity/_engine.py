@@ -175,7 +175,12 @@ def analyze(
     units.sort(key=lambda u: order[u.kind])
     metric_name = "top1" if judged.labels is not None else "agreement"
     table = Table(
-        key, dataclasses.asdict(settings), metric_name, dense_metric, tuple(units), time.perf_counter() - start
+        key,
+        json.loads(json.dumps(dataclasses.asdict(settings))),
+        metric_name,
+        dense_metric,
+        tuple(units),
+        time.perf_counter() - start,
     )
     logger.info("sensitivity: %d units x %d ratios in %.1f s", len(units), len(settings.grid), table.seconds)
     if path is not None:
