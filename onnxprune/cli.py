@@ -205,6 +205,7 @@ def prune(
     selection = job.selection
     importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
     allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
+    scope = "global" if allocation == "global" else scope
     if structured:
         spec = _channel_spec(
             channels,
