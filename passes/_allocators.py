@@ -206,7 +206,7 @@ def sensitivity_ratios(units: Sequence[AllocUnit], budget: float, curves: Curves
         if need <= 1e-12:
             break
         step = min(end - start, need / costs[name])
-        ratios[name] = start + step
+        ratios[name] = float(start + step)
         need -= step * costs[name]
     if need > 1e-6 * sum(costs.values()):
         top = max(float(np.max(curves[u.name][0])) for u in units)

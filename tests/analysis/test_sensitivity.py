@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxprune.analysis.channels import analyze_channels, mask
-from onnxprune.analysis.sensitivity import Settings, analyze
+from onnxprune.analysis.sensitivity import Settings, analyze, write_plot
 from onnxprune.analysis.sensitivity import _engine as engine
 from onnxprune.analysis.sensitivity._suffix import Frontier, GraphCut, Measure, Samples, SuffixSession
 from onnxprune.analysis.shapes import complete_shapes
@@ -125,3 +126,11 @@ def test_top1_with_labels() -> None:
     labels = ort_run(model, feed)["y"].argmax(axis=1)  # the dense model is right on every sample
     table = analyze(model, calib, data=_source(model, seed=3, labels=labels), settings=Settings(grid=(0.25,)))
     assert table.metric_name == "top1" and table.dense_metric == 1.0
+
+
+def test_plot_is_skipped_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = to_ir(conv_model())
+    table = analyze(model, _source(model), settings=Settings(grid=(0.5,)))
+    assert write_plot(table, tmp_path / "a.png") == tmp_path / "a.png"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert write_plot(table, tmp_path / "b.png") is None and not (tmp_path / "b.png").exists()

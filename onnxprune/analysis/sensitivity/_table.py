@@ -153,11 +153,14 @@ def write_plot(table: Table, path: Path) -> Path | None:
     kinds = list(dict.fromkeys(u.kind for u in table.units))
     fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(5 * max(len(kinds), 1), 4), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=False):
-        for unit in table.of_kind(kind):
+        units = table.of_kind(kind)
+        for unit in units:
             ratios, errors = unit.curve()
-            ax.plot(ratios[1:], errors[1:], marker="o", linewidth=1, markersize=3)
+            ax.plot(ratios[1:], errors[1:], marker="o", linewidth=1, markersize=3, label=unit.name)
+        if len(units) <= 12:
+            ax.legend(fontsize=6)
         ax.set_yscale("log")
-        ax.set_title(f"{kind} ({len(table.of_kind(kind))} units)")
+        ax.set_title(f"{kind} ({len(units)} units)")
         ax.set_xlabel("rank fraction removed" if kind == "lowrank" else "fraction removed")
         ax.set_ylabel("relative output error")
         ax.grid(True, alpha=0.3)
