@@ -243,7 +243,9 @@ def _table(model: ir.Model, context: PassContext, settings: Settings) -> Table:
     from onnxprune.analysis.sensitivity import analyze, cache_dir
 
     assert context.calibration is not None
-    return analyze(model, context.calibration, settings=settings, threads=context.threads, cache=cache_dir())
+    return analyze(
+        model, context.calibration, settings=settings, threads=context.threads, cache=cache_dir(), any_data=True
+    )
 
 
 def sensitivity_curves(context: PassContext, model: ir.Model, kind: str, method: str = "magnitude") -> Curves:

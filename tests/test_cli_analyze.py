@@ -30,25 +30,34 @@ def test_analyze_writes_files_and_reuses_the_cache(
     before = sha256(digits_model)
     prefix = tmp_path / "out" / "digits"
     args = ["analyze", digits_model, "--calib", digits_calib, "--data", DIGITS / "digits_test.npz", "-o", prefix]
-    result = _invoke(*args, "--kinds", "unstructured,channels,lowrank", "--grid", "0.5,0.9", quiet=False)
+    result = _invoke(*args, "--kinds", "unstructured,channels,lowrank", quiet=False)
     assert result.exit_code == 0, result.output
-    assert "top1" in result.output and "features.0.weight" in result.output
+    assert "dense top1: 98.6%" in result.output and "error" in result.output
     table = json.loads(prefix.with_suffix(".json").read_text())
     assert table["metric_name"] == "top1" and table["dense_metric"] == pytest.approx(0.986, abs=1e-3)
     assert {u["kind"] for u in table["units"]} == {"unstructured", "channels", "lowrank"}
     rows = list(csv.DictReader(prefix.with_suffix(".csv").open()))
-    assert len(rows) == 2 * len(table["units"]) and set(rows[0]) >= {"kind", "unit", "ratio", "error", "top1"}
+    assert len(rows) == 4 * len(table["units"]) and set(rows[0]) >= {"kind", "unit", "ratio", "error", "top1"}
     assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert len(list((tmp_path / "cache").glob("sensitivity-*.json"))) == 1
+    assert len(list((tmp_path / "cache").glob("sensitivity-*.json"))) == 3  # one per kind
     assert sha256(digits_model) == before
 
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("measured again despite the cache")
 
     monkeypatch.setattr(engine, "Frontier", fail)
-    again = _invoke(*args[:-1], tmp_path / "again", "--kinds", "unstructured,channels,lowrank", "--grid", "0.9,0.5")
+    again = _invoke(
+        *args[:-1], tmp_path / "again", "--kinds", "lowrank,channels,unstructured", "--grid", "0.9,0.75,0.5,0.25"
+    )
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "again.json").read_text())["units"] == table["units"]
+    # --allocation sensitivity reads the same cache (its errors do not depend on --data)
+    out, report = tmp_path / "p.onnx", tmp_path / "r.json"
+    pruned = _invoke(
+        "prune", digits_model, "-o", out, "--sparsity", "0.5", "--importance", "magnitude",
+        "--allocation", "sensitivity", "--calib", digits_calib, "--report", report,
+    )  # fmt: skip
+    assert pruned.exit_code == 0, pruned.output
 
 
 def _bad_labels(tmp_path: Path, labels: np.ndarray) -> Path:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -115,46 +116,34 @@ def _specs(model: ir.Model, calibration: CalibrationSource, settings: Settings, 
     return specs
 
 
-def analyze(
+def _settings_dict(settings: Settings, data_key: str | None) -> dict[str, Any]:
+    return {**json.loads(json.dumps(dataclasses.asdict(settings))), "data": data_key}
+
+
+def _read_cached(path: Path, key: str) -> Table | None:
+    if not path.is_file():
+        return None
+    try:
+        table = Table.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        logger.warning("sensitivity cache %s is unreadable (%s): measuring again", path, e)
+        return None
+    return table if table.key == key else None
+
+
+def _measure(
     model: ir.Model,
     calibration: CalibrationSource,
-    *,
-    data: CalibrationSource | None = None,
-    settings: Settings = Settings(),
-    threads: int | None = None,
-    cache: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Table:
-    """Measure every unit of ``settings.kinds`` at every ratio of the grid, one unit at a time.
-
-    The error is the mean relative L2 distance of the model's outputs from the dense model's on the
-    ``calibration`` samples; the metric is top-1 accuracy on ``data`` when it holds labels, else
-    argmax agreement with the dense model (on ``data`` if given, else on the calibration samples).
-    With ``cache`` (a folder) a table measured before for the same model content, data and settings
-    is read back instead of measured again.
-
-    Raises:
-        CalibrationError: labels in ``data`` that do not fit the model's classifier output.
-    """
-    start = time.perf_counter()
-    sets = [Samples.read(calibration, settings.batch_size)]
-    if data is not None:
-        sets.append(Samples.read(data, settings.batch_size, _labels(data)))
-    key = digest([model_digest(model), *(_data_digest(s) for s in sets), json.dumps(dataclasses.asdict(settings))])
-    path = None if cache is None else cache / f"sensitivity-{key[:24]}.json"
-    if path is not None and path.is_file():
-        try:
-            table = Table.from_dict(json.loads(path.read_text()))
-            if table.key == key:
-                logger.info("sensitivity: reusing %s", path)
-                return table
-        except (ValueError, KeyError, TypeError) as e:
-            logger.warning("sensitivity cache %s is unreadable (%s): measuring again", path, e)
+    sets: list[Samples],
+    settings: Settings,
+    threads: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[Unit], str, float | None]:
+    """Every unit of ``settings.kinds`` (in cut order, sharing one frontier), the metric's name and dense value."""
     graph = GraphCut(model)
     frontier = Frontier(graph, sets, threads)
     judged = sets[-1]
     _check_labels(judged, "--data")
-    dense_metric = Measure.of(judged, judged.dense).metric
     specs = sorted(_specs(model, calibration, settings, threads), key=lambda s: graph.first_reader(s.tensors))
     units = []
     total, done = len(specs) * len(settings.grid), 0
@@ -171,21 +160,73 @@ def analyze(
             if progress is not None:
                 progress(done, total)
         units.append(Unit(spec.kind, spec.name, spec.nodes, spec.size, tuple(points)))
-    order = {k: i for i, k in enumerate(KINDS)}
-    units.sort(key=lambda u: order[u.kind])
     metric_name = "top1" if judged.labels is not None else "agreement"
-    table = Table(
-        key,
-        json.loads(json.dumps(dataclasses.asdict(settings))),
-        metric_name,
-        dense_metric,
-        tuple(units),
-        time.perf_counter() - start,
+    return units, metric_name, Measure.of(judged, judged.dense).metric
+
+
+def analyze(
+    model: ir.Model,
+    calibration: CalibrationSource,
+    *,
+    data: CalibrationSource | None = None,
+    settings: Settings = Settings(),
+    threads: int | None = None,
+    cache: Path | None = None,
+    any_data: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Table:
+    """Measure every unit of ``settings.kinds`` at every ratio of the grid, one unit at a time.
+
+    The error is the mean relative L2 distance of the model's outputs from the dense model's on the
+    ``calibration`` samples; the metric is top-1 accuracy on ``data`` when it holds labels, else
+    argmax agreement with the dense model (on ``data`` if given, else on the calibration samples).
+    With ``cache`` (a folder) each kind's table measured before for the same model content,
+    calibration samples and settings is read back instead of measured again -- if it was judged on
+    the same ``data``, or on any with ``any_data`` (the errors do not depend on it).
+
+    Raises:
+        CalibrationError: labels in ``data`` that do not fit the model's classifier output.
+    """
+    start = time.perf_counter()
+    sets = [Samples.read(calibration, settings.batch_size)]
+    if data is not None:
+        sets.append(Samples.read(data, settings.batch_size, _labels(data)))
+    data_key = _data_digest(sets[1]) if data is not None else None
+    base = [model_digest(model), _data_digest(sets[0])]
+    keys = {
+        kind: digest([*base, json.dumps(dataclasses.asdict(dataclasses.replace(settings, kinds=(kind,))))])
+        for kind in settings.kinds
+    }
+    paths = {kind: cache / f"sensitivity-{kind}-{key[:24]}.json" for kind, key in keys.items()} if cache else {}
+    tables: dict[str, Table] = {}
+    for kind, path in paths.items():
+        found = _read_cached(path, keys[kind])
+        if found is not None and (any_data or found.settings.get("data") == data_key):
+            logger.info("sensitivity: reusing %s", path)
+            tables[kind] = found
+    missing = tuple(k for k in settings.kinds if k not in tables)
+    if missing:
+        units, metric_name, dense_metric = _measure(
+            model, calibration, sets, dataclasses.replace(settings, kinds=missing), threads, progress
+        )
+        seconds = time.perf_counter() - start
+        for kind in missing:
+            kind_settings = _settings_dict(dataclasses.replace(settings, kinds=(kind,)), data_key)
+            ours = tuple(u for u in units if u.kind == kind)
+            share = seconds * len(ours) / max(len(units), 1)
+            tables[kind] = Table(keys[kind], kind_settings, metric_name, dense_metric, ours, share)
+            if kind in paths:
+                write_json(tables[kind].to_dict(), paths[kind])
+        logger.info("sensitivity: %d units x %d ratios in %.1f s", len(units), len(settings.grid), seconds)
+    first = tables[settings.kinds[0]]
+    return Table(
+        digest(keys[k] for k in settings.kinds),
+        _settings_dict(settings, data_key),
+        first.metric_name,
+        first.dense_metric,
+        tuple(u for kind in KINDS if kind in tables for u in tables[kind].units),
+        sum(tables[k].seconds for k in settings.kinds),
     )
-    logger.info("sensitivity: %d units x %d ratios in %.1f s", len(units), len(settings.grid), table.seconds)
-    if path is not None:
-        write_json(table.to_dict(), path)
-    return table
 
 
 def kinds_of(names: Sequence[str]) -> tuple[str, ...]:
