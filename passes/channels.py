@@ -92,10 +92,6 @@ class ChannelPruneConfig:
     allocation: str = "uniform"
 
     def __post_init__(self) -> None:
-        check_allocation(self.allocation, "channels")
-        allocation = scope_allocation(self.scope, self.allocation)
-        object.__setattr__(self, "allocation", allocation)
-        object.__setattr__(self, "scope", "global" if allocation == "global" else "uniform")
         if not 0.0 <= self.ratio < 1.0:
             raise RecipeError(f"channels ratio must be in [0, 1), got {self.ratio}")
         for name in ("target_flops", "target_params"):
@@ -110,6 +106,10 @@ class ChannelPruneConfig:
         check_choice("scope", self.scope, ("uniform", "global"))
         if self.round_to < 1 or self.min_channels < 0:
             raise RecipeError("round_to must be >= 1 and min_channels >= 0")
+        check_allocation(self.allocation, "channels")
+        allocation = scope_allocation(self.scope, self.allocation)
+        object.__setattr__(self, "allocation", allocation)
+        object.__setattr__(self, "scope", "global" if allocation == "global" else "uniform")
 
 
 def _excluded(analysis: ChannelAnalysis, gid: int, patterns: tuple[str, ...]) -> bool:
