@@ -6,7 +6,7 @@ the part of the graph after the unit (:mod:`._suffix`); tables are cached by mod
 and settings, and drive the ``sensitivity`` allocator.
 """
 
-from onnxprune.analysis.sensitivity._engine import KINDS, WEIGHT_METHODS, Settings, analyze, kinds_of, model_digest
+from onnxprune.analysis.sensitivity._engine import KINDS, WEIGHT_METHODS, Settings, analyze, model_digest
 from onnxprune.analysis.sensitivity._table import Point, Table, Unit, cache_dir, write_csv, write_plot, write_table_json
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "Unit",
     "analyze",
     "cache_dir",
-    "kinds_of",
     "model_digest",
     "write_csv",
     "write_plot",

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.report import write_json
 
-__all__ = ["KINDS", "WEIGHT_METHODS", "Settings", "analyze", "kinds_of", "model_digest"]
+__all__ = ["KINDS", "WEIGHT_METHODS", "Settings", "analyze", "model_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +227,3 @@ def analyze(
         tuple(u for kind in KINDS if kind in tables for u in tables[kind].units),
         sum(tables[k].seconds for k in settings.kinds),
     )
-
-
-def kinds_of(names: Sequence[str]) -> tuple[str, ...]:
-    """Parse and check a list of kinds."""
-    return Settings(kinds=tuple(names)).kinds

@@ -128,6 +128,7 @@ def _atomic_text(text: str, path: Path) -> Path:
 
 
 def write_table_json(table: Table, path: Path) -> Path:
+    """The whole table as JSON (atomic)."""
     return write_json(table.to_dict(), path)
 
 
