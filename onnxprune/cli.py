@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 
 from onnxprune import (
+    _cli_analyze,  # noqa: F401 - registers analyze on the group
     _cli_verbs,  # noqa: F401 - registers lowrank and finetune on the group
     _io,
 )
@@ -30,7 +31,8 @@ from onnxprune._cli_base import (
     run_and_show,
 )
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
-from onnxprune.errors import RecipeError
+from onnxprune.errors import CalibrationError, RecipeError
+from onnxprune.passes._allocators import ALLOCATORS
 from onnxprune.passes._importance import CHANNEL_IMPORTANCES
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES
 from onnxprune.recipe import PassSpec, Recipe
@@ -96,6 +98,21 @@ def _channel_spec(
     return PassSpec("channels", config)
 
 
+def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) -> str:
+    """``--allocation``, defaulting to ``--scope`` (``--scope global`` is ``--allocation global``)."""
+    if allocation is None:
+        return "global" if scope == "global" else "uniform"
+    if scope == "global" and allocation != "global":
+        raise click.UsageError(f"--scope global and --allocation {allocation} disagree; give --allocation alone")
+    if pattern and allocation != "uniform":
+        raise click.UsageError(
+            f"--allocation {allocation} spreads a sparsity; N:M (--pattern) has one pattern everywhere"
+        )
+    if ALLOCATORS[allocation].needs_data and job.calib is None:
+        raise CalibrationError(f"--allocation {allocation} needs calibration data (--calib PATH)")
+    return allocation
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
@@ -127,6 +144,13 @@ def _channel_spec(
     default="layer",
     show_default=True,
     help="layer: the same fraction everywhere; global: one threshold over normalized scores.",
+)
+@click.option(
+    "--allocation",
+    type=click.Choice(ALLOCATORS.names()),
+    help="How the budget is spread over layers/groups: "
+    + "; ".join(f"{e.name}: {e.description}" for e in ALLOCATORS)
+    + ". Default: uniform (global with --scope global).",
 )
 @click.option(
     "--normalize",
@@ -173,6 +197,7 @@ def prune(
     target_params: float | None,
     importance: str | None,
     scope: str,
+    allocation: str | None,
     normalize: str,
     round_to: int,
     min_channels: int,
@@ -190,6 +215,8 @@ def prune(
         raise click.UsageError("--verify checks structured pruning (--channels/--target-flops)")
     selection = job.selection
     importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
+    allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
+    scope = "global" if allocation == "global" else scope
     if structured:
         spec = _channel_spec(
             channels,
@@ -204,19 +231,18 @@ def prune(
             verify=verify,
             exclude=job.exclude,
         )
+        spec = PassSpec(spec.name, {**spec.config, "allocation": allocation})
     elif importance not in WEIGHT_IMPORTANCES:
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
     elif WEIGHT_IMPORTANCES[importance].method == "sparsegpt":
         target = {"sparsity": sparsity} if pattern is None else dict(zip("nm", _parse_pattern(pattern), strict=True))
-        spec = PassSpec("sparsegpt", {**target, **selection})
+        spec = PassSpec("sparsegpt", {**target, **selection, **({} if pattern else {"allocation": allocation})})
     elif pattern is not None:
         n, m = _parse_pattern(pattern)
         spec = PassSpec("nm", {"n": n, "m": m, "importance": importance, **selection})
     else:
-        spec = PassSpec(
-            "unstructured",
-            {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize, **selection},
-        )
+        config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize}
+        spec = PassSpec("unstructured", {**config, "allocation": allocation, **selection})
     specs = [spec]
     if finetune_steps is not None:
         specs.append(PassSpec("finetune", {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size}))

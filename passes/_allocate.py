@@ -82,9 +82,19 @@ def _global_counts(groups: Mapping[int, GroupScores], ratio: float, alloc: Alloc
 
 
 def allocate(
-    groups: Mapping[int, GroupScores], ratio: float, alloc: Allocation, scope: str = "uniform"
+    groups: Mapping[int, GroupScores],
+    ratio: float,
+    alloc: Allocation,
+    scope: str = "uniform",
+    ratios: Mapping[int, float] | None = None,
 ) -> dict[int, np.ndarray]:
-    """Kept units of each group when a fraction ``ratio`` of channels is removed."""
+    """Kept units of each group when a fraction ``ratio`` of channels is removed.
+
+    With ``ratios`` (per group, from an allocator), each group loses its own fraction instead.
+    """
+    if ratios is not None:
+        counts = {gid: alloc.rounded(g, g.units * (1.0 - ratios.get(gid, 0.0))) for gid, g in groups.items()}
+        return {gid: _top(groups[gid], counts[gid]) for gid in groups}
     if ratio <= 0:
         return {gid: np.arange(g.units) for gid, g in groups.items()}
     counts = _global_counts(groups, ratio, alloc) if scope == "global" else _uniform_counts(groups, ratio, alloc)

@@ -27,6 +27,7 @@ from onnxprune.calibration.stats import ChannelStats
 from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError, ValidationError
 from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
+from onnxprune.passes._allocators import ALLOCATORS, AllocUnit, check_allocation, scope_allocation, sensitivity_curves
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
 from onnxprune.passes._importance import (
     AGGREGATES,
@@ -58,6 +59,9 @@ class ChannelPruneConfig:
         aggregate: How a group combines its members' scores (sum, mean, max).
         normalize: Per-group score normalization (mean, max, sum, none); matters for global scope.
         scope: ``uniform`` (every group loses ``ratio``) or ``global`` (one threshold).
+        allocation: ``uniform``, ``global`` (the same as ``scope: global``) or ``sensitivity``
+            (per-group ratios minimizing the summed measured output error, mean ``ratio``
+            weighted by channels; needs calibration data).
         round_to: Kept channel counts are multiples of this (8 suits most hardware).
         min_channels: Every group keeps at least this many channels.
         max_ratio: Global scope never removes more than this fraction of one group.
@@ -87,6 +91,7 @@ class ChannelPruneConfig:
     allow_inexact: bool = False
     verify: bool = False
     verify_tolerance: float = 1e-4
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -103,6 +108,10 @@ class ChannelPruneConfig:
         check_choice("scope", self.scope, ("uniform", "global"))
         if self.round_to < 1 or self.min_channels < 0:
             raise RecipeError("round_to must be >= 1 and min_channels >= 0")
+        check_allocation(self.allocation, "channels")
+        allocation = scope_allocation(self.scope, self.allocation)
+        object.__setattr__(self, "allocation", allocation)
+        object.__setattr__(self, "scope", "global" if allocation == "global" else "uniform")
 
 
 def _excluded(analysis: ChannelAnalysis, gid: int, patterns: tuple[str, ...]) -> bool:
@@ -132,35 +141,42 @@ def prune_plan(
     config: ChannelPruneConfig,
     shapes: Mapping[str, tuple[int, ...]],
     inputs: Mapping[str, tuple[int, ...]] | None = None,
+    group_ratios: Callable[[float], Mapping[int, float]] | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[str, float]]:
     """Kept units per group: at ``config.ratio``, or at the ratio meeting a FLOPs/params target.
 
-    ``inputs`` fixes the dynamic input dims the MACs are counted at (default 1).
+    ``inputs`` fixes the dynamic input dims the MACs are counted at (default 1). ``group_ratios``
+    (an allocator's per-group ratios for a mean ratio) replaces the scope.
     """
     alloc = Allocation(config.round_to, config.min_channels, config.max_ratio)
+
+    def choose(ratio: float, scope: str) -> dict[int, np.ndarray]:
+        return allocate(scores, ratio, alloc, scope, group_ratios(ratio) if group_ratios and ratio > 0 else None)
+
     target = config.target_flops if config.target_flops is not None else config.target_params
     if target is None:
-        return allocate(scores, config.ratio, alloc, config.scope), {"ratio": config.ratio}
+        return choose(config.ratio, config.scope), {"ratio": config.ratio}
     what = "macs" if config.target_flops is not None else "params"
     base = _measure(model, shapes, {}, what, config.allow_inexact, inputs)
 
     def fraction(scope: str) -> Callable[[float], float]:
         def measure(ratio: float) -> float:
-            keep = allocate(scores, ratio, alloc, scope)
+            keep = choose(ratio, scope)
             return _measure(model, shapes, keep, what, config.allow_inexact, inputs) / max(base, 1)
 
         return measure
 
     scope = config.scope
-    ratio, got = search_ratio(fraction(scope), target)
-    if abs(got - target) > _TARGET_TOLERANCE and scope == "uniform":
+    high = 0.9 if group_ratios else 0.99  # an allocator's ratios stay within the measured grid
+    ratio, got = search_ratio(fraction(scope), target, high=high)
+    if abs(got - target) > _TARGET_TOLERANCE and scope == "uniform" and group_ratios is None:
         # uniform steps are coarse on narrow groups; one global threshold moves in single blocks
         ratio_g, got_g = search_ratio(fraction("global"), target)
         if abs(got_g - target) < abs(got - target):
             scope, ratio, got = "global", ratio_g, got_g
     logger.info("ratio %.4f (%s) keeps %.4f of the %s (target %.4f)", ratio, scope, got, what, target)
     info = {"ratio": ratio, "scope_used": scope, f"{what}_kept": got, "target": target}
-    return allocate(scores, ratio, alloc, scope), info
+    return choose(ratio, scope), info
 
 
 class ChannelPrunePass(OnnxPrunePass):
@@ -198,7 +214,8 @@ class ChannelPrunePass(OnnxPrunePass):
         groups = {
             gid: GroupScores(analysis.groups[gid].units, analysis.groups[gid].block, unit_scores[gid]) for gid in chosen
         }
-        keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs)
+        group_ratios = self._group_ratios(model, analysis, chosen)
+        keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs, group_ratios)
         keep = {gid: k for gid, k in keep.items() if len(k) < groups[gid].units}
         refits = self._refit(model, analysis, uses, keep, report) if config.reconstruct and calibrated and keep else []
         masked = None
@@ -226,6 +243,20 @@ class ChannelPrunePass(OnnxPrunePass):
             self.context.analyses.invalidate()
         report.seconds = time.perf_counter() - start
         return PruneResult(model, bool(keep), report)
+
+    def _group_ratios(
+        self, model: ir.Model, analysis: ChannelAnalysis, chosen: list[int]
+    ) -> Callable[[float], dict[int, float]] | None:
+        """Per-group ratios of the configured allocator for a mean ratio (``None``: uniform/global scope)."""
+        allocation = self.config.allocation
+        if allocation in ("uniform", "global"):
+            return None
+        curves = sensitivity_curves(self.context, model, "channels")
+        by_name = {analysis.groups[gid].producers[0]: gid for gid in chosen}
+        by_name = {name: gid for name, gid in by_name.items() if name in curves}  # unmeasured groups stay whole
+        units = [AllocUnit(name, analysis.groups[gid].units) for name, gid in by_name.items()]
+        allocator = ALLOCATORS[allocation]
+        return lambda ratio: {by_name[n]: r for n, r in allocator.ratios(units, ratio, curves).items()}
 
     def _choose_groups(self, analysis: ChannelAnalysis, report: PassReport) -> list[int]:
         chosen = []

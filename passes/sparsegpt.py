@@ -22,6 +22,7 @@ from onnxprune.analysis.weights import Weight, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
+from onnxprune.passes._allocators import check_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._gram import (
     corrected_target,
@@ -55,6 +56,9 @@ class SparseGPTConfig(_Selection):
         error_correction: With layer-sequential calibration, fit each layer to the original model's
             outputs (``‖ŴX̂ − WX‖``) rather than to its own outputs on the changed inputs
             (``‖ŴX̂ − WX̂‖``), so the errors of earlier layers are corrected, not carried forward.
+        allocation: How the unstructured sparsity is spread over the weights (mean weighted by
+            size): ``uniform``, ``global`` (one magnitude threshold), ``sensitivity`` (measured
+            output error) or ``owl`` (outlier-weighed).
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last prunable layer dense.
     """
@@ -65,8 +69,12 @@ class SparseGPTConfig(_Selection):
     blocksize: int = 128
     percdamp: float = 0.01
     error_correction: bool = True
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
+        check_allocation(self.allocation, "unstructured")
+        if self.m > 0 and self.allocation != "uniform":
+            raise RecipeError(f"allocation '{self.allocation}' spreads unstructured sparsity; N:M needs 'uniform'")
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.m < 0 or (self.m == 0 and self.n != 0) or (self.m > 0 and not 0 <= self.n <= self.m):
@@ -270,13 +278,17 @@ class SparseGPTPass(OnnxPrunePass):
             else:
                 plans.append(plan)
         if config.active and plans:
+            ratios = dict.fromkeys((p.weight.name for p in plans), config.sparsity)
+            if config.m == 0:
+                chosen = [p.weight for p in plans]
+                ratios = weight_ratios(self.context, model, chosen, config.allocation, config.sparsity)
             by_name = {plan.weight.name: plan for plan in plans}
             report.summary["blocks"] = each_weight(
                 self.context,
                 model,
                 [plan.weight for plan in plans],
                 lambda weight: by_name[weight.name].requests,
-                lambda weight, stats: self._prune(by_name[weight.name], stats or {}, report),
+                lambda weight, stats: self._prune(by_name[weight.name], stats or {}, ratios[weight.name], report),
                 needed_by=self.name,
             )
         errors = [e["reconstruction_error"] for e in report.changed]
@@ -285,10 +297,14 @@ class SparseGPTPass(OnnxPrunePass):
             mean_reconstruction_error=float(np.mean(errors)) if errors else 0.0,
             mean_magnitude_error=float(np.mean(baseline)) if baseline else 0.0,
         )
-        head = {"pattern": f"{config.n}:{config.m}"} if config.m else {"requested_sparsity": config.sparsity}
+        head = (
+            {"pattern": f"{config.n}:{config.m}"}
+            if config.m
+            else {"requested_sparsity": config.sparsity, "allocation": config.allocation}
+        )
         return finish(self, model, report, start, head, modified=bool(report.changed))
 
-    def _prune(self, plan: _Plan, stats: Mapping[str, ChannelStats], report: PassReport) -> None:
+    def _prune(self, plan: _Plan, stats: Mapping[str, ChannelStats], sparsity: float, report: PassReport) -> None:
         config: SparseGPTConfig = self.config
         weight = plan.weight
         node = weight.node_names[0]
@@ -309,7 +325,7 @@ class SparseGPTPass(OnnxPrunePass):
             pruned = sparsegpt_prune(
                 target,
                 hessian,
-                config.sparsity,
+                sparsity,
                 n=config.n,
                 m=config.m,
                 blocksize=config.blocksize,
@@ -324,7 +340,7 @@ class SparseGPTPass(OnnxPrunePass):
             check_nm(weight, written, config.n, config.m)
         extra = {
             "reconstruction_error": output_error(matrix, to_matrix(weight, written.astype(np.float64), order), hessian),
-            "magnitude_error": output_error(matrix, _magnitude(matrix, config.sparsity, config.n, config.m), hessian),
+            "magnitude_error": output_error(matrix, _magnitude(matrix, sparsity, config.n, config.m), hessian),
         }
         if config.m:
             extra["pattern"] = f"{config.n}:{config.m}"

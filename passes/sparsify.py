@@ -13,6 +13,7 @@ import onnx_ir as ir
 from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
+from onnxprune.passes._allocators import check_allocation, scope_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES, from_rows, normalizer, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
@@ -23,6 +24,7 @@ __all__ = [
     "NMPrunePass",
     "UnstructuredPruneConfig",
     "UnstructuredPrunePass",
+    "layer_keep",
     "select_weights",
 ]
 
@@ -48,8 +50,11 @@ class UnstructuredPruneConfig(_Selection):
         sparsity: Fraction of weights set to zero, in [0, 1).
         importance: ``magnitude`` (|W|) or ``wanda`` (|W|·‖X_in‖, needs calibration data).
         scope: ``layer`` (the same sparsity in every tensor; Wanda selects per output row) or
-            ``global`` (one threshold over all tensors).
+            ``global`` (one threshold over all tensors; the same as ``allocation: global``).
         normalize: With global scope, divide each tensor's scores by their mean, L2 norm or max.
+        allocation: How the sparsity is spread over the tensors (mean weighted by size):
+            ``uniform``, ``global``, ``sensitivity`` (measured output error) or ``owl``
+            (outlier-weighed); the last two need calibration data.
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last prunable layer dense.
     """
@@ -58,6 +63,7 @@ class UnstructuredPruneConfig(_Selection):
     importance: str = "magnitude"
     scope: str = "layer"
     normalize: str = "none"
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -65,6 +71,10 @@ class UnstructuredPruneConfig(_Selection):
         check_score_importance(self.importance)
         check_choice("scope", self.scope, ("layer", "global"))
         check_choice("normalize", self.normalize, _NORMALIZE)
+        check_allocation(self.allocation, "unstructured")
+        allocation = scope_allocation(self.scope, self.allocation)
+        object.__setattr__(self, "allocation", allocation)
+        object.__setattr__(self, "scope", "global" if allocation == "global" else "layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +127,16 @@ def select_weights(
         else:
             report.skip(weight.name, node, weight.op_type, reason)
     return chosen
+
+
+def layer_keep(weight: Weight, scores: np.ndarray, sparsity: float, importance: str) -> np.ndarray:
+    """Keep mask of one tensor pruned to ``sparsity`` by its ``scores`` (per output row for Wanda)."""
+    n = int(round(sparsity * weight.size))
+    if WEIGHT_IMPORTANCES[importance].per_row:
+        moved = np.moveaxis(scores, weight.out_axis, 0)
+        keep_rows = row_mask(moved.reshape(weight.shape[weight.out_axis], -1), n)
+        return np.moveaxis(keep_rows.reshape(moved.shape), 0, weight.out_axis)
+    return prune_lowest([lambda: scores], n)(0).reshape(weight.shape)
 
 
 def _stats_for(
@@ -176,14 +196,18 @@ class UnstructuredPrunePass(OnnxPrunePass):
         weights = select_weights(self, model, config, report, needs_data=needs_data)
         modified = False
         if config.sparsity > 0 and weights:
-            if config.scope == "global":  # one threshold over every tensor: all statistics at once
+            if config.allocation == "global":  # one threshold over every tensor: all statistics at once
                 modified = self._global(weights, _stats_for(self, model, weights, config.importance), report)
             else:
-                modified = self._layerwise(model, weights, report)
-        return finish(self, model, report, start, {"requested_sparsity": config.sparsity}, modified=modified)
+                ratios = weight_ratios(
+                    self.context, model, weights, config.allocation, config.sparsity, importance=config.importance
+                )
+                modified = self._layerwise(model, weights, ratios, report)
+        head = {"requested_sparsity": config.sparsity, "allocation": config.allocation}
+        return finish(self, model, report, start, head, modified=modified)
 
-    def _layerwise(self, model: ir.Model, weights: list[Weight], report: PassReport) -> bool:
-        """Each tensor at the same sparsity, statistics taken block by block.
+    def _layerwise(self, model: ir.Model, weights: list[Weight], ratios: dict[str, float], report: PassReport) -> bool:
+        """Each tensor at its allocated sparsity, statistics taken block by block.
 
         Scores come from the unchanged model unless sequential calibration is asked for: on the
         digits CNN, Wanda 50% kept 98.1% top-1 one-shot and 95.6% sequentially (README).
@@ -193,14 +217,7 @@ class UnstructuredPrunePass(OnnxPrunePass):
 
         def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
             values = read_weight(weight)
-            scores = importance.score(weight, values, stats)
-            n = int(round(config.sparsity * weight.size))
-            if importance.per_row:
-                rows = np.moveaxis(scores, weight.out_axis, 0).reshape(weight.shape[weight.out_axis], -1)
-                keep_rows = row_mask(rows, n)
-                keep = np.moveaxis(keep_rows.reshape(np.moveaxis(scores, weight.out_axis, 0).shape), 0, weight.out_axis)
-            else:
-                keep = prune_lowest([lambda s=scores: s], n)(0).reshape(weight.shape)
+            keep = layer_keep(weight, importance.score(weight, values, stats), ratios[weight.name], config.importance)
             write_weight(weight, np.where(keep, values, 0))
             report.changed.append(_entry(weight, int(np.count_nonzero(~keep))))
 

@@ -6,7 +6,7 @@ blocked with a reason. :mod:`~onnxprune.analysis.channels.apply` records, masks 
 parameters that follow the channels.
 """
 
-from onnxprune.analysis.channels.apply import ParamUse, mask, record, replace_constant, shrink
+from onnxprune.analysis.channels.apply import ParamUse, mask, masked_values, record, replace_constant, shrink
 from onnxprune.analysis.channels.graph import ChannelAnalysis, analyze_channels
 from onnxprune.analysis.channels.groups import Blocker, Group
 from onnxprune.analysis.channels.layout import Layout, Segment
@@ -20,6 +20,7 @@ __all__ = [
     "Segment",
     "analyze_channels",
     "mask",
+    "masked_values",
     "record",
     "replace_constant",
     "shrink",

@@ -18,7 +18,17 @@ from onnxprune.analysis.channels.graph import ChannelAnalysis
 from onnxprune.analysis.channels.rules import RULES
 from onnxprune.analysis.weights import constant_behind
 
-__all__ = ["Executor", "Masker", "ParamUse", "Recorder", "Shrinker", "replace_constant", "shrink", "mask"]
+__all__ = [
+    "Executor",
+    "Masker",
+    "ParamUse",
+    "Recorder",
+    "Shrinker",
+    "mask",
+    "masked_values",
+    "replace_constant",
+    "shrink",
+]
 
 #: roles of a channel parameter: producer weight rows (out), consumer weight columns (in), bias,
 #: BN scale, other norm parameters, broadcast constants; the masked model zeroes the first three
@@ -131,16 +141,37 @@ def _indices(positions: np.ndarray, per: int) -> np.ndarray:
 class Masker(Executor):
     """Zeroes the removed channels of producer weights, biases and consumer weights in place."""
 
-    def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
+    def zeroed(self, node: ir.Node, index: int, axis: int, by: ir.Value, role: str, per: int) -> np.ndarray | None:
+        """The constant input with the removed channels zeroed (``None``: unchanged)."""
         found = self._removal(node, index, by, per) if role in _WEIGHT_ROLES else None
         if found is None:
-            return
+            return None
         array, kept = np.array(found[0]), found[1]
         removed = np.setdiff1d(np.arange(array.shape[axis]), kept)
         index_ = [slice(None)] * array.ndim
         index_[axis] = removed
         array[tuple(index_)] = 0
-        replace_constant(node, index, array)
+        return array
+
+    def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
+        array = self.zeroed(node, index, axis, by, role, per)
+        if array is not None:
+            replace_constant(node, index, array)
+
+
+class _MaskRecorder(Masker):
+    """Collects the masked values by input name instead of writing them (several uses accumulate)."""
+
+    def __init__(self, analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> None:
+        super().__init__(analysis, keep)
+        self.values: dict[str, np.ndarray] = {}
+
+    def param(self, node: ir.Node, index: int, axis: int, by: ir.Value, *, role: str, per: int = 1) -> None:
+        array = self.zeroed(node, index, axis, by, role, per)
+        name = node.inputs[index].name if array is not None else None
+        if array is not None and name:
+            previous = self.values.get(name)
+            self.values[name] = array if previous is None else np.where(array == 0, array, previous)
 
 
 class Shrinker(Executor):
@@ -176,6 +207,16 @@ def record(analysis: ChannelAnalysis) -> list[ParamUse]:
 def mask(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> None:
     """Zero the removed channels' weights in the analysed model (shapes unchanged)."""
     _run(Masker(analysis, keep))
+
+
+def masked_values(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """What :func:`mask` would write, by input name, leaving the model unchanged.
+
+    A tensor read by several nodes gets the zeros of all of them (it is not de-tied).
+    """
+    recorder = _MaskRecorder(analysis, keep)
+    _run(recorder)
+    return recorder.values
 
 
 def shrink(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> None:

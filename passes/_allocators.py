@@ -1,0 +1,298 @@
+"""Allocators, registered by name: per-unit ratios that spend one global budget.
+
+A unit is a prunable weight (unstructured, SparseGPT) or a channel group (structured). An allocator
+declares what it needs -- calibration statistics (``needs_data``), a sensitivity table
+(``needs_sensitivity``) -- and which kinds of pruning it serves, and returns a ratio per unit whose
+cost-weighted mean is the budget (sparsity over the prunable parameters, or the fraction of channels).
+
+* ``uniform``: every unit gets the budget.
+* ``global``: one threshold over the units' (normalized) scores.
+* ``sensitivity``: the ratios minimizing the summed measured output error (Lagrangian: each unit's
+  error curve is made monotone and convex, its segments are taken cheapest-first across units until
+  the budget is met, the last one partially). A unit whose error rises steeply stays dense.
+* ``owl``: outlier-weighed layer-wise sparsity (Yin et al., 2023): layers with more Wanda outliers
+  (scores above ``M`` times the layer mean) get less sparsity, within ``budget ± λ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.analysis.weights import Weight, read_weight
+from onnxprune.context import PassContext
+from onnxprune.errors import CalibrationError, RecipeError
+from onnxprune.passes._registry import Registry
+from onnxprune.passes._scores import WEIGHT_IMPORTANCES, normalizer, score
+from onnxprune.passes._select import prune_lowest
+
+if TYPE_CHECKING:
+    from onnxprune.analysis.sensitivity import Settings, Table
+
+__all__ = [
+    "ALLOCATORS",
+    "AllocUnit",
+    "Allocator",
+    "check_allocation",
+    "hull_segments",
+    "owl_ratios",
+    "scope_allocation",
+    "sensitivity_curves",
+    "sensitivity_ratios",
+    "weight_ratios",
+]
+
+#: OWL's outlier threshold (times the layer's mean Wanda score) and sparsity spread (paper defaults)
+OWL_M = 5.0
+OWL_LAMBDA = 0.08
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocUnit:
+    """A unit to allocate: its name, its cost (elements or channels) and, lazily, its scores."""
+
+    name: str
+    cost: float
+    scores: Callable[[], np.ndarray] | None = None
+
+
+Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocator:
+    """``uniform``: the budget for every unit.
+
+    Attributes:
+        name: Registry name (``--allocation``).
+        description: One line for ``--help``.
+        needs_data: Needs calibration statistics (Wanda feature norms).
+        needs_sensitivity: Needs a sensitivity table (measured on the calibration data).
+        kinds: Pruning kinds it serves (``unstructured``, ``channels``).
+    """
+
+    name: str = "uniform"
+    description: str = "the same ratio for every layer or group"
+    needs_data: bool = False
+    needs_sensitivity: bool = False
+    kinds: tuple[str, ...] = ("unstructured", "channels")
+
+    def ratios(self, units: Sequence[AllocUnit], budget: float, curves: Curves | None = None) -> dict[str, float]:
+        """Ratio per unit name, cost-weighted mean ``budget``."""
+        return {u.name: budget for u in units}
+
+    def check(self, kind: str) -> None:
+        """Refuse a pruning kind this allocator does not serve."""
+        if kind not in self.kinds:
+            raise RecipeError(f"allocation '{self.name}' is for {' and '.join(self.kinds)} pruning, not {kind}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalThreshold(Allocator):
+    """One threshold over every unit's scores: each unit's ratio is its share below it."""
+
+    name: str = "global"
+    description: str = "one threshold over all (normalized) scores"
+
+    def ratios(self, units: Sequence[AllocUnit], budget: float, curves: Curves | None = None) -> dict[str, float]:
+        fns = [u.scores for u in units if u.scores is not None]
+        if len(fns) != len(units):
+            raise ValueError("global allocation needs every unit's scores")
+        n = int(round(budget * sum(u.cost for u in units)))
+        keep = prune_lowest(fns, n)
+        return {u.name: 1.0 - float(np.count_nonzero(keep(i))) / max(u.cost, 1) for i, u in enumerate(units)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sensitivity(Allocator):
+    """Minimize the summed measured output error under the budget."""
+
+    name: str = "sensitivity"
+    description: str = "per-unit ratios minimizing the summed measured output error (sensitivity analysis)"
+    needs_data: bool = True
+    needs_sensitivity: bool = True
+
+    def ratios(self, units: Sequence[AllocUnit], budget: float, curves: Curves | None = None) -> dict[str, float]:
+        if curves is None:
+            raise ValueError("sensitivity allocation needs a sensitivity table")
+        return sensitivity_ratios(units, budget, curves)
+
+
+@dataclasses.dataclass(frozen=True)
+class OWL(Allocator):
+    """Outlier-weighed layer-wise sparsity (OWL) from each layer's Wanda outlier ratio."""
+
+    name: str = "owl"
+    description: str = f"outlier-weighed layer-wise sparsity (OWL, M={OWL_M:g}, lambda={OWL_LAMBDA:g}); needs data"
+    needs_data: bool = True
+    kinds: tuple[str, ...] = ("unstructured",)
+
+    def ratios(self, units: Sequence[AllocUnit], budget: float, curves: Curves | None = None) -> dict[str, float]:
+        outliers = []
+        for unit in units:
+            assert unit.scores is not None, "owl needs every unit's Wanda scores"
+            scores = unit.scores()
+            outliers.append(float(np.mean(scores > OWL_M * scores.mean())) if scores.size else 0.0)
+        return owl_ratios(units, budget, np.asarray(outliers))
+
+
+ALLOCATORS: Registry[Allocator] = Registry("allocation")
+ALLOCATORS.register(Allocator())
+ALLOCATORS.register(GlobalThreshold())
+ALLOCATORS.register(Sensitivity())
+ALLOCATORS.register(OWL())
+
+
+def _weighted_mean(ratios: np.ndarray, costs: np.ndarray) -> float:
+    return float((ratios * costs).sum() / max(costs.sum(), 1e-12))
+
+
+def owl_ratios(
+    units: Sequence[AllocUnit], budget: float, outliers: np.ndarray, lam: float = OWL_LAMBDA, high: float = 0.99
+) -> dict[str, float]:
+    """``s_l = budget - λ·d_l`` with ``d`` the outlier ratios centred and scaled to [-1, 1]; mean held at ``budget``."""
+    costs = np.asarray([u.cost for u in units], dtype=np.float64)
+    centred = outliers - _weighted_mean(outliers, costs)
+    spread = np.abs(centred).max(initial=0.0)
+    ratios = budget - lam * (centred / spread if spread > 0 else centred)
+    for _ in range(20):  # re-centre after clipping until the weighted mean is the budget
+        ratios = np.clip(ratios + budget - _weighted_mean(ratios, costs), 0.0, high)
+        if abs(_weighted_mean(ratios, costs) - budget) < 1e-9:
+            break
+    return {u.name: float(r) for u, r in zip(units, ratios, strict=True)}
+
+
+def hull_segments(ratios: np.ndarray, errors: np.ndarray) -> list[tuple[float, float, float]]:
+    """The lower convex hull of a monotone-made error curve from (0, 0): (start, end, slope) segments."""
+    errors = np.maximum.accumulate(np.maximum(np.asarray(errors, dtype=np.float64), 0.0))
+    points = sorted(zip(np.asarray(ratios, dtype=np.float64), errors, strict=True))
+    hull: list[tuple[float, float]] = []
+    for p in points:
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (y2 - y1) * (p[0] - x1) >= (p[1] - y1) * (x2 - x1):  # hull[-1] lies on or above the chord
+                hull.pop()
+            else:
+                break
+        if not hull or p[0] > hull[-1][0]:
+            hull.append(p)
+    return [(x1, x2, (y2 - y1) / (x2 - x1)) for (x1, y1), (x2, y2) in zip(hull[:-1], hull[1:], strict=True)]
+
+
+def sensitivity_ratios(units: Sequence[AllocUnit], budget: float, curves: Curves) -> dict[str, float]:
+    """Ratios minimizing the summed (convexified) error with ``Σ cost·ratio = budget · Σ cost``.
+
+    Segments of every unit's hull are taken in order of error per unit of cost removed; the last
+    one is taken partially, so the budget is met exactly. Raises if it needs ratios beyond the grid.
+    """
+    costs = {u.name: float(u.cost) for u in units}
+    missing = [u.name for u in units if u.name not in curves]
+    if missing:
+        raise RecipeError(f"the sensitivity table has no curve for '{missing[0]}' (was it measured on this model?)")
+    # a segment's price: error added per unit of cost removed, Δerror / (Δratio · cost)
+    segments = [
+        (slope / max(costs[unit.name], 1e-12), start, unit.name, end)
+        for unit in units
+        for start, end, slope in hull_segments(*curves[unit.name])
+    ]
+    segments.sort()
+    need = budget * sum(costs.values())
+    ratios = dict.fromkeys(costs, 0.0)
+    for _, start, name, end in segments:
+        if need <= 1e-12:
+            break
+        step = min(end - start, need / costs[name])
+        ratios[name] = float(start + step)
+        need -= step * costs[name]
+    if need > 1e-6 * sum(costs.values()):
+        top = max(float(np.max(curves[u.name][0])) for u in units)
+        raise RecipeError(f"budget {budget:g} needs ratios beyond the measured grid (largest {top:g}): extend --grid")
+    return ratios
+
+
+# --------------------------------------------------------------------------- #
+# what the passes call
+# --------------------------------------------------------------------------- #
+
+
+def check_allocation(name: str, kind: str) -> None:
+    """Refuse an unknown allocation, or one that does not serve ``kind`` (config validation)."""
+    ALLOCATORS.check("allocation", name)
+    ALLOCATORS[name].check(kind)
+
+
+def scope_allocation(scope: str, allocation: str, global_scope: str = "global") -> str:
+    """The allocation a (``scope``, ``allocation``) pair means: ``scope=global`` is ``allocation=global``."""
+    if scope == global_scope:
+        if allocation not in ("uniform", "global"):
+            raise RecipeError(f"scope '{scope}' and allocation '{allocation}' disagree; give allocation alone")
+        return "global"
+    return allocation
+
+
+def _require_data(context: PassContext, allocation: str) -> None:
+    if context.calibration is None or getattr(context.calibration, "random", False):
+        raise CalibrationError(f"allocation '{allocation}' needs calibration data (--calib PATH)")
+
+
+def _table(model: ir.Model, context: PassContext, settings: Settings) -> Table:
+    from onnxprune.analysis.sensitivity import analyze, cache_dir
+
+    assert context.calibration is not None
+    return analyze(
+        model, context.calibration, settings=settings, threads=context.threads, cache=cache_dir(), any_data=True
+    )
+
+
+def sensitivity_curves(context: PassContext, model: ir.Model, kind: str, method: str = "magnitude") -> Curves:
+    """Measured error curves of ``kind``'s units (analysed now, or read from the cache)."""
+    from onnxprune.analysis.sensitivity import Settings
+
+    _require_data(context, "sensitivity")
+    settings = Settings(kinds=(kind,), method=method, batch_size=context.batch_size)
+    table = context.analyses.get(_table, model, context, settings, key=("sensitivity", settings))
+    return {u.name: u.curve() for u in table.of_kind(kind)}
+
+
+def weight_ratios(
+    context: PassContext,
+    model: ir.Model,
+    weights: Sequence[Weight],
+    allocation: str,
+    budget: float,
+    *,
+    importance: str = "magnitude",
+    normalize: str = "none",
+) -> dict[str, float]:
+    """Sparsity per weight name for ``allocation`` at mean sparsity ``budget`` (weighted by size).
+
+    ``global`` thresholds ``importance`` scores (normalized per tensor); ``owl`` uses Wanda scores;
+    ``sensitivity`` measures (or reads) the per-weight curves with magnitude pruning, or Wanda when
+    ``importance`` is data-aware.
+    """
+    allocator = ALLOCATORS[allocation]
+    if allocator.needs_data:
+        _require_data(context, allocation)
+    stats = None
+    scored = "wanda" if allocation == "owl" else importance
+    if allocation in ("global", "owl") and WEIGHT_IMPORTANCES[scored].needs_data:
+        requests = [r for w in weights for r in WEIGHT_IMPORTANCES[scored].requests(w)]
+        stats = context.stats(model, requests, needed_by=f"allocation '{allocation}'")
+
+    def scores_of(weight: Weight) -> Callable[[], np.ndarray]:
+        def fn() -> np.ndarray:
+            values = score(weight, read_weight(weight), scored, stats)
+            return values / np.float32(normalizer(values, normalize))
+
+        return fn
+
+    units = [AllocUnit(w.name, w.size, scores_of(w)) for w in weights]
+    curves = None
+    if allocator.needs_sensitivity:
+        method = "magnitude" if not WEIGHT_IMPORTANCES[importance].needs_data else "wanda"
+        curves = sensitivity_curves(context, model, "unstructured", method)
+    return allocator.ratios(units, budget, curves)
