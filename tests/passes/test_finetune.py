@@ -238,8 +238,8 @@ def test_cli_finetune_and_prune_then_finetune(tmp_path: Path, digits_model: Path
     both = tmp_path / "both.onnx"
     result = runner.invoke(
         cli,
-        ["-q", "prune", str(digits_model), "-o", str(both), "--sparsity", "0.9", "--scope", "global", "--importance", "magnitude",
-         "--calib", str(digits_calib), "--finetune-steps", "200", "--report", str(report)],
+        ["-q", "prune", str(digits_model), "-o", str(both), "--sparsity", "0.9", "--scope", "global",
+         "--importance", "magnitude", "--calib", str(digits_calib), "--finetune-steps", "200", "--report", str(report)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
