@@ -37,6 +37,8 @@ bench: install
 	$(PY) bench/bench_structured.py --out bench/results
 	$(PY) bench/bench_lowrank.py --out bench/results
 	$(PY) bench/bench_finetune.py --out bench/results
+	$(PY) bench/bench_sequential.py --out bench/results
+	$(PY) bench/bench_sensitivity.py --out bench/results
 
 # trained models (PP-OCRv4, all-MiniLM-L6-v2, an MNIST CNN) on real data, pruned through the CLI
 bench-real: install
