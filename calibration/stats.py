@@ -132,14 +132,16 @@ class ChannelStats:
         Each chunk is multiplied in float32 (BLAS speed) and accumulated in float64.
         """
         rows = rows.astype(np.float32, copy=False)
-        self.gram = _accumulate(self.gram, rows.T @ rows)
+        gram = rows.T @ rows
+        self.gram = _accumulate(self.gram, gram)
         self.gram_sum = _accumulate(self.gram_sum, rows.sum(axis=0, dtype=np.float64))
         self.rows += rows.shape[0]
         if reference is not None:
             reference = reference.astype(np.float32, copy=False)
-            self.cross = _accumulate(self.cross, rows.T @ reference)
+            same = np.array_equal(rows, reference)  # nothing upstream changed: the very same sums
+            self.cross = _accumulate(self.cross, gram if same else rows.T @ reference)
             if reference_gram:
-                self.ref_gram = _accumulate(self.ref_gram, reference.T @ reference)
+                self.ref_gram = _accumulate(self.ref_gram, gram if same else reference.T @ reference)
             self.ref_sum = _accumulate(self.ref_sum, reference.sum(axis=0, dtype=np.float64))
 
     @property
