@@ -19,7 +19,6 @@ from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import infer_shapes
 from onnxprune.calibration.sources import ArraySource, input_specs
 from onnxprune.context import PassContext
-from onnxprune.errors import ValidationError
 from onnxprune.passes import ChannelPruneConfig, ChannelPrunePass
 from tests.conftest import ort_run, to_ir
 from tests.models.paddleocr import paddleocr_models
@@ -221,15 +220,7 @@ def test_unfolded_reshape_of_a_bias_follows_the_channels() -> None:
     "short",
     [
         "ocr_cls",
-        pytest.param(
-            "ocr_det",
-            marks=pytest.mark.xfail(
-                raises=ValidationError,
-                strict=True,
-                reason="open: PP-OCRv4 det's shrunk model differs from the masked one by ~3e-3 (relative) without "
-                "refit; --verify refuses it (exit 2) instead of writing a wrong model",
-            ),
-        ),
+        "ocr_det",
         "ocr_rec",
     ],
 )
