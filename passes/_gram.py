@@ -86,17 +86,19 @@ def mean_cross(stats: Sequence[ChannelStats], features: int) -> np.ndarray | Non
 
 
 def corrected_target(w: np.ndarray, gram: np.ndarray, cross: np.ndarray, percdamp: float) -> np.ndarray:
-    """``W* = W·crossᵀ·(Ĝ+λI)⁻¹``: the weights that best map the changed inputs onto the original outputs.
+    """``W* = W·crossᵀ·Ĝ⁻¹``: the weights that best map the changed inputs onto the original outputs.
 
     With ``Ĝ = X̂ᵀX̂`` and ``cross = X̂ᵀX``, ``‖ŴX̂ − WX‖² = ‖ŴX̂ − W*X̂‖² + const``, so fitting ``Ŵ`` to
     ``W*`` under ``Ĝ`` also corrects the error that earlier, already changed layers put into ``X̂``.
-    Where nothing upstream changed (``X̂ = X``), ``w`` is returned as it is.
+    Written as ``W* = W + W·(cross − Ĝ)ᵀ·(Ĝ+λI)⁻¹``, the dampening shrinks only the correction, never
+    the weights themselves; where nothing upstream changed (``X̂ = X``), ``w`` is returned as it is.
     """
-    if np.allclose(cross, gram, rtol=1e-6, atol=1e-9 * max(float(np.abs(gram).max(initial=0.0)), 1e-30)):
+    delta = cross - gram
+    if not np.any(delta):
         return w
     h = np.array(gram, dtype=np.float64)
     h[np.diag_indices_from(h)] += percdamp * max(float(np.mean(np.diag(h))), 1e-12)
-    return np.linalg.solve(h, cross @ w.T).T
+    return w + np.linalg.solve(h, delta @ w.T).T
 
 
 def output_error(w: np.ndarray, approx: np.ndarray, hessian: np.ndarray) -> float:
