@@ -108,7 +108,7 @@ def test_sequential_sparsegpt_with_error_correction_beats_one_shot_on_the_traine
         result = SparseGPTPass(SparseGPTConfig(sparsity=0.85), context)(model)
         assert result.report.summary["blocks"] >= (2 if sequential else 1)
         accuracy[sequential] = _digits_accuracy(model)
-    # measured: 0.878 sequential with error correction, 0.675 one-shot (dense 0.986)
+    # measured: 0.958 sequential with error correction, 0.675 one-shot (dense 0.986)
     assert accuracy[True] > 0.85 and accuracy[True] > accuracy[False] + 0.1
 
 
