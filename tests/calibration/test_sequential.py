@@ -12,7 +12,7 @@ from onnxprune import _io
 from onnxprune.analysis.weights import find_weights, read_weight
 from onnxprune.calibration.collect import StatRequest, collect_stats
 from onnxprune.calibration.sequential import SequentialOptions, Step, plan_blocks
-from onnxprune.calibration.sources import open_source
+from onnxprune.calibration.sources import ArraySource, input_specs, open_source
 from onnxprune.context import PassContext
 from onnxprune.passes import SparseGPTConfig, SparseGPTPass, UnstructuredPruneConfig, UnstructuredPrunePass
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
@@ -53,7 +53,7 @@ def test_blocks_hold_independent_steps_together_within_the_memory_budget() -> No
 def test_prefix_session_statistics_equal_the_full_model_and_paired_cross_is_exact() -> None:
     model = to_ir(mlp_model())
     x = np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32)
-    source = _ArraySource(x)
+    source = ArraySource({"x": x}, input_specs(model), "test")
     stats = collect_stats(model, source, [StatRequest("h_relu", 1, gram=True)], batch_size=7)["h_relu"]
     h = np.maximum(x @ _init(model, "W1") + _init(model, "b1"), 0)
     assert np.allclose(stats.gram, h.T.astype(np.float64) @ h, rtol=1e-5, atol=1e-5)
@@ -74,19 +74,6 @@ def test_prefix_session_statistics_equal_the_full_model_and_paired_cross_is_exac
 
 def _init(model: ir.Model, name: str) -> np.ndarray:
     return model.graph.initializers[name].const_value.numpy()
-
-
-class _ArraySource:
-    def __init__(self, x: np.ndarray) -> None:
-        self.x = x
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.x)
-
-    def batches(self, batch_size: int):  # noqa: ANN201
-        for i in range(0, len(self.x), batch_size):
-            yield {"x": self.x[i : i + batch_size]}
 
 
 def _digits_accuracy(model: ir.Model) -> float:
