@@ -64,26 +64,40 @@ def conv_geometry(node: ir.Node, kernel: tuple[int, int]) -> ConvGeometry | str:
     return ConvGeometry(kernel, strides, pads, dilations)  # type: ignore[arg-type]
 
 
-def _batch_within_budget(
-    runs: Sequence[tuple[ort.InferenceSession | None, Sequence[str]]],
-    source: CalibrationSource,
-    batch_size: int,
-    budget: int,
-) -> int:
-    """Largest batch (at most ``batch_size``) whose fetched activations fit in ``budget`` bytes.
+def _sample_bytes(runs: Sequence[tuple[ort.InferenceSession | None, Sequence[str]]], source: CalibrationSource) -> int:
+    """Bytes that ``runs`` ((session, fetched names) pairs) fetch for one sample.
 
-    ``runs`` are (session, fetched names) pairs. The size per sample is measured by running one
-    sample (shape inference cannot see through every exported Reshape).
+    Measured by running one sample: shape inference cannot see through every exported Reshape.
     """
     first = next(iter(source.batches(1)), None)
     runs = [(sess, names) for sess, names in runs if sess is not None and names]
     if not first or not runs:
-        return batch_size
-    per_sample = sum(np.asarray(a).nbytes for sess, names in runs for a in sess.run(list(names), first))
+        return 0
+    return sum(np.asarray(a).nbytes for sess, names in runs for a in sess.run(list(names), first))
+
+
+def _batch_within_budget(per_sample: int, batch_size: int, budget: int) -> int:
+    """Largest batch (at most ``batch_size``) whose fetched activations fit in ``budget`` bytes."""
     fitted = max(1, min(batch_size, budget // max(per_sample, 1)))
     if fitted < batch_size:
         logger.info("calibration batch %d -> %d to keep activations under %d MB", batch_size, fitted, budget >> 20)
     return fitted
+
+
+def _reference_first(
+    sess: ort.InferenceSession, names: list[str], source: CalibrationSource, batch_size: int, budget: int
+) -> tuple[int, list[dict[str, np.ndarray]] | None]:
+    """The batch size, and the reference's values over all batches when they fit in half of ``budget``.
+
+    Paired statistics need the reference's and the model's values of the same batch together. When
+    the reference's values for every sample are small enough, they are computed first, so that the
+    reference session can be released before the model's session is built; ``None`` otherwise.
+    """
+    per_sample = _sample_bytes([(sess, names)], source)
+    batch_size = _batch_within_budget(2 * per_sample, batch_size, budget)  # the model's values beside them
+    if per_sample * source.num_samples > budget // 2:
+        return batch_size, None
+    return batch_size, [_run(sess, names, batch) for batch in source.batches(batch_size)]
 
 
 def _merge(requests: Sequence[StatRequest]) -> dict[str, StatRequest]:
@@ -114,7 +128,7 @@ def _accumulate(entry: ChannelStats, request: StatRequest, array: np.ndarray, re
     entry.update(array)
     if not request.gram:
         return
-    chunk_bytes = 32 << 20
+    chunk_bytes = 16 << 20  # three chunks (model, reference, difference) alive at once
     rows = gram_rows(array, request.axis, request.conv, chunk_bytes)
     if ref is None:
         for chunk in rows:
@@ -147,21 +161,29 @@ def collect_stats(
         return {}
     input_names = {v.name for v in model.graph.inputs}
     fetch = list(dict.fromkeys(r.value for r in merged.values() if r.value not in input_names))
-    sess = _ort.session(model, fetch, threads=threads, what="model for calibration", only=True) if fetch else None
     paired = list(dict.fromkeys(r.value for r in merged.values() if r.paired and r.value not in input_names))
     if any(r.paired for r in merged.values()) and reference is None:
         raise ValueError("paired statistics need a reference model")
-    ref_sess = (
-        _ort.session(reference, paired, threads=threads, what="reference model", only=True)
-        if reference is not None and paired
-        else None
-    )
-    batch_size = _batch_within_budget([(sess, fetch), (ref_sess, paired)], source, batch_size, memory_mb << 20)
+    cached: list[dict[str, np.ndarray]] | None = None
+    ref_sess = None
+    if reference is not None and paired:
+        ref_sess = _ort.session(reference, paired, threads=threads, what="reference model", only=True)
+        if paired == fetch:
+            batch_size, cached = _reference_first(ref_sess, paired, source, batch_size, memory_mb << 20)
+            if cached is not None:
+                ref_sess = None  # one onnxruntime session alive at a time
+    sess = _ort.session(model, fetch, threads=threads, what="model for calibration", only=True) if fetch else None
+    if cached is None:
+        per_sample = _sample_bytes([(sess, fetch), (ref_sess, paired)], source)
+        batch_size = _batch_within_budget(per_sample, batch_size, memory_mb << 20)
     stats: dict[str, ChannelStats] = {}
     done, total = 0, source.num_samples
-    for batch in source.batches(batch_size):
+    for i, batch in enumerate(source.batches(batch_size)):
         values = _run(sess, fetch, batch)
-        ref_values = _run(ref_sess, paired, batch) if reference is not None else {}
+        if cached is not None:
+            ref_values, cached[i] = cached[i], {}
+        else:
+            ref_values = _run(ref_sess, paired, batch) if reference is not None else {}
         for name, request in merged.items():
             array = np.asarray(values[request.value])
             entry = stats.get(name)

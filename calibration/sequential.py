@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import onnx_ir as ir
 
+from onnxprune._memory import release_free_memory
 from onnxprune.calibration.collect import ProgressFn, StatRequest, collect_stats
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.calibration.stats import ChannelStats
 
-__all__ = ["BlockFn", "SequentialOptions", "Step", "plan_blocks", "run_blocks"]
+__all__ = ["BlockFn", "SequentialOptions", "Step", "each_step", "plan_blocks", "run_blocks"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +75,38 @@ class Step:
         return total
 
 
-#: Called with one block's steps and the statistics of their requests (keyed by request name).
-BlockFn = Callable[[Sequence[Step], Mapping[str, ChannelStats]], None]
+#: Called with one block's steps and the statistics of their requests (keyed by request name). The
+#: function owns the dict: it may pop entries once done with them (see :func:`each_step`), which frees
+#: a block's large Grams before the next step's algebra needs the memory.
+BlockFn = Callable[[Sequence[Step], dict[str, ChannelStats]], None]
+
+
+def each_step(block: Sequence[Step], stats: dict[str, ChannelStats]) -> Iterator[tuple[Step, dict[str, ChannelStats]]]:
+    """Each step of ``block`` with statistics it owns (it may change or free them).
+
+    An entry is popped from ``stats`` for the last step that requests it; earlier steps sharing it
+    get a copy of its arrays. Requests missing from ``stats`` are left out.
+    """
+    remaining = Counter(r.name for step in block for r in step.requests)
+    for step in block:
+        own: dict[str, ChannelStats] = {}
+        for request in step.requests:
+            remaining[request.name] -= 1
+            if request.name not in stats:
+                continue
+            if remaining[request.name] == 0:
+                own[request.name] = stats.pop(request.name)
+            else:
+                own[request.name] = _copied(stats[request.name])
+        yield step, own
+
+
+def _copied(entry: ChannelStats) -> ChannelStats:
+    arrays = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+    return dataclasses.replace(
+        entry,
+        **{k: v.copy() for k, v in arrays.items() if isinstance(v, np.ndarray)},  # type: ignore[arg-type]
+    )
 
 
 def _downstream(nodes: Iterable[ir.Node]) -> set[str]:
@@ -162,8 +195,10 @@ def run_blocks(
             reference=reference if options.sequential else None,
         )
         logger.debug("block %d/%d: %s", i + 1, len(blocks), ", ".join(s.key for s in block))
+        release_free_memory()  # what the onnxruntime runs freed, before the block's algebra
         process(block, stats)
         del stats
+        release_free_memory()
     if len(blocks) > 1:
         logger.info("calibrated %d steps in %d sequential blocks", len(steps), len(blocks))
     return len(blocks)

@@ -38,9 +38,7 @@ def unfold_conv_input(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, c * kh * kw)
 
 
-def gram_rows(
-    x: np.ndarray, axis: int, conv: ConvGeometry | None, max_bytes: int = 64 << 20
-) -> Iterator[np.ndarray]:
+def gram_rows(x: np.ndarray, axis: int, conv: ConvGeometry | None, max_bytes: int = 64 << 20) -> Iterator[np.ndarray]:
     """The rows a weight multiplies, ``[rows, features]`` float32, in chunks of at most ``max_bytes``.
 
     Rows of a MatMul/Gemm input are its vectors along ``axis``; rows of a 2-D Conv input are its
@@ -68,8 +66,12 @@ class ChannelStats:
     ``count`` is the number of values seen per channel; ``sums`` says which sums are kept (the
     others stay zero); ``gram`` (optional) accumulates XᵀX of the rows the consuming weight
     multiplies, ``gram_sum`` their column sums, with ``rows`` rows seen. Paired with the rows ``R``
-    of a reference model at the same place (layer-sequential refits), ``cross`` accumulates XᵀR,
+    of a reference model at the same place (layer-sequential refits), ``delta`` accumulates
+    Xᵀ(R − X) (so ``XᵀR = gram + delta``, see :attr:`cross`, without cancellation when ``R ≈ X``),
     ``ref_gram`` RᵀR and ``ref_sum`` the column sums of ``R``.
+
+    Gram-sized sums are float32 (each chunk's product is float32 anyway; half the memory of the
+    widest layers' Grams), vectors float64.
     """
 
     axis: int
@@ -82,7 +84,7 @@ class ChannelStats:
     gram_sum: np.ndarray | None = None
     rows: int = 0
     sums: frozenset[str] = ALL_SUMS
-    cross: np.ndarray | None = None
+    delta: np.ndarray | None = None
     ref_gram: np.ndarray | None = None
     ref_sum: np.ndarray | None = None
 
@@ -127,22 +129,37 @@ class ChannelStats:
     ) -> None:
         """Accumulate XᵀX of a ``[rows, features]`` matrix (and the paired sums with ``reference`` rows).
 
-        The reference's own Gram ``RᵀR`` is kept only with ``reference_gram``.
-
-        Each chunk is multiplied in float32 (BLAS speed) and accumulated in float64.
+        The reference's own Gram ``RᵀR`` is kept only with ``reference_gram``. One float32 product
+        is alive at a time.
         """
         rows = rows.astype(np.float32, copy=False)
-        gram = rows.T @ rows
-        self.gram = _accumulate(self.gram, gram)
         self.gram_sum = _accumulate(self.gram_sum, rows.sum(axis=0, dtype=np.float64))
         self.rows += rows.shape[0]
-        if reference is not None:
-            reference = reference.astype(np.float32, copy=False)
-            same = np.array_equal(rows, reference)  # nothing upstream changed: the very same sums
-            self.cross = _accumulate(self.cross, gram if same else rows.T @ reference)
+        gram = rows.T @ rows
+        if reference is None:
+            self.gram = _accumulate(self.gram, gram)
+            return
+        reference = reference.astype(np.float32, copy=False)
+        self.ref_sum = _accumulate(self.ref_sum, reference.sum(axis=0, dtype=np.float64))
+        if self.delta is None:
+            self.delta = np.zeros_like(gram)
+        if np.array_equal(rows, reference):  # nothing upstream changed: the very same sums
             if reference_gram:
-                self.ref_gram = _accumulate(self.ref_gram, gram if same else reference.T @ reference)
-            self.ref_sum = _accumulate(self.ref_sum, reference.sum(axis=0, dtype=np.float64))
+                self.ref_gram = _accumulate(self.ref_gram, gram.copy())
+            self.gram = _accumulate(self.gram, gram)
+            return
+        self.gram = _accumulate(self.gram, gram)
+        del gram
+        self.delta += rows.T @ (reference - rows)
+        if reference_gram:
+            self.ref_gram = _accumulate(self.ref_gram, reference.T @ reference)
+
+    @property
+    def cross(self) -> np.ndarray | None:
+        """XᵀR in float64 (``None`` unless paired)."""
+        if self.delta is None or self.gram is None:
+            return None
+        return self.gram.astype(np.float64) + self.delta
 
     @property
     def mean_abs(self) -> np.ndarray:
@@ -166,5 +183,8 @@ class ChannelStats:
 
 
 def _accumulate(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
-    part = part.astype(np.float64, copy=False)
-    return part.copy() if total is None else total + part
+    """``total + part``, added in place; the first part is taken as it is (float32 Grams stay float32)."""
+    if total is None:
+        return part
+    np.add(total, part, out=total)
+    return total

@@ -64,14 +64,18 @@ class PassContext:
         needed_by: str,
         reference: ir.Model | None = None,
         sequential: bool = True,
+        changes_model: bool = True,
     ) -> int:
         """Calibrate and process ``steps`` block by block (see :mod:`onnxprune.calibration.sequential`).
 
         ``sequential`` is the pass's preference, used unless the context's options decide.
         ``reference`` defaults to a clone of ``model`` taken now (it shares the tensors). Returns the
-        number of blocks.
+        number of blocks. Steps that only read (``changes_model=False``, e.g. spectra before a budget
+        is allocated) are always one-shot on ``model`` itself: nothing upstream changes between blocks.
         """
         options = self.sequential.resolve(sequential)
+        if not changes_model:
+            options, reference = dataclasses.replace(options, sequential=False), model
         if self.calibration is None:
             raise CalibrationError(f"{needed_by} needs calibration data (--calib PATH, or random inputs)")
         paired = any(r.paired for step in steps for r in step.requests)

@@ -218,9 +218,7 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
         if not 0 <= recipe.max_drop < float("inf"):
             raise RecipeError(f"max_drop must be a number of points >= 0, got {recipe.max_drop}")
 
-    def execute(
-        specs: tuple[PassSpec, ...], model: ir.Model
-    ) -> tuple[ir.Model, PipelineResult, dict[str, Any] | None]:
+    def execute(specs: tuple[PassSpec, ...], model: ir.Model) -> tuple[ir.Model, PipelineResult, dict[str, Any] | None]:
         context = PassContext(
             calibration=source,
             batch_size=recipe.calibration.batch_size,

@@ -212,8 +212,8 @@ def validate(
     if metric is not None and (random_inputs or data_path is None):
         raise MetricError(f"--metric '{metric.spec}' needs real data (--data PATH)")
     check_model(cand, "result")
-    ref_sess = _ort.session(ref, threads=threads, what="reference model")
-    cand_sess = _ort.session(cand, threads=threads, what="result")
+    ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True)
+    cand_sess = _ort.session(cand, threads=threads, what="result", lean=True)
     try:
         comparison = compare_outputs(
             ref_sess,
@@ -233,6 +233,9 @@ def validate(
         scores = MetricResult(
             metric.spec, metric(comparison.ref_outputs, data_path), metric(comparison.cand_outputs, data_path)
         )
+    del ref_sess, cand_sess  # latency on sessions as deployed (arena, prepacked weights)
+    ref_sess = _ort.session(ref, threads=threads, what="reference model")
+    cand_sess = _ort.session(cand, threads=threads, what="result")
     first = next(iter(source.batches(1)))
     ref_ms, cand_ms = measure_latency(ref_sess, cand_sess, first, runs=latency_runs)
     return Validation(

@@ -14,14 +14,15 @@ import numpy as np
 from onnxprune.analysis.weights import Weight
 from onnxprune.calibration.collect import StatRequest, conv_geometry
 from onnxprune.calibration.stats import ChannelStats
+from onnxprune.passes._linalg import solve_spd
 
 __all__ = [
     "corrected_target",
     "from_matrix",
     "gram_requests",
-    "mean_cross",
+    "delta_times",
+    "mean_delta",
     "mean_gram",
-    "output_error",
     "to_matrix",
 ]
 
@@ -69,41 +70,65 @@ def from_matrix(weight: Weight, matrix: np.ndarray, order: np.ndarray | None = N
     return np.moveaxis(matrix, 0, weight.out_axis)
 
 
-def mean_gram(stats: Sequence[ChannelStats], features: int) -> np.ndarray | None:
-    """``XᵀX / rows`` summed over the uses' statistics (float64), or ``None`` if a Gram is missing."""
-    if any(s.gram is None or s.gram.shape != (features, features) for s in stats):
+def _mean(
+    stats: Sequence[ChannelStats], field: str, features: int, consume: bool, dtype: type = np.float64
+) -> np.ndarray | None:
+    arrays = [getattr(s, field) for s in stats]
+    if any(a is None or a.shape != (features, features) for a in arrays):
         return None
-    rows = sum(s.rows for s in stats)
-    return sum(np.asarray(s.gram, dtype=np.float64) for s in stats) / max(rows, 1)
+    rows = max(sum(s.rows for s in stats), 1)
+    if not consume:
+        return (sum(np.asarray(a, dtype=np.float64) for a in arrays) / rows).astype(dtype, copy=False)
+    for s in stats:
+        setattr(s, field, None)
+    total = arrays.pop(0).astype(dtype, copy=False)  # the accumulator itself when dtypes agree
+    while arrays:
+        total += arrays.pop()
+    total /= rows
+    return total
 
 
-def mean_cross(stats: Sequence[ChannelStats], features: int) -> np.ndarray | None:
-    """``X̂ᵀX / rows`` (changed inputs against the original ones) summed over the uses, or ``None``."""
-    if any(s.cross is None or s.cross.shape != (features, features) for s in stats):
-        return None
-    rows = sum(s.rows for s in stats)
-    return sum(np.asarray(s.cross, dtype=np.float64) for s in stats) / max(rows, 1)
+def mean_gram(
+    stats: Sequence[ChannelStats], features: int, *, consume: bool = False, dtype: type = np.float64
+) -> np.ndarray | None:
+    """``XᵀX / rows`` summed over the uses' statistics, or ``None`` if a Gram is missing.
 
-
-def corrected_target(w: np.ndarray, gram: np.ndarray, cross: np.ndarray, percdamp: float) -> np.ndarray:
-    """``W* = W·crossᵀ·Ĝ⁻¹``: the weights that best map the changed inputs onto the original outputs.
-
-    With ``Ĝ = X̂ᵀX̂`` and ``cross = X̂ᵀX``, ``‖ŴX̂ − WX‖² = ‖ŴX̂ − W*X̂‖² + const``, so fitting ``Ŵ`` to
-    ``W*`` under ``Ĝ`` also corrects the error that earlier, already changed layers put into ``X̂``.
-    Written as ``W* = W + W·(cross − Ĝ)ᵀ·(Ĝ+λI)⁻¹``, the dampening shrinks only the correction, never
-    the weights themselves; where nothing upstream changed (``X̂ = X``), ``w`` is returned as it is.
+    With ``consume``, the statistics' own Grams are detached from them and, with ``dtype`` float32
+    (how they were summed), scaled in place: no copy of a Gram-sized matrix is made.
     """
-    delta = cross - gram
+    return _mean(stats, "gram", features, consume, dtype)
+
+
+def mean_delta(stats: Sequence[ChannelStats], features: int, *, consume: bool = False) -> np.ndarray | None:
+    """``X̂ᵀ(X − X̂) / rows`` (changed inputs against the original ones) summed over the uses, or ``None``."""
+    return _mean(stats, "delta", features, consume)
+
+
+def delta_times(stats: Sequence[ChannelStats], w: np.ndarray) -> np.ndarray | None:
+    """``mean X̂ᵀ(X − X̂) · Wᵀ [features, outputs]`` (float64), consuming the statistics' ``delta``.
+
+    ``None`` without paired statistics or where nothing upstream changed. The product is taken in
+    float32, as the sums were kept, so no float64 copy of a Gram-sized matrix is made.
+    """
+    deltas = [s.delta for s in stats]
+    if any(d is None or d.shape[1] != w.shape[1] for d in deltas):
+        return None
+    for s in stats:
+        s.delta = None
+    rows = max(sum(s.rows for s in stats), 1)
+    w32 = np.ascontiguousarray(w.T, dtype=np.float32)
+    product = sum(np.asarray(d @ w32, dtype=np.float64) for d in deltas)
+    return product / rows if np.any(product) else None
+
+
+def corrected_target(w: np.ndarray, gram: np.ndarray, delta: np.ndarray, percdamp: float) -> np.ndarray:
+    """``W* = W + W·deltaᵀ·(Ĝ+λI)⁻¹``: the weights that best map the changed inputs onto the original outputs.
+
+    With ``Ĝ = X̂ᵀX̂`` and ``delta = X̂ᵀ(X − X̂)``, ``‖ŴX̂ − WX‖² = ‖ŴX̂ − W*X̂‖² + const`` (for
+    ``λ = 0``), so fitting ``Ŵ`` to ``W*`` under ``Ĝ`` also corrects the error that earlier, already
+    changed layers put into ``X̂``. The dampening shrinks only the correction, never the weights
+    themselves; where nothing upstream changed (``X̂ = X``), ``w`` is returned as it is.
+    """
     if not np.any(delta):
         return w
-    h = np.array(gram, dtype=np.float64)
-    h[np.diag_indices_from(h)] += percdamp * max(float(np.mean(np.diag(h))), 1e-12)
-    return w + np.linalg.solve(h, delta @ w.T).T
-
-
-def output_error(w: np.ndarray, approx: np.ndarray, hessian: np.ndarray) -> float:
-    """Relative output error ‖(W−Ŵ)X‖/‖WX‖ from ``H = XᵀX``: sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))."""
-    delta = w - approx
-    num = float(np.einsum("ij,jk,ik->", delta, hessian, delta))
-    den = float(np.einsum("ij,jk,ik->", w, hessian, w))
-    return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
+    return w + solve_spd(gram, delta @ w.T, percdamp).T

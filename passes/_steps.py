@@ -8,13 +8,14 @@ import onnx_ir as ir
 
 from onnxprune.analysis.weights import Weight
 from onnxprune.calibration.collect import StatRequest
-from onnxprune.calibration.sequential import Step
+from onnxprune.calibration.sequential import Step, each_step
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.context import PassContext
 
 __all__ = ["WeightFn", "each_weight", "weight_step"]
 
-#: Changes one weight, given the statistics of its block (``None`` when nothing was collected).
+#: Changes one weight, given the statistics of its requests, which it owns and may free or overwrite
+#: (``None`` when nothing was collected).
 WeightFn = Callable[[Weight, Mapping[str, ChannelStats] | None], None]
 
 
@@ -33,11 +34,12 @@ def each_weight(
     *,
     needed_by: str,
     sequential: bool = True,
+    changes_model: bool = True,
 ) -> int:
     """Call ``change`` on every weight in topological blocks (see :meth:`PassContext.run_blocks`).
 
-    ``sequential`` is the pass's preference. Without any request nothing is collected and ``change``
-    gets ``None``. Returns the number of blocks.
+    ``sequential`` is the pass's preference; ``changes_model=False`` says ``change`` only reads.
+    Without any request nothing is collected and ``change`` gets ``None``. Returns the number of blocks.
     """
     steps = [weight_step(weight, requests(weight)) for weight in weights]
     by_name = {weight.name: weight for weight in weights}
@@ -46,8 +48,10 @@ def each_weight(
             change(weight, None)
         return 0
 
-    def process(block: Sequence[Step], stats: Mapping[str, ChannelStats]) -> None:
-        for step in block:
-            change(by_name[step.key], stats)
+    def process(block: Sequence[Step], stats: dict[str, ChannelStats]) -> None:
+        for step, own in each_step(block, stats):
+            change(by_name[step.key], own)
 
-    return context.run_blocks(model, steps, process, needed_by=needed_by, sequential=sequential)
+    return context.run_blocks(
+        model, steps, process, needed_by=needed_by, sequential=sequential, changes_model=changes_model
+    )

@@ -21,6 +21,7 @@ import logging
 
 import numpy as np
 
+from onnxprune.passes._linalg import lower_cholesky_with_inverse
 from onnxprune.passes._rank import energy_kept
 
 __all__ = ["WHITENINGS", "Spectrum", "decompose", "whitening"]
@@ -42,11 +43,10 @@ def whitening(gram: np.ndarray, method: str = "cholesky", percdamp: float = 0.01
     if damp <= 0:
         damp = 1e-8
     if method == "cholesky":
-        try:
-            lower = np.linalg.cholesky(h + damp * np.eye(len(h)))
-            return lower, np.linalg.inv(lower)
-        except np.linalg.LinAlgError:
-            logger.warning("Gram is not positive definite after dampening: eigen whitening used instead")
+        factors = lower_cholesky_with_inverse(h, damp)
+        if factors is not None:
+            return factors
+        logger.warning("Gram is not positive definite after dampening: eigen whitening used instead")
     elif method != "eigen":
         raise ValueError(f"whitening must be one of {', '.join(WHITENINGS)}, got {method!r}")
     values, vectors = np.linalg.eigh(h)

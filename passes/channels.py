@@ -21,7 +21,7 @@ from onnxprune import _ort
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import complete_shapes
-from onnxprune.calibration.sequential import Step
+from onnxprune.calibration.sequential import Step, each_step
 from onnxprune.calibration.sources import input_specs, open_source
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.context import PassContext
@@ -300,10 +300,10 @@ class ChannelPrunePass(OnnxPrunePass):
         by_key = {p.request.name: p for p in plans}
         results: list[dict] = []
 
-        def refit_block(block: Sequence[Step], stats: Mapping[str, ChannelStats]) -> None:
-            for step in block:
+        def refit_block(block: Sequence[Step], stats: dict[str, ChannelStats]) -> None:
+            for step, own in each_step(block, stats):
                 plan = by_key[step.key]
-                fitted = refit(analysis, plan, keep, stats, self.config.ridge, originals[id(plan)])
+                fitted = refit(analysis, plan, keep, own, self.config.ridge, originals[id(plan)])
                 results.append({"node": plan.node.name, **fitted})
 
         pair = {"paired": sequential, "paired_gram": sequential}

@@ -26,7 +26,8 @@ from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
 from onnxprune.passes._factorize import Namer, batchnorm_scale, factorize, unique_namer
-from onnxprune.passes._gram import corrected_target, gram_requests, mean_cross, mean_gram, output_error, to_matrix
+from onnxprune.passes._gram import corrected_target, gram_requests, mean_delta, mean_gram, to_matrix
+from onnxprune.passes._linalg import output_error
 from onnxprune.passes._rank import Candidate, allocate_ranks, break_even, energy_rank, round_rank, saves
 from onnxprune.passes._steps import WeightFn, each_weight
 from onnxprune.passes._svd import WHITENINGS, Spectrum, decompose
@@ -108,16 +109,16 @@ class _Layer:
     bn_scale: np.ndarray | None
     note: str | None = None  # why an activation-aware layer fell back to plain SVD
     gram: np.ndarray | None = None
-    cross: np.ndarray | None = None  # X̂ᵀX against the original inputs (sequential error correction)
+    delta: np.ndarray | None = None  # X̂ᵀ(X − X̂) against the original inputs (sequential error correction)
 
     def with_gram(self, stats: Mapping[str, ChannelStats]) -> _Layer:
         """The layer with its Gram from ``stats`` (or the note saying why plain SVD is used)."""
         if not self.requests:
             return self
         found = [stats[r.name] for r in self.requests]
-        gram = mean_gram(found, self.dims[1])
+        gram = mean_gram(found, self.dims[1], consume=True)
         note = None if gram is not None else "plain SVD: calibration Gram does not match the weight"
-        return dataclasses.replace(self, gram=gram, cross=mean_cross(found, self.dims[1]), note=note)
+        return dataclasses.replace(self, gram=gram, delta=mean_delta(found, self.dims[1], consume=True), note=note)
 
     @property
     def dims(self) -> tuple[int, int]:
@@ -206,11 +207,27 @@ class LowRankPass(OnnxPrunePass):
             layers.append(_Layer(weight, () if isinstance(requests, str) else requests, scale, note))
         return layers
 
-    def _each_layer(self, model: ir.Model, layers: list[_Layer], change: WeightFn) -> None:
-        """Call ``change`` on every layer's weight, in blocks calibrated where layers need Grams."""
-        requests = {layer.weight.name: layer.requests for layer in layers}
+    def _each_layer(self, model: ir.Model, layers: list[_Layer], change: WeightFn, *, reads_only: bool = False) -> None:
+        """Call ``change`` on every layer's weight, in blocks calibrated where layers need Grams.
+
+        ``reads_only``: ``change`` does not touch the model, so one-shot unpaired statistics suffice.
+        """
+        requests = {
+            layer.weight.name: tuple(dataclasses.replace(r, paired=False) for r in layer.requests)
+            if reads_only
+            else layer.requests
+            for layer in layers
+        }
         weights = [layer.weight for layer in layers]
-        each_weight(self.context, model, weights, lambda w: requests[w.name], change, needed_by=self.name)
+        each_weight(
+            self.context,
+            model,
+            weights,
+            lambda w: requests[w.name],
+            change,
+            needed_by=self.name,
+            changes_model=not reads_only,
+        )
 
     @staticmethod
     def _matrix(layer: _Layer) -> np.ndarray:
@@ -253,7 +270,7 @@ class LowRankPass(OnnxPrunePass):
             layer = by_name[weight.name].with_gram(stats or {})
             sigmas[weight.name] = self._spectrum(layer, self._matrix(layer)).sigma
 
-        self._each_layer(model, layers, spectrum)  # nothing changes yet: the dense model's spectra
+        self._each_layer(model, layers, spectrum, reads_only=True)  # the dense model's spectra
         candidates = [
             Candidate(sigmas[layer.weight.name], *layer.dims, cost) for layer, cost in zip(layers, costs, strict=True)
         ]
@@ -275,8 +292,8 @@ class LowRankPass(OnnxPrunePass):
             return
         matrix = self._matrix(layer)
         target = matrix
-        if layer.gram is not None and layer.cross is not None:
-            target = corrected_target(matrix, layer.gram, layer.cross, config.percdamp)
+        if layer.gram is not None and layer.delta is not None:
+            target = corrected_target(matrix, layer.gram, layer.delta, config.percdamp)
         spectrum = self._spectrum(layer, target)
         if rank is None:
             assert config.energy is not None

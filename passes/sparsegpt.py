@@ -25,14 +25,13 @@ from onnxprune.errors import RecipeError
 from onnxprune.passes._allocators import check_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._gram import (
-    corrected_target,
+    delta_times,
     from_matrix,
     gram_requests,
-    mean_cross,
     mean_gram,
-    output_error,
     to_matrix,
 )
+from onnxprune.passes._linalg import output_error, upper_cholesky_of_inverse
 from onnxprune.passes._select import nm_mask
 from onnxprune.passes._steps import each_weight
 from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, select_weights
@@ -95,27 +94,6 @@ class SparseGPTConfig(_Selection):
 # --------------------------------------------------------------------------- #
 
 
-def _upper_cholesky_of_inverse(hessian: np.ndarray, percdamp: float) -> np.ndarray:
-    """``U`` with ``H⁻¹ = UᵀU`` after dampening; more dampening is tried if ``H`` is not definite."""
-    mean_diag = float(np.mean(np.diag(hessian))) if hessian.size else 0.0
-    damp = percdamp
-    for attempt in range(6):
-        h = hessian.copy()
-        h[np.diag_indices_from(h)] += damp * mean_diag
-        try:
-            lower = np.linalg.cholesky(h)
-            lower_inv = np.linalg.inv(lower)
-            inverse = lower_inv.T @ lower_inv
-            upper = np.linalg.cholesky((inverse + inverse.T) / 2).T
-        except np.linalg.LinAlgError:
-            damp = max(damp * 10, 1e-4)
-            continue
-        if attempt:
-            logger.warning("Hessian not positive definite: dampening raised to %.3g", damp)
-        return upper
-    raise np.linalg.LinAlgError(f"Hessian is not positive definite even with dampening {damp:.3g}")
-
-
 def _block_counts(sparsity: float, rows: int, cols: int, blocksize: int) -> list[int]:
     """Weights to prune in each column block, exact in total (``round(sparsity * rows * cols)``)."""
     edges = list(range(0, cols, blocksize)) + [cols]
@@ -132,6 +110,7 @@ def sparsegpt_prune(
     m: int = 0,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    correction: np.ndarray | None = None,
 ) -> np.ndarray:
     """Prune ``w [rows, cols]`` with SparseGPT and return the reconstructed weights (float64).
 
@@ -145,9 +124,12 @@ def sparsegpt_prune(
         blocksize: Columns per lazy-update block. Unstructured masks are chosen per block; for N:M
             the result does not depend on it (rounded up to a multiple of ``m``).
         percdamp: Dampening ``percdamp * mean(diag(H))`` added to the diagonal.
+        correction: Error correction ``X̂ᵀ(X − X̂)·Wᵀ [cols, rows]``: the weights are first moved to
+            ``W + ((H+λI)⁻¹·correction)ᵀ`` (see :func:`corrected_target`), through the same factor
+            ``(H+λI)⁻¹ = UᵀU`` that the pruning uses, so no second copy of ``H`` is needed.
 
     Inputs that never fire (``H_ii == 0``) get ``H_ii = 1`` and their weights are zeroed, as in
-    the reference implementation. With nothing to prune, ``w`` is returned unchanged.
+    the reference implementation. With nothing to prune (and no correction), ``w`` is returned unchanged.
     """
     weights = np.array(w, dtype=np.float64)
     rows, cols = weights.shape
@@ -158,16 +140,17 @@ def sparsegpt_prune(
             raise ValueError(f"N:M pattern needs 0 <= N <= M, got {n}:{m}")
         if cols % m:
             raise ValueError(f"columns ({cols}) must be a multiple of M={m}")
-        if n == m:
-            return weights
         blocksize = -(-blocksize // m) * m
-    elif sparsity <= 0:
+    nothing = n == m if m > 0 else sparsity <= 0
+    if nothing and correction is None:
         return weights
-    h = np.array(hessian, dtype=np.float64)
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
+    dead = np.diag(hessian) == 0
+    hinv = upper_cholesky_of_inverse(hessian, percdamp, unit=dead)
+    if correction is not None:
+        weights += (hinv.T @ (hinv @ correction)).T
+    if nothing:
+        return weights
     weights[:, dead] = 0.0
-    hinv = _upper_cholesky_of_inverse(h, percdamp)
     counts = _block_counts(sparsity, rows, cols, blocksize) if m == 0 else []
     for b, i1 in enumerate(range(0, cols, blocksize)):
         i2 = min(i1 + blocksize, cols)
@@ -309,27 +292,29 @@ class SparseGPTPass(OnnxPrunePass):
         weight = plan.weight
         node = weight.node_names[0]
         k = plan.columns
-        hessian = mean_gram([stats[r.name] for r in plan.requests], k)
+        entries = [stats[r.name] for r in plan.requests]
+        hessian = mean_gram(entries, k, consume=True, dtype=np.float32)  # float64 only in the factorization
         if hessian is None:
             report.skip(weight.name, node, weight.op_type, f"calibration Gram does not match the {k} input features")
             return
-        cross = mean_cross([stats[r.name] for r in plan.requests], k)
         order = _column_order(weight, config.m > 0)
-        if order is not None:
-            hessian = hessian[np.ix_(order, order)]
-            cross = cross[np.ix_(order, order)] if cross is not None else None
         values = read_weight(weight)
         matrix = to_matrix(weight, values.astype(np.float64), order)
-        target = matrix if cross is None else corrected_target(matrix, hessian, cross, config.percdamp)
+        correction = delta_times(entries, to_matrix(weight, values.astype(np.float64)))
+        del entries
+        if order is not None:
+            hessian = hessian[np.ix_(order, order)]
+            correction = correction[order] if correction is not None else None
         try:
             pruned = sparsegpt_prune(
-                target,
+                matrix,
                 hessian,
                 sparsity,
                 n=config.n,
                 m=config.m,
                 blocksize=config.blocksize,
                 percdamp=config.percdamp,
+                correction=correction,
             )
         except np.linalg.LinAlgError as e:
             report.skip(weight.name, node, weight.op_type, f"SparseGPT failed: {e}")
