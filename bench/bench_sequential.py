@@ -32,6 +32,8 @@ CASES: dict[str, list[str]] = {
     "lowrank-aware-energy0.9-sequential": ["lowrank", "--energy", "0.9", "--activation-aware", "--sequential"],
     "lowrank-aware-params0.5-sequential": ["lowrank", "--target-params", "0.5", "--activation-aware", "--sequential"],
     "channels-50%-refit-sequential": ["prune", "--channels", "0.5", "--sequential"],
+    "analyze-unstructured,channels": ["analyze", "--no-cache"],
+    "analyze-unstructured,channels,lowrank": ["analyze", "--no-cache", "--kinds", "unstructured,channels,lowrank"],
 }
 
 logger = logging.getLogger("bench_sequential")
@@ -58,10 +60,12 @@ def _run(name: str, args: list[str], model: Path, calib: Path, threads: int, mem
     exe = Path(sys.executable).with_name("onnxprune")
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "r.json"
+        analyze = args[0] == "analyze"  # writes PREFIX.json/.csv/.png; no pass report, no memory budget
         command = [
-            "/usr/bin/time", "-f", "%e %M", str(exe), "-q", args[0], str(model), "-o", str(Path(tmp) / "out.onnx"),
-            *args[1:], "--calib", str(calib), "--threads", str(threads), "--memory-mb", str(memory_mb),
-            "--report", str(report),
+            "/usr/bin/time", "-f", "%e %M", str(exe), "-q", args[0], str(model),
+            "-o", str(Path(tmp) / ("sens" if analyze else "out.onnx")),
+            *args[1:], "--calib", str(calib), "--threads", str(threads),
+            *([] if analyze else ["--memory-mb", str(memory_mb), "--report", str(report)]),
         ]  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -69,6 +73,17 @@ def _run(name: str, args: list[str], model: Path, calib: Path, threads: int, mem
         if done.returncode != 0:
             return {"case": name, "error": done.stderr.strip().splitlines()[-2:]}
         seconds, kib = done.stderr.strip().splitlines()[-1].split()
+        if analyze:
+            units = len(json.loads((Path(tmp) / "sens.json").read_text()).get("units", []))
+            return {
+                "case": name,
+                "command": " ".join(["onnxprune", *args[:1], "MODEL", *args[1:], "--calib", "CALIB"]),
+                "wall_s": float(seconds),
+                "wall_outer_s": wall,
+                "peak_rss_mb": int(kib) / 1024,
+                "pass_s": None,
+                "blocks": f"{units} units",
+            }
         data = json.loads(report.read_text())
     passes = data["passes"][0]
     return {
@@ -103,7 +118,8 @@ def _markdown(rows: list[dict], meta: dict) -> str:
             lines.append(f"| {r['case']} | failed: {' '.join(r['error'])} | | | | |")
         else:
             lines.append(
-                f"| {r['case']} | `{r['command']}` | {r['wall_s']:.1f} | {r['pass_s']:.1f} | "
+                f"| {r['case']} | `{r['command']}` | {r['wall_s']:.1f} | "
+                f"{'–' if r['pass_s'] is None else format(r['pass_s'], '.1f')} | "
                 f"{r['peak_rss_mb']:.0f} | {r['blocks']} |"
             )
     lines += ["", "Reproduce: `python bench/bench_sequential.py --out bench/results`.", ""]
