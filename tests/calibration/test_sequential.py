@@ -11,7 +11,7 @@ import pytest
 from onnxprune import _io
 from onnxprune.analysis.weights import find_weights, read_weight
 from onnxprune.calibration.collect import StatRequest, collect_stats
-from onnxprune.calibration.sequential import SequentialOptions, Step, plan_blocks
+from onnxprune.calibration.sequential import SequentialOptions, Step, each_step, plan_blocks
 from onnxprune.calibration.sources import ArraySource, input_specs, open_source
 from onnxprune.context import PassContext
 from onnxprune.passes import SparseGPTConfig, SparseGPTPass, UnstructuredPruneConfig, UnstructuredPrunePass
@@ -131,3 +131,37 @@ def test_reused_pass_on_a_new_model_never_sees_the_old_models_analyses(tmp_path:
         result = pass_(model)
         assert result.modified and result.model is model
         assert np.count_nonzero(_init(model, "W1") == 0) == 256
+
+
+def test_each_step_owns_its_statistics() -> None:
+    model = to_ir(mlp_model())
+    x = np.random.default_rng(0).standard_normal((12, 16)).astype(np.float32)
+    source = ArraySource({"x": x}, input_specs(model), "test")
+    request = StatRequest("x", 1, gram=True)
+    stats = collect_stats(model, source, [request])
+    first = Step("a", (_node(model, "fc1_matmul"),), (request,), (16,))
+    second = Step("b", (_node(model, "fc1_add"),), (request,), (16,))
+    original = stats["x"].gram.copy()
+    owned = list(each_step([first, second], stats))
+    assert [step.key for step, _ in owned] == ["a", "b"]
+    (_, mine), (_, last) = owned
+    assert stats == {}  # popped for the last user
+    assert mine["x"] is not last["x"] and mine["x"].gram is not last["x"].gram  # the earlier user got a copy
+    mine["x"].gram *= 0  # owners may change what they own
+    assert np.array_equal(last["x"].gram, original)
+
+
+def test_reference_first_gives_the_same_paired_statistics() -> None:
+    """Reference values computed first (one session at a time) or beside the model's: the same sums."""
+    model = to_ir(mlp_model())
+    x = np.random.default_rng(1).standard_normal((20, 16)).astype(np.float32)
+    source = ArraySource({"x": x}, input_specs(model), "test")
+    changed = model.clone()
+    changed.graph.initializers["W1"].const_value = ir.Tensor(_init(model, "W1") * 0.5)
+    paired = [StatRequest("h_relu", 1, gram=True, paired=True, paired_gram=True)]
+    cached = collect_stats(changed, source, paired, batch_size=7, reference=model)["h_relu"]
+    unpaired_too = [*paired, StatRequest("h_add", 1)]  # a fetched value that is not paired: both sessions together
+    together = collect_stats(changed, source, unpaired_too, batch_size=7, reference=model)["h_relu"]
+    for field in ("gram", "delta", "ref_gram", "gram_sum", "ref_sum"):
+        assert np.allclose(getattr(cached, field), getattr(together, field), rtol=1e-6), field
+    assert np.any(cached.delta)
