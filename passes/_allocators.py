@@ -267,12 +267,13 @@ def weight_ratios(
     *,
     importance: str = "magnitude",
     normalize: str = "none",
+    curves_by: str | None = None,
 ) -> dict[str, float]:
     """Sparsity per weight name for ``allocation`` at mean sparsity ``budget`` (weighted by size).
 
     ``global`` thresholds ``importance`` scores (normalized per tensor); ``owl`` uses Wanda scores;
-    ``sensitivity`` measures (or reads) the per-weight curves with magnitude pruning, or Wanda when
-    ``importance`` is data-aware.
+    ``sensitivity`` measures (or reads) the per-weight curves with ``curves_by`` (default: magnitude
+    pruning, or Wanda when ``importance`` is data-aware).
     """
     allocator = ALLOCATORS[allocation]
     if allocator.needs_data:
@@ -293,6 +294,6 @@ def weight_ratios(
     units = [AllocUnit(w.name, w.size, scores_of(w)) for w in weights]
     curves = None
     if allocator.needs_sensitivity:
-        method = "magnitude" if not WEIGHT_IMPORTANCES[importance].needs_data else "wanda"
+        method = curves_by or ("wanda" if WEIGHT_IMPORTANCES[importance].needs_data else "magnitude")
         curves = sensitivity_curves(context, model, "unstructured", method)
     return allocator.ratios(units, budget, curves)
