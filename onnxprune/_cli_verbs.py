@@ -7,6 +7,8 @@ from typing import Any
 import click
 
 from onnxprune._cli_base import Job, absolute, cli, emit, handle_errors, job_options
+from onnxprune.errors import CalibrationError
+from onnxprune.passes.lowrank import RANK_ALLOCATIONS
 from onnxprune.recipe import PassSpec
 
 __all__ = ["finetune", "lowrank"]
@@ -42,6 +44,13 @@ __all__ = ["finetune", "lowrank"]
 )
 @click.option("--whitening", type=click.Choice(["cholesky", "eigen"]), default="cholesky", show_default=True)
 @click.option("--allow-larger", is_flag=True, help="Factorize even where the rank saves no parameters or MACs.")
+@click.option(
+    "--allocation",
+    type=click.Choice(RANK_ALLOCATIONS),
+    default="energy",
+    show_default=True,
+    help="Spread --target-params/--target-flops by one energy threshold, or by measured sensitivity (needs --calib).",
+)
 @job_options
 @click.pass_context
 @handle_errors
@@ -59,6 +68,7 @@ def lowrank(
     round_to: int,
     whitening: str,
     allow_larger: bool,
+    allocation: str,
     job: Job,
 ) -> None:
     """Factorize MODEL's Gemm/MatMul/Conv weights by truncated SVD (two nodes per layer) and write OUTPUT."""
@@ -66,6 +76,13 @@ def lowrank(
     given = {k: v for k, v in modes.items() if v is not None}
     if len(given) != 1:
         raise click.UsageError("give exactly one of --energy, --rank, --target-params or --target-flops")
+    if allocation != "energy":
+        if target_params is None and target_flops is None:
+            raise click.UsageError(
+                f"--allocation {allocation} spreads a budget: give --target-params or --target-flops"
+            )
+        if job.calib is None:
+            raise CalibrationError(f"--allocation {allocation} needs calibration data (--calib PATH)")
     config = {
         **given,
         "round_to": round_to,
@@ -74,6 +91,7 @@ def lowrank(
         "energy_transfer": energy_transfer,
         "bn_rectify": bn_rectify,
         "only_if_smaller": not allow_larger,
+        "allocation": allocation,
         **job.selection,
     }
     emit(ctx, job, model, output, PassSpec("lowrank", config))

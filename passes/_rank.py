@@ -12,7 +12,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Candidate", "allocate_ranks", "break_even", "energy_kept", "energy_rank", "round_rank", "saves"]
+__all__ = [
+    "Candidate",
+    "allocate_ranks",
+    "break_even",
+    "energy_kept",
+    "energy_rank",
+    "rank_for_saving",
+    "round_rank",
+    "saved_fraction_curve",
+    "saves",
+]
 
 
 def break_even(m: int, n: int) -> float:
@@ -45,6 +55,36 @@ def energy_rank(sigma: np.ndarray, energy: float) -> int:
 def round_rank(rank: int, multiple: int, full: int) -> int:
     """``rank`` rounded up to a multiple of ``multiple``, at most ``full``."""
     return min(full, math.ceil(rank / multiple) * multiple)
+
+
+def saved_fraction_curve(ratios: np.ndarray, errors: np.ndarray, m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An error curve over "rank fraction removed" as one over "fraction of the dense cost saved".
+
+    A rank-``r`` factorization saves ``1 − r(m+n)/(mn)`` of the dense cost; points that save nothing
+    are dropped, and the dense layer is the point (0, 0).
+    """
+    full = min(m, n)
+    points = [(0.0, 0.0)]
+    for ratio, error in zip(np.asarray(ratios, dtype=np.float64), np.asarray(errors, dtype=np.float64), strict=True):
+        rank = max(1, int(round((1.0 - ratio) * full)))
+        saved = 1.0 - rank * (m + n) / (m * n)
+        if ratio > 0 and saved > 0:
+            points.append((saved, float(error)))
+    points.sort()
+    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def rank_for_saving(fraction: float, m: int, n: int, multiple: int) -> int:
+    """The largest rank saving at least ``fraction`` of the dense ``[m, n]`` cost (0: stay dense).
+
+    The rank is rounded down to a multiple of ``multiple`` where one fits; 0 where nothing is to be
+    saved or no rank saves anything.
+    """
+    if fraction <= 0:
+        return 0
+    rank = math.floor((1.0 - fraction) * m * n / (m + n))
+    rank = max(1, rank // multiple * multiple if rank >= multiple else rank)
+    return rank if saves(rank, m, n) else 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,11 +24,21 @@ from onnxprune.analysis.weights import Weight, find_weights, read_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
+from onnxprune.passes._allocators import AllocUnit, sensitivity_curves, sensitivity_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
 from onnxprune.passes._factorize import Namer, batchnorm_scale, factorize, unique_namer
 from onnxprune.passes._gram import corrected_target, gram_requests, mean_delta, mean_gram, to_matrix
 from onnxprune.passes._linalg import output_error
-from onnxprune.passes._rank import Candidate, allocate_ranks, break_even, energy_rank, round_rank, saves
+from onnxprune.passes._rank import (
+    Candidate,
+    allocate_ranks,
+    break_even,
+    energy_rank,
+    rank_for_saving,
+    round_rank,
+    saved_fraction_curve,
+    saves,
+)
 from onnxprune.passes._steps import WeightFn, each_weight
 from onnxprune.passes._svd import WHITENINGS, Spectrum, decompose
 from onnxprune.passes.sparsify import _Selection, select_weights
@@ -39,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 _MODES = ("energy", "rank", "target_params", "target_flops")
 _DENSE = 0  # rank given to layers a budget leaves dense
+#: How a parameter/MAC budget is spread over the layers (``LowRankConfig.allocation``)
+RANK_ALLOCATIONS = ("energy", "sensitivity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +70,9 @@ class LowRankConfig(_Selection):
         energy_transfer: Scale the kept singular values to conserve ``Σσ²`` (LRPET).
         bn_rectify: Weight the rows by a following BatchNormalization's scale before the SVD and
             unweight after (LRPET); only where such a BatchNorm exists.
+        allocation: How ``target_params``/``target_flops`` is spread over the layers: ``energy`` (one
+            energy threshold shared by all spectra) or ``sensitivity`` (per-layer ranks minimizing the
+            summed output error measured by ``onnxprune analyze``'s low-rank units; needs data).
         only_if_smaller: Leave a layer dense where its rank would not save parameters and MACs.
         error_correction: With activation-aware, layer-sequential calibration: truncate the weights
             that best map the already-factorized model's inputs onto the original outputs.
@@ -77,6 +92,7 @@ class LowRankConfig(_Selection):
     bn_rectify: bool = True
     only_if_smaller: bool = True
     error_correction: bool = True
+    allocation: str = "energy"
 
     def __post_init__(self) -> None:
         given = [mode for mode in _MODES if getattr(self, mode) is not None]
@@ -93,6 +109,9 @@ class LowRankConfig(_Selection):
         if not 0.0 <= self.percdamp < float("inf"):
             raise RecipeError(f"percdamp must be >= 0, got {self.percdamp}")
         check_choice("whitening", self.whitening, WHITENINGS)
+        check_choice("allocation", self.allocation, RANK_ALLOCATIONS)
+        if self.allocation != "energy" and self.mode not in ("target_params", "target_flops"):
+            raise RecipeError(f"allocation '{self.allocation}' spreads a budget: give target_params or target_flops")
 
     @property
     def mode(self) -> str:
@@ -263,6 +282,8 @@ class LowRankPass(OnnxPrunePass):
             total = float(sum(c for n in model.graph if (c := node_macs(n, shapes))))
             target = config.target_flops
         assert target is not None
+        if config.allocation == "sensitivity":
+            return self._sensitivity_ranks(model, layers, costs, total, report)
         sigmas: dict[str, np.ndarray] = {}
         by_name = {layer.weight.name: layer for layer in layers}
 
@@ -281,6 +302,39 @@ class LowRankPass(OnnxPrunePass):
         if not met:
             logger.warning("lowrank: target %.3g not reachable; best %.3g", target, achieved)
         return [_DENSE if r is None else r for r in ranks]
+
+    def _sensitivity_ranks(
+        self, model: ir.Model, layers: list[_Layer], costs: list[float], total: float, report: PassReport
+    ) -> list[int | None]:
+        """Ranks from measured error curves: the least error added per unit of cost saved, across layers.
+
+        The curves are ``onnxprune analyze``'s low-rank units (plain SVD truncated at each grid ratio,
+        one layer at a time, output error on the calibration data); layers without one stay dense.
+        """
+        config: LowRankConfig = self.config
+        target = config.target_params if config.mode == "target_params" else config.target_flops
+        assert target is not None
+        curves = sensitivity_curves(self.context, model, "lowrank")
+        measured = [(layer, cost) for layer, cost in zip(layers, costs, strict=True) if layer.weight.name in curves]
+        need = sum(costs) - (target * total - (total - sum(costs)))  # cost the factorized layers must save
+        fractions: dict[str, float] = {}
+        if need > 0 and measured:
+            saved = {
+                layer.weight.name: saved_fraction_curve(*curves[layer.weight.name], *layer.dims)
+                for layer, _ in measured
+            }
+            units = [AllocUnit(layer.weight.name, cost) for layer, cost in measured]
+            fractions = sensitivity_ratios(units, need / sum(cost for _, cost in measured), saved)
+        ranks = [rank_for_saving(fractions.get(x.weight.name, 0.0), *x.dims, config.round_to) for x in layers]
+        kept = sum(
+            cost * (1.0 if rank == _DENSE else rank * sum(layer.dims) / (layer.dims[0] * layer.dims[1]))
+            for layer, cost, rank in zip(layers, costs, ranks, strict=True)
+        )
+        planned = (total - sum(costs) + kept) / total
+        report.summary.update(
+            {"allocation": "sensitivity", "target_met": planned <= target + 1e-9, "planned_fraction": planned}
+        )
+        return ranks
 
     def _factorize(self, layer: _Layer, rank: int | None, fresh: Namer, report: PassReport) -> None:
         config: LowRankConfig = self.config

@@ -16,7 +16,16 @@ from onnxprune.cli import cli
 from onnxprune.context import PassContext
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes import PASSES, ChannelPruneConfig, ChannelPrunePass, LowRankConfig, LowRankPass
-from onnxprune.passes._rank import Candidate, allocate_ranks, break_even, energy_rank, round_rank, saves
+from onnxprune.passes._rank import (
+    Candidate,
+    allocate_ranks,
+    break_even,
+    energy_rank,
+    rank_for_saving,
+    round_rank,
+    saved_fraction_curve,
+    saves,
+)
 from onnxprune.passes._svd import decompose, whitening
 from onnxprune.pipeline import Pipeline
 from tests.conftest import ort_run, sha256, to_ir
@@ -409,3 +418,44 @@ def test_inspect_ranks_lists_spectra_and_reasons(digits_model) -> None:  # noqa:
     assert fc["break_even"] == pytest.approx(64 * 512 / 576)
     table = CliRunner().invoke(cli, ["inspect", str(digits_model), "--ranks"])
     assert table.exit_code == 0 and "break-even" in table.output
+
+
+# --------------------------------------------------------------------------- #
+# sensitivity allocation
+# --------------------------------------------------------------------------- #
+
+
+def test_saved_fraction_curve_and_rank_for_saving() -> None:
+    xs, ys = saved_fraction_curve(np.array([0.0, 0.25, 0.5, 0.9]), np.array([0.0, 0.1, 0.3, 0.8]), 64, 64)
+    assert xs[0] == 0.0 and ys[0] == 0.0
+    assert np.all(np.diff(xs) > 0) and xs[-1] == pytest.approx(1 - 6 * 128 / 64**2)  # rank 6 of 64
+    assert len(xs) == 2  # ranks 48 and 32 of 64 save nothing (break-even 32): dropped
+    assert rank_for_saving(0.0, 64, 64, 8) == 0
+    rank = rank_for_saving(0.5, 64, 64, 8)
+    assert rank == 16 and rank * 128 <= 0.5 * 64 * 64
+    assert rank_for_saving(0.99, 64, 64, 8) == 1  # below one multiple: the rank itself, at least 1
+
+
+def test_sensitivity_allocation_meets_the_budget_with_measured_curves() -> None:
+    """Layers whose truncation hurts the output more keep more rank; the budget is met."""
+    proto = _mlp(widths=(64, 128, 128, 64))
+    x = np.random.default_rng(1).standard_normal((48, 64)).astype(np.float32)
+    model = to_ir(proto)
+    context = PassContext(calibration=ArraySource({"x": x}, input_specs(model), "test"))
+    result = LowRankPass(LowRankConfig(target_params=0.6, allocation="sensitivity"), context)(model)
+    summary = result.report.summary
+    assert summary["allocation"] == "sensitivity" and summary["target_met"]
+    assert count_params(result.model)[0] <= 0.6 * count_params(to_ir(proto))[0]
+    assert ort_run(result.model, {"x": x[:4]})["y"].shape == (4, 64)
+
+
+def test_sensitivity_allocation_needs_a_budget_and_data(tmp_path, digits_model) -> None:  # noqa: ANN001
+    with pytest.raises(RecipeError, match="spreads a budget"):
+        LowRankConfig(energy=0.9, allocation="sensitivity")
+    with pytest.raises(RecipeError, match="allocation must be one of"):
+        LowRankConfig(target_params=0.5, allocation="owl")
+    out = tmp_path / "lr.onnx"
+    args = ["lowrank", str(digits_model), "-o", str(out), "--target-params", "0.5", "--allocation", "sensitivity"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "needs calibration data" in result.output
+    assert not out.exists()
