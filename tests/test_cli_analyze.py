@@ -114,7 +114,10 @@ def test_prune_with_sensitivity_allocation(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(report.read_text())["passes"][0]["summary"]
-    assert summary["allocation"] == "sensitivity" and summary["achieved_sparsity"] == pytest.approx(0.75, abs=1e-3)
+    assert summary["allocation"] == "sensitivity"
+    # exact, except that SparseGPT also zeroes the weights of inputs that never fire on the data (a layer
+    # allocated less sparsity than its dead inputs' share ends up sparser than allocated)
+    assert 0.75 - 1e-3 <= summary["achieved_sparsity"] <= (0.75 + 0.005 if importance == "sparsegpt" else 0.75 + 1e-3)
 
 
 def test_scope_global_is_allocation_global(tmp_path: Path, digits_model: Path) -> None:
