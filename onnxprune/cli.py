@@ -98,15 +98,21 @@ def _channel_spec(
     return PassSpec("channels", config)
 
 
+def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
+    """``n``, ``m`` and the sparsity budget (default: every weight N:M) of ``--pattern``."""
+    n, m = _parse_pattern(pattern)
+    return {"n": n, "m": m, "sparsity": 1.0 - n / m if sparsity is None else sparsity}
+
+
 def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) -> str:
     """``--allocation``, defaulting to ``--scope`` (``--scope global`` is ``--allocation global``)."""
     if allocation is None:
         return "global" if scope == "global" else "uniform"
     if scope == "global" and allocation != "global":
         raise click.UsageError(f"--scope global and --allocation {allocation} disagree; give --allocation alone")
-    if pattern and allocation != "uniform":
+    if pattern and allocation not in ("uniform", "sensitivity"):
         raise click.UsageError(
-            f"--allocation {allocation} spreads a sparsity; N:M (--pattern) has one pattern everywhere"
+            f"--allocation {allocation} spreads a sparsity; N:M (--pattern) takes uniform or sensitivity"
         )
     if ALLOCATORS[allocation].needs_data and job.calib is None:
         raise CalibrationError(f"--allocation {allocation} needs calibration data (--calib PATH)")
@@ -116,7 +122,12 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
-@click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Unstructured sparsity (fraction zeroed).")
+@click.option(
+    "--sparsity",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Unstructured sparsity (fraction zeroed); with --pattern and --allocation sensitivity, the mean sparsity"
+    " that N:M must reach (the most sensitive layers stay dense).",
+)
 @click.option("--pattern", help="N:M semi-structured sparsity, e.g. 2:4.")
 @click.option(
     "--channels",
@@ -209,13 +220,16 @@ def prune(
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
     structured = channels is not None or target_flops is not None or target_params is not None
-    if sum((sparsity is not None, pattern is not None, structured)) != 1:
+    budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
+    if sum((sparsity is not None and not budgeted_nm, pattern is not None, structured)) != 1:
         raise click.UsageError("give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params")
     if verify and not structured:
         raise click.UsageError("--verify checks structured pruning (--channels/--target-flops)")
     selection = job.selection
     importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
     allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
+    if budgeted_nm and allocation != "sensitivity":
+        raise click.UsageError("--pattern with --sparsity needs --allocation sensitivity (which layers stay dense)")
     scope = "global" if allocation == "global" else scope
     if structured:
         spec = _channel_spec(
@@ -235,11 +249,11 @@ def prune(
     elif importance not in WEIGHT_IMPORTANCES:
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
     elif WEIGHT_IMPORTANCES[importance].method == "sparsegpt":
-        target = {"sparsity": sparsity} if pattern is None else dict(zip("nm", _parse_pattern(pattern), strict=True))
-        spec = PassSpec("sparsegpt", {**target, **selection, **({} if pattern else {"allocation": allocation})})
+        target = {"sparsity": sparsity} if pattern is None else _nm_target(pattern, sparsity)
+        spec = PassSpec("sparsegpt", {**target, **selection, "allocation": allocation})
     elif pattern is not None:
-        n, m = _parse_pattern(pattern)
-        spec = PassSpec("nm", {"n": n, "m": m, "importance": importance, **selection})
+        target = _nm_target(pattern, sparsity)
+        spec = PassSpec("nm", {**target, "importance": importance, "allocation": allocation, **selection})
     else:
         config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize}
         spec = PassSpec("unstructured", {**config, "allocation": allocation, **selection})

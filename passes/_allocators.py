@@ -39,6 +39,7 @@ __all__ = [
     "Allocator",
     "check_allocation",
     "hull_segments",
+    "nm_coverage",
     "owl_ratios",
     "scope_allocation",
     "sensitivity_curves",
@@ -256,6 +257,37 @@ def sensitivity_curves(context: PassContext, model: ir.Model, kind: str, method:
     settings = Settings(kinds=(kind,), method=method, batch_size=context.batch_size)
     table = context.analyses.get(_table, model, context, settings, key=("sensitivity", settings))
     return {u.name: u.curve() for u in table.of_kind(kind)}
+
+
+def nm_coverage(
+    context: PassContext, model: ir.Model, weights: Sequence[Weight], n: int, m: int, budget: float, curves_by: str
+) -> set[str]:
+    """The weights to prune N:M so that the mean sparsity (weighted by size) reaches ``budget``.
+
+    N:M cannot be spread partially, so a weight is either N:M or dense: the measured error of each
+    weight at sparsity ``1 − n/m`` (its sensitivity curve, by ``curves_by`` pruning) is divided by the
+    zeros it brings, and the cheapest weights are taken until the budget is reached (at least it; the
+    most sensitive stay dense). Weights without a measured curve come last.
+    """
+    ratio = 1.0 - n / m
+    if budget > ratio + 1e-9:
+        raise RecipeError(f"sparsity {budget:g} is more than {n}:{m} can give ({ratio:g})")
+    curves = sensitivity_curves(context, model, "unstructured", curves_by)
+
+    def price(weight: Weight) -> float:
+        if weight.name not in curves:
+            return float("inf")
+        xs, ys = curves[weight.name]
+        return float(np.interp(ratio, xs, np.maximum.accumulate(ys))) / max(weight.size * ratio, 1e-12)
+
+    need = budget * sum(w.size for w in weights)
+    chosen: set[str] = set()
+    for weight in sorted(weights, key=price):
+        if need <= 1e-9:
+            break
+        chosen.add(weight.name)
+        need -= weight.size * ratio
+    return chosen
 
 
 def weight_ratios(

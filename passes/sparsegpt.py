@@ -22,7 +22,7 @@ from onnxprune.analysis.weights import Weight, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
-from onnxprune.passes._allocators import check_allocation, weight_ratios
+from onnxprune.passes._allocators import check_allocation, nm_coverage, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._gram import (
     delta_times,
@@ -46,7 +46,8 @@ class SparseGPTConfig(_Selection):
     """SparseGPT pruning (needs calibration data).
 
     Attributes:
-        sparsity: Unstructured sparsity, in [0, 1); ignored when ``m > 0``.
+        sparsity: Unstructured sparsity, in [0, 1); with ``m > 0`` only the budget of the
+            ``sensitivity`` allocation (mean over the weights; the most sensitive stay dense).
         n/m: With ``m > 0``, N:M semi-structured sparsity instead: keep ``n`` of every ``m``
             consecutive weights along the input axis (for Conv: along the input channels).
         blocksize: Columns processed together (lazy batch updates; for N:M rounded up to a
@@ -72,8 +73,10 @@ class SparseGPTConfig(_Selection):
 
     def __post_init__(self) -> None:
         check_allocation(self.allocation, "unstructured")
-        if self.m > 0 and self.allocation != "uniform":
-            raise RecipeError(f"allocation '{self.allocation}' spreads unstructured sparsity; N:M needs 'uniform'")
+        if self.m > 0 and self.allocation not in ("uniform", "sensitivity"):
+            raise RecipeError(
+                f"allocation '{self.allocation}' spreads unstructured sparsity; N:M takes 'uniform' or 'sensitivity'"
+            )
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.m < 0 or (self.m == 0 and self.n != 0) or (self.m > 0 and not 0 <= self.n <= self.m):
@@ -260,6 +263,20 @@ class SparseGPTPass(OnnxPrunePass):
                 report.skip(weight.name, weight.node_names[0], weight.op_type, plan)
             else:
                 plans.append(plan)
+        if config.m and config.allocation == "sensitivity" and config.active and plans:
+            chosen_nm = nm_coverage(
+                self.context, model, [p.weight for p in plans], config.n, config.m, config.sparsity, "wanda"
+            )
+            for plan in plans:
+                if plan.weight.name not in chosen_nm:
+                    weight = plan.weight
+                    report.skip(weight.name, weight.node_names[0], weight.op_type, "left dense by the allocation")
+            report.summary.update(
+                nm_budget=config.sparsity,
+                nm_candidates_numel=sum(p.weight.size for p in plans),
+                dense_by_allocation=sum(p.weight.name not in chosen_nm for p in plans),
+            )
+            plans = [p for p in plans if p.weight.name in chosen_nm]
         if config.active and plans:
             ratios = dict.fromkeys((p.weight.name for p in plans), config.sparsity)
             if config.m == 0:

@@ -13,7 +13,7 @@ import onnx_ir as ir
 from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
-from onnxprune.passes._allocators import check_allocation, scope_allocation, weight_ratios
+from onnxprune.passes._allocators import check_allocation, nm_coverage, scope_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES, from_rows, normalizer, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
@@ -79,16 +79,26 @@ class UnstructuredPruneConfig(_Selection):
 
 @dataclasses.dataclass(frozen=True)
 class NMPruneConfig(_Selection):
-    """N:M semi-structured pruning: keep ``n`` of every ``m`` consecutive weights along the input axis."""
+    """N:M semi-structured pruning: keep ``n`` of every ``m`` consecutive weights along the input axis.
+
+    With ``allocation: sensitivity``, only the least sensitive weights are pruned N:M, as many as the
+    mean ``sparsity`` needs (default: all of them); the others stay dense (needs calibration data).
+    """
 
     n: int = 2
     m: int = 4
     importance: str = "magnitude"
+    allocation: str = "uniform"
+    sparsity: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.n <= self.m or self.m < 1:
             raise RecipeError(f"N:M pattern needs 0 <= N <= M and M >= 1, got {self.n}:{self.m}")
         check_score_importance(self.importance)
+        if self.allocation not in ("uniform", "sensitivity"):
+            raise RecipeError(f"N:M takes allocation 'uniform' or 'sensitivity', got '{self.allocation}'")
+        if self.sparsity is not None and not 0.0 <= self.sparsity <= 1.0 - self.n / self.m:
+            raise RecipeError(f"sparsity must be in [0, {1 - self.n / self.m:g}] for {self.n}:{self.m}")
 
 
 def check_score_importance(name: str) -> None:
@@ -270,6 +280,19 @@ class NMPrunePass(OnnxPrunePass):
                 )
             else:
                 fitting.append(weight)
+        if config.allocation == "sensitivity" and fitting and config.n < config.m:
+            budget = 1.0 - config.n / config.m if config.sparsity is None else config.sparsity
+            method = "wanda" if WEIGHT_IMPORTANCES[config.importance].needs_data else "magnitude"
+            chosen = nm_coverage(self.context, model, fitting, config.n, config.m, budget, method)
+            for weight in fitting:
+                if weight.name not in chosen:
+                    report.skip(weight.name, weight.node_names[0], weight.op_type, "left dense by the allocation")
+            report.summary.update(
+                nm_budget=budget,
+                nm_candidates_numel=sum(w.size for w in fitting),
+                dense_by_allocation=sum(w.name not in chosen for w in fitting),
+            )
+            fitting = [w for w in fitting if w.name in chosen]
         importance = WEIGHT_IMPORTANCES[config.importance]
 
         def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:

@@ -127,3 +127,36 @@ def test_scope_global_is_allocation_global(tmp_path: Path, digits_model: Path) -
         return result.output
 
     assert recipe("--scope", "global") == recipe("--allocation", "global")
+
+
+@pytest.mark.parametrize("importance", ["wanda", "sparsegpt"])
+def test_nm_with_sensitivity_allocation_keeps_the_most_sensitive_dense(
+    tmp_path: Path, digits_model: Path, digits_calib: Path, importance: str
+) -> None:
+    out, report = tmp_path / "p.onnx", tmp_path / "r.json"
+    result = _invoke(
+        "prune", digits_model, "-o", out, "--pattern", "2:4", "--sparsity", "0.3", "--importance", importance,
+        "--allocation", "sensitivity", "--calib", digits_calib, "--report", report,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())["passes"][0]
+    dense = [s for s in data["skipped"] if "left dense by the allocation" in s["reason"]]
+    assert dense and data["changed"]  # some weights N:M, the most sensitive dense
+    summary = data["summary"]
+    assert summary["dense_by_allocation"] == len(dense) and summary["nm_budget"] == 0.3
+    pruned = sum(e["zeros"] for e in data["changed"])  # the budget is over the weights that fit the pattern
+    assert pruned >= 0.3 * summary["nm_candidates_numel"]
+    assert all(e["pattern"] == "2:4" for e in data["changed"])
+
+
+def test_nm_budget_needs_sensitivity_and_fits_the_pattern(
+    tmp_path: Path, digits_model: Path, digits_calib: Path
+) -> None:
+    out = tmp_path / "p.onnx"
+    result = _invoke("prune", digits_model, "-o", out, "--pattern", "2:4", "--sparsity", "0.3", "--calib", digits_calib)
+    assert result.exit_code == 2 and "needs --allocation sensitivity" in result.output and not out.exists()
+    result = _invoke(
+        "prune", digits_model, "-o", out, "--pattern", "2:4", "--sparsity", "0.6", "--allocation", "sensitivity",
+        "--importance", "wanda", "--calib", digits_calib,
+    )  # fmt: skip
+    assert result.exit_code == 2 and "0.5" in result.output and not out.exists()
