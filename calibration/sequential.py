@@ -68,7 +68,11 @@ class Step:
 
     @property
     def nbytes(self) -> int:
-        """Estimated bytes of the step's statistics (float64 Grams: one, two when paired, three with its Gram)."""
+        """Estimated bytes of the step's statistics.
+
+        8 bytes per Gram entry (float32 sums, plus the float64 copy a pass makes when it consumes
+        them); one Gram, two when paired, three with the reference's own Gram.
+        """
         total = 0
         for request, width in zip(self.requests, self.features, strict=False):
             total += width * width * 8 * (1 + request.paired + request.paired_gram)
