@@ -84,11 +84,22 @@ CASES: tuple[Case, ...] = (
             WANDA_50,
             ("lowrank params 0.6 act-aware", "lowrank --target-params 0.6 --activation-aware"),
             ("channels 30%", "prune --channels 0.3"),
+            ("sparsegpt 50% sensitivity", "prune --importance sparsegpt --sparsity 0.5 --allocation sensitivity"),
+            (
+                "2:4 sparsegpt on 80% (sensitivity)",
+                "prune --pattern 2:4 --sparsity 0.4 --allocation sensitivity --importance sparsegpt",
+            ),
         )
     ),
     *_cases("mnist_cnn", WANDA_50, ("channels 50%", "prune --channels 0.5")),
     *_cases("ocr_det", SPARSEGPT_50, ("channels 25%", "prune --channels 0.25")),
-    *_cases("ocr_cls", SPARSEGPT_50, ("channels 25%", "prune --channels 0.25")),
+    *_cases(
+        "ocr_cls",
+        SPARSEGPT_50,
+        ("channels 25%", "prune --channels 0.25"),
+        ("sparsegpt 70%", "prune --importance sparsegpt --sparsity 0.7"),
+        ("sparsegpt 70% sensitivity", "prune --importance sparsegpt --sparsity 0.7 --allocation sensitivity"),
+    ),
 )
 
 WORK = ROOT / "bench" / "_models" / "real" / "out"
