@@ -13,17 +13,11 @@ import numpy as np
 from scipy import linalg as sla
 from scipy.linalg import lapack
 
-__all__ = ["damp_value", "lower_cholesky_with_inverse", "output_error", "solve_spd", "upper_cholesky_of_inverse"]
+__all__ = ["lower_cholesky_with_inverse", "output_error", "solve_spd", "upper_cholesky_of_inverse"]
 
 logger = logging.getLogger(__name__)
 
 _RETRIES = 6
-
-
-def damp_value(gram: np.ndarray, percdamp: float) -> float:
-    """``percdamp · mean(diag H)`` (a tiny positive floor when that is zero)."""
-    mean_diag = float(np.mean(np.diag(gram))) if gram.size else 0.0
-    return max(percdamp * mean_diag, 1e-12)
 
 
 def _dampened_cholesky(h: np.ndarray, percdamp: float, what: str) -> np.ndarray:

@@ -22,7 +22,7 @@ from onnxprune.analysis.weights import Weight, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
-from onnxprune.passes._allocators import check_allocation, nm_coverage, weight_ratios
+from onnxprune.passes._allocators import check_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._gram import (
     delta_times,
@@ -34,7 +34,7 @@ from onnxprune.passes._gram import (
 from onnxprune.passes._linalg import output_error, upper_cholesky_of_inverse
 from onnxprune.passes._select import nm_mask
 from onnxprune.passes._steps import each_weight
-from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, select_weights
+from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, nm_by_sensitivity, select_weights
 
 __all__ = ["SparseGPTConfig", "SparseGPTPass", "output_error", "sparsegpt_prune"]
 
@@ -264,19 +264,11 @@ class SparseGPTPass(OnnxPrunePass):
             else:
                 plans.append(plan)
         if config.m and config.allocation == "sensitivity" and config.active and plans:
-            chosen_nm = nm_coverage(
-                self.context, model, [p.weight for p in plans], config.n, config.m, config.sparsity, "wanda"
+            kept = nm_by_sensitivity(
+                self, model, [p.weight for p in plans], config.n, config.m, config.sparsity, "wanda", report
             )
-            for plan in plans:
-                if plan.weight.name not in chosen_nm:
-                    weight = plan.weight
-                    report.skip(weight.name, weight.node_names[0], weight.op_type, "left dense by the allocation")
-            report.summary.update(
-                nm_budget=config.sparsity,
-                nm_candidates_numel=sum(p.weight.size for p in plans),
-                dense_by_allocation=sum(p.weight.name not in chosen_nm for p in plans),
-            )
-            plans = [p for p in plans if p.weight.name in chosen_nm]
+            names = {w.name for w in kept}
+            plans = [p for p in plans if p.weight.name in names]
         if config.active and plans:
             ratios = dict.fromkeys((p.weight.name for p in plans), config.sparsity)
             if config.m == 0:

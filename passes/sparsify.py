@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -283,16 +283,7 @@ class NMPrunePass(OnnxPrunePass):
         if config.allocation == "sensitivity" and fitting and config.n < config.m:
             budget = 1.0 - config.n / config.m if config.sparsity is None else config.sparsity
             method = "wanda" if WEIGHT_IMPORTANCES[config.importance].needs_data else "magnitude"
-            chosen = nm_coverage(self.context, model, fitting, config.n, config.m, budget, method)
-            for weight in fitting:
-                if weight.name not in chosen:
-                    report.skip(weight.name, weight.node_names[0], weight.op_type, "left dense by the allocation")
-            report.summary.update(
-                nm_budget=budget,
-                nm_candidates_numel=sum(w.size for w in fitting),
-                dense_by_allocation=sum(w.name not in chosen for w in fitting),
-            )
-            fitting = [w for w in fitting if w.name in chosen]
+            fitting = nm_by_sensitivity(self, model, fitting, config.n, config.m, budget, method, report)
         importance = WEIGHT_IMPORTANCES[config.importance]
 
         def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
@@ -311,6 +302,29 @@ class NMPrunePass(OnnxPrunePass):
         )
         modified = bool(report.changed) and config.n < config.m
         return finish(self, model, report, start, {"pattern": f"{config.n}:{config.m}"}, modified=modified)
+
+
+def nm_by_sensitivity(
+    pass_: OnnxPrunePass,
+    model: ir.Model,
+    weights: Sequence[Weight],
+    n: int,
+    m: int,
+    budget: float,
+    method: str,
+    report: PassReport,
+) -> list[Weight]:
+    """The weights to prune N:M (see :func:`nm_coverage`); the others are reported as left dense."""
+    chosen = nm_coverage(pass_.context, model, weights, n, m, budget, method)
+    for weight in weights:
+        if weight.name not in chosen:
+            report.skip(weight.name, weight.node_names[0], weight.op_type, "left dense by the allocation")
+    report.summary.update(
+        nm_budget=budget,
+        nm_candidates_numel=sum(w.size for w in weights),
+        dense_by_allocation=sum(w.name not in chosen for w in weights),
+    )
+    return [w for w in weights if w.name in chosen]
 
 
 def check_nm(weight: Weight, values: np.ndarray, n: int, m: int) -> None:
