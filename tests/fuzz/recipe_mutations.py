@@ -115,13 +115,21 @@ def render(folder: Path, pass_name: str, edits: list[RecipeEdit]) -> tuple[dict[
     return data, [d for d in done if d]
 
 
-def invalid_value(edits: list[RecipeEdit]) -> str | None:
-    """A field the edits set outside the range the CLI enforces for it (the recipe must be refused)."""
-    final = {e.path: e.value for e in edits}
-    for path, value in final.items():
-        if path not in RANGES or value is None or isinstance(value, bool) or value == "@delete":
+def invalid_value(data: dict[str, Any]) -> str | None:
+    """A field of the rendered recipe outside the range the CLI enforces for it (it must be refused)."""
+    for path, (low, high, high_open) in RANGES.items():
+        node: Any = data
+        for key in path.split("."):
+            if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+                node = node[int(key)]
+            elif isinstance(node, dict) and key in node:
+                node = node[key]
+            else:
+                node = None
+                break
+        value = node
+        if value is None or isinstance(value, bool):
             continue
-        low, high, high_open = RANGES[path]
         if not isinstance(value, (int, float)):
             return f"{path} = {value!r} is not a number"
         if math.isnan(value) or value < low or value > high or (high_open and value == high):
