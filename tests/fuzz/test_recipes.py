@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -45,6 +46,15 @@ def _effective(folder: Path, override: str | None, value: Any) -> Path | None:
     return folder / value if isinstance(value, str) else None
 
 
+def _as_read(text: str | bytes, fallback: dict[str, Any]) -> dict[str, Any]:
+    """The mapping the edited text holds (where the tool may write), else the mapping before the edit."""
+    try:
+        parsed = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError):
+        return fallback
+    return parsed if isinstance(parsed, dict) else fallback
+
+
 def run_mutated_recipe(
     root: Path,
     base: str,
@@ -68,6 +78,7 @@ def run_mutated_recipe(
     if text_edit is not None:
         text, what = apply_text(text, text_edit, folder)
         done.append(what)
+        data = _as_read(text, data)
     recipe = folder / "recipe.yaml"
     recipe.write_bytes(text if isinstance(text, bytes) else text.encode())
     spell = {"@abs-model": str(folder / "model.onnx"), "../in/model.onnx": f"../{folder.name}/model.onnx"}
