@@ -9,6 +9,9 @@ from rich.table import Table as RichTable
 
 from onnxprune import _io
 from onnxprune._cli_base import cli, handle_errors, out, progress_bars
+from onnxprune._paths import check_outputs, data_files
+from onnxprune._run_paths import model_inputs
+from onnxprune._scratch import Scratch
 from onnxprune.analysis.sensitivity import (
     KINDS,
     WEIGHT_METHODS,
@@ -134,7 +137,11 @@ def analyze_cmd(
     prefix = Path(output) if output else Path(f"{Path(model).stem}.sensitivity")
     if prefix.parent.is_file():
         raise RecipeError(f"{prefix.parent}: is a file, not a folder")
-    with progress_bars(not ctx.obj["quiet"]) as factory:
+    check_outputs(
+        {f"-o (.{suffix})": prefix.with_name(f"{prefix.name}.{suffix}") for suffix in ("json", "csv", "png")},
+        {**model_inputs(loaded), "the calibration data": data_files(calib), "the evaluation data": data_files(data)},
+    )
+    with progress_bars(not ctx.obj["quiet"]) as factory, Scratch().activate():
         table = analyze(
             loaded,
             calibration,

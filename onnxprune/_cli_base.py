@@ -115,10 +115,11 @@ def absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def run_and_show(ctx: click.Context, recipe: Recipe) -> None:
+def run_and_show(ctx: click.Context, recipe: Recipe, inputs: dict[str, str] | None = None) -> None:
+    """Run the recipe (``inputs``: files read besides the recipe's, e.g. the recipe file) and print the result."""
     quiet = ctx.obj["quiet"]
     with progress_bars(not quiet) as factory:
-        result = run_recipe(recipe, progress=factory)
+        result = run_recipe(recipe, progress=factory, inputs=inputs)
     if not quiet:
         out.print(comparison_table(result.before, result.after, result.report["validation"]))
         for report in result.report["passes"]:

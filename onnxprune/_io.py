@@ -1,31 +1,53 @@
-"""Model I/O: the only module that touches protobuf files.
+"""Model I/O: with :mod:`onnxprune._io_proto`, the only module that touches protobuf files.
 
 Loading memory-maps external data (``onnx_ir`` keeps it as ``ExternalTensor``), so a model over
-2 GB is never read whole. Saving is atomic: everything is written into a temporary folder beside the
-destination and moved into place only after it was written completely.
+2 GB is never read whole. Saving is atomic, also with external data: the tensors go to a data file
+whose name is new for each write (``OUT.onnx.<token>.data``), written in an owned temporary folder
+beside the destination; the data file is moved into place first, the ``.onnx`` that refers to it
+last, and only then is the data file of the replaced OUT removed. At every instant OUT loads as
+the old pair or the new one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxprune.errors import ModelLoadError, OutputPathError
+from onnxprune import _paths, _scratch
+from onnxprune._io_proto import (
+    GraphCut,
+    check_model,
+    inferred_shapes,
+    inline_bytes,
+    inlined,
+    model_bytes,
+    model_file,
+    referenced_files,
+)
+from onnxprune.errors import ModelLoadError
 
 __all__ = [
     "EXTERNAL_DATA_THRESHOLD",
+    "GraphCut",
+    "check_model",
     "external_files",
+    "inferred_shapes",
+    "inline_bytes",
+    "input_files",
     "load",
+    "model_bytes",
+    "model_file",
+    "model_input_files",
     "model_nbytes",
     "save",
     "source_path",
+    "writes_external",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,45 +123,72 @@ def model_nbytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in _all_initializers(model) if v.const_value is not None)
 
 
-def _check_output(model: ir.Model, path: Path, data_name: str | None) -> None:
-    resolved = path.resolve()
+def input_files(model: ir.Model) -> list[Path]:
+    """The files a loaded model reads: its ``.onnx`` and its external-data files."""
     source = source_path(model)
-    protected = external_files(model) | ({source} if source else set())
-    if resolved in protected or (path.exists() and any(p.exists() and p.samefile(path) for p in protected)):
-        raise OutputPathError(f"{path}: output path is an input file of the model; choose another path")
-    if data_name is not None and (path.parent / data_name).resolve() in protected:
-        raise OutputPathError(
-            f"{path}: its external data file '{data_name}' would overwrite the input's data; choose another name"
-        )
-    if path.is_dir():
-        raise OutputPathError(f"{path}: is a directory")
+    return [*([source] if source else []), *sorted(external_files(model))]
 
 
-@contextlib.contextmanager
-def _inlined(model: ir.Model) -> Iterator[None]:
-    """Temporarily replace external tensors by in-memory copies so that they serialize inline."""
-    swapped = []
-    for value in _all_initializers(model):
-        tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            swapped.append((value, tensor))
-            value.const_value = ir.Tensor(tensor.numpy(), name=tensor.name)
-    try:
-        yield
-    finally:
-        for value, tensor in swapped:
-            value.const_value = tensor
+def model_input_files(path: str | os.PathLike) -> list[Path]:
+    """The model file at ``path`` and the external-data files it refers to (best effort, never raises)."""
+    path = Path(path)
+    return [path, *sorted(referenced_files(path))] if path.is_file() else [path]
 
 
 def _smallest_external(model: ir.Model) -> int | None:
     """Bytes of the smallest initializer held as external data (``None``: all inline)."""
-    sizes = [
-        v.const_value.nbytes
-        for g in model.graphs()
-        for v in g.initializers.values()
-        if isinstance(v.const_value, ir.ExternalTensor)
-    ]
+    sizes = [v.const_value.nbytes for v in _all_initializers(model) if isinstance(v.const_value, ir.ExternalTensor)]
     return min(sizes) if sizes else None
+
+
+def _layout(model: ir.Model, external_data: bool | None, size_threshold_bytes: int) -> tuple[bool, int]:
+    if external_data is not None:
+        return external_data, size_threshold_bytes
+    smallest_external = _smallest_external(model)
+    if smallest_external is not None:
+        return True, max(0, smallest_external - 1)
+    return model_nbytes(model) > EXTERNAL_DATA_THRESHOLD, size_threshold_bytes
+
+
+def writes_external(model: ir.Model, external_data: bool | None) -> bool:
+    """Whether :func:`save` may write ``model`` with an external-data file (so its name must fit)."""
+    return _layout(model, external_data, 0)[0]
+
+
+def _data_pattern(path: Path) -> re.Pattern[str]:
+    """Names of the data files :func:`save` writes for ``path`` (and the older ``OUT.onnx.data``)."""
+    return re.compile(rf"^{re.escape(path.name)}(\.[0-9a-f]{{16}})?\.data$")
+
+
+def _ours(path: Path) -> list[Path]:
+    """The data files beside ``path`` named as :func:`save` names them (resolved)."""
+    pattern, folder = _data_pattern(path), path.parent.resolve()
+    return [folder / p.name for p in folder.iterdir() if pattern.match(p.name)]
+
+
+def _another_save_running(folder: Path, tmp: Path) -> bool:
+    """Whether another live process is saving into ``folder`` (its data file may not be referenced yet)."""
+    return any(
+        p.name.startswith(".onnxprune-save-") and p.name != tmp.name and not _scratch.is_dead(p)
+        for p in folder.iterdir()
+    )
+
+
+def _remove_unreferenced(path: Path, candidates: Iterable[Path], keep: set[Path], protected: list[Path]) -> None:
+    """Remove the ``candidates`` (our data files beside OUT) that are neither in ``keep`` nor inputs."""
+    for candidate in candidates:
+        if candidate in keep or any(_paths.same_file(candidate, p) for p in protected):
+            continue
+        candidate.unlink(missing_ok=True)
+        logger.debug("removed %s (no longer referenced by %s)", candidate, path)
+
+
+def _check_output(model: ir.Model, path: Path, external: bool) -> None:
+    _paths.check_outputs(
+        {"the output": path},
+        {"an input of the model": input_files(model)},
+        external_data=("the output",) if external else (),
+    )
 
 
 def save(
@@ -154,36 +203,45 @@ def save(
     Args:
         model: The model to write.
         path: Destination ``.onnx`` file.
-        external_data: Write tensors to ``<name>.data`` beside the model. ``None`` keeps the layout
-            the model was loaded with (tensors that were external data stay external, in one file
-            beside the output), else decides by size (external when the tensors exceed
-            :data:`EXTERNAL_DATA_THRESHOLD`).
+        external_data: Write tensors to ``<name>.<token>.data`` beside the model (a new name for each
+            write). ``None`` keeps the layout the model was loaded with (tensors that were external
+            data stay external, in one file beside the output), else decides by size (external when
+            the tensors exceed :data:`EXTERNAL_DATA_THRESHOLD`).
         size_threshold_bytes: With external data, tensors smaller than this stay inline.
 
     Returns:
         The written path.
+
+    Raises:
+        OutputPathError: ``path`` is an input of the model, a folder, a special file or not writable.
     """
     path = Path(path)
-    if external_data is None:
-        smallest_external = _smallest_external(model)
-        if smallest_external is not None:
-            external_data, size_threshold_bytes = True, max(0, smallest_external - 1)
-        else:
-            external_data = model_nbytes(model) > EXTERNAL_DATA_THRESHOLD
-    data_name = f"{path.name}.data" if external_data else None
-    _check_output(model, path, data_name)
+    external_data, size_threshold_bytes = _layout(model, external_data, size_threshold_bytes)
+    _check_output(model, path, external_data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=path.parent))
-    try:
-        tmp_model = tmp_dir / path.name
-        if data_name:
-            ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
-            os.replace(tmp_dir / data_name, path.parent / data_name)
-        else:
-            with _inlined(model):
+    protected = input_files(model)
+    data_name = f"{path.name}.{secrets.token_hex(8)}.data" if external_data else None
+    with _scratch.temp_dir("save", path.parent, hidden=True) as tmp:
+        tmp_model = tmp / path.name
+        if data_name is None:
+            with inlined(model):
                 ir.save(model, tmp_model)
-        os.replace(tmp_model, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        else:
+            ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
+        # listed before the check for other saves: a data file renamed in by one of them is seen with its folder
+        candidates = _ours(path)
+        busy = _another_save_running(path.parent, tmp)
+        if data_name is not None and (tmp / data_name).exists():
+            os.replace(tmp / data_name, path.parent / data_name)
+            try:
+                os.replace(tmp_model, path)
+            except BaseException:
+                (path.parent / data_name).unlink(missing_ok=True)
+                raise
+        else:
+            os.replace(tmp_model, path)
+        if candidates and not busy:  # the replaced OUT's data and any a killed save left
+            keep = referenced_files(path) if data_name is not None else set()
+            _remove_unreferenced(path, candidates, keep, protected)
     logger.debug("saved %s%s", path, f" (+ {data_name})" if data_name else "")
     return path

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import tempfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import _io
 from onnxprune.errors import ValidationError
 
-__all__ = ["cut_to_outputs", "model_file", "needs_file", "session", "session_options"]
+__all__ = ["needs_file", "session", "session_options"]
 
 logger = logging.getLogger(__name__)
 _INLINE_LIMIT = 1_500_000_000
@@ -43,63 +39,6 @@ def needs_file(model: ir.Model) -> bool:
         isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
     )
     return has_external or _io.model_nbytes(model) > _INLINE_LIMIT
-
-
-def _names_used(graph: onnx.GraphProto) -> set[str]:
-    """Every value name read by a node of ``graph`` or of its subgraphs (outer-scope references included)."""
-    used: set[str] = set()
-    for node in graph.node:
-        used.update(node.input)
-        for attr in node.attribute:
-            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                used |= _names_used(sub)
-    return used
-
-
-def cut_to_outputs(graph: onnx.GraphProto, outputs: Sequence[str]) -> None:
-    """Make ``outputs`` the graph's only outputs and drop every node and initializer they do not need.
-
-    onnxruntime runs every node of a graph, whatever is fetched, so a calibration run that needs only
-    early activations would otherwise pay for the whole model. Graph inputs are kept (feeds stay valid).
-    """
-    needed = set(outputs)
-    kept = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            kept.append(node)
-            needed.update(node.input)
-            for attr in node.attribute:
-                for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                    needed |= _names_used(sub)
-    known = {o.name: o for o in graph.output}
-    new_outputs = [known.get(name) or onnx.ValueInfoProto(name=name) for name in outputs]
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    initializers = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    del graph.output[:]
-    graph.output.extend(new_outputs)
-
-
-def _set_outputs(proto: onnx.ModelProto, extra_outputs: Sequence[str], only: bool) -> None:
-    if only:
-        cut_to_outputs(proto.graph, extra_outputs)
-    else:
-        proto.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra_outputs)
-
-
-@contextlib.contextmanager
-def model_file(model: ir.Model, extra_outputs: Sequence[str], *, only: bool = False) -> Iterator[Path]:
-    """The model saved in a temporary folder (weights as external data), with the outputs set."""
-    with tempfile.TemporaryDirectory(prefix="onnxprune-ort-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        ir.save(model, path, external_data="model.onnx.data", size_threshold_bytes=1024)
-        if extra_outputs:
-            proto = onnx.load(path, load_external_data=False)
-            _set_outputs(proto, extra_outputs, only)
-            onnx.save(proto, path)
-        yield path
 
 
 def session(
@@ -132,11 +71,10 @@ def session(
     extra = [name for name in dict.fromkeys(extra_outputs) if name not in existing]
     try:
         if needs_file(model):
-            with model_file(model, extra, only=only) as path:
+            with _io.model_file(model, extra, only=only) as path:
                 return ort.InferenceSession(str(path), options, providers=list(providers))
-        proto = ir.to_proto(model)
-        _set_outputs(proto, extra, only)
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
+        data = _io.model_bytes(model, extra, only=only)
+        return ort.InferenceSession(data, options, providers=list(providers))
     except Exception as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValidationError(f"onnxruntime cannot load the {what}: {message}") from e

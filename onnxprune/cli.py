@@ -17,6 +17,7 @@ from onnxprune import (
     _cli_analyze,  # noqa: F401 - registers analyze on the group
     _cli_verbs,  # noqa: F401 - registers lowrank and finetune on the group
     _io,
+    _signals,
 )
 from onnxprune._cli_base import (
     Job,
@@ -30,6 +31,8 @@ from onnxprune._cli_base import (
     real_shapes,
     run_and_show,
 )
+from onnxprune._paths import check_outputs, data_files
+from onnxprune._run_paths import model_inputs
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes._allocators import ALLOCATORS
@@ -280,7 +283,7 @@ def run_cmd(
     recipe = Recipe.from_yaml(recipe_path)
     given = (("output", output), ("report", report), ("metric", metric), ("strict", strict or None))
     overrides = {k: v for k, v in given if v is not None}
-    run_and_show(ctx, dataclasses.replace(recipe, **overrides))
+    run_and_show(ctx, dataclasses.replace(recipe, **overrides), inputs={"the recipe": recipe_path})
 
 
 @cli.command("validate")
@@ -324,14 +327,24 @@ def validate_cmd(
     Exits 3 when the candidate gives NaN/inf where REF does not, or misses a --fail-below threshold.
     """
     from onnxprune.gates import missed_gates, parse_fail_below
-    from onnxprune.metric import load_metric
+    from onnxprune.metric import load_metric, metric_file
     from onnxprune.report import write_json
     from onnxprune.verify import validate
 
     gates = parse_fail_below(fail_below, metric=metric is not None) if fail_below else ()
-    task_metric = load_metric(metric) if metric else None
     shapes = parse_input_shapes(input_shape)
     reference, candidate = _io.load(ref), _io.load(cand)
+    module = metric_file(metric) if metric else None
+    check_outputs(
+        {"--report": report},
+        {
+            **model_inputs(reference, "the reference model"),
+            **model_inputs(candidate, "the candidate model"),
+            "the data": data_files(data),
+            "the metric module": [module] if module else [],
+        },
+    )
+    task_metric = load_metric(metric) if metric else None
     source = open_source(data, reference, samples=samples, input_shapes=shapes)
     with progress_bars(not ctx.obj["quiet"]) as factory:
         result = validate(
@@ -465,5 +478,6 @@ def passes() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="onnxprune")
+    """Console-script entry point: SIGINT/SIGTERM end the run cleanly (scratch removed, one line, 130/143)."""
+    with _signals.exit_on_signals():
+        cli(prog_name="onnxprune")

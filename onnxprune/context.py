@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import onnx_ir as ir
 
+from onnxprune._scratch import Scratch
 from onnxprune.analysis.manager import AnalysisManager
 from onnxprune.calibration.collect import ProgressFn, StatRequest, collect_stats
 from onnxprune.calibration.sequential import BlockFn, SequentialOptions, Step, run_blocks
@@ -33,6 +34,8 @@ class PassContext:
         reference: The model before any pass ran (the default teacher of ``finetune``).
         train_progress: Called with (step, steps, loss) while fine-tuning.
         sequential: Layer-sequential or one-shot statistics for data-fitted passes, and their memory budget.
+        scratch: The run's scratch folder (weights spilled to disk live there until the model is saved);
+            created on first use, removed by the run that owns it (see :func:`onnxprune.recipe.run_recipe`).
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -43,6 +46,7 @@ class PassContext:
     reference: ir.Model | None = None
     train_progress: Callable[[int, int, float], None] | None = None
     sequential: SequentialOptions = dataclasses.field(default_factory=SequentialOptions)
+    scratch: Scratch = dataclasses.field(default_factory=Scratch)
 
     def is_sequential(self, preferred: bool = True) -> bool:
         """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from onnxprune.errors import MetricError
 
-__all__ = ["MetricResult", "TaskMetric", "load_metric", "resolve_metric_spec"]
+__all__ = ["MetricResult", "TaskMetric", "load_metric", "metric_file", "resolve_metric_spec"]
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -41,6 +41,12 @@ def resolve_metric_spec(spec: str, base: Path | None = None) -> str:
     if not _is_file(module) or Path(module).is_absolute():
         return spec
     return f"{((base or Path.cwd()) / module).resolve()}:{function}"
+
+
+def metric_file(spec: str) -> Path | None:
+    """The ``.py`` file a ``path/to/file.py:function`` spec reads (``None`` for a dotted module name)."""
+    module = spec.rpartition(":")[0]
+    return Path(module) if module and _is_file(module) else None
 
 
 def _import(module: str, spec: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Any
 import onnx_ir as ir
 import yaml
 
-from onnxprune import _io
+from onnxprune import _io, _scratch
+from onnxprune._run_paths import check_recipe_paths
+from onnxprune._scratch import Scratch
 from onnxprune.budget import budget_of, drop_points, search_budget
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sequential import SequentialOptions
@@ -192,18 +195,27 @@ def _check_fidelity(recipe: Recipe, validation: dict[str, Any]) -> None:
         raise FidelityError(f"--strict: {low[0]}; nothing written")
 
 
-def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> RunResult:
+def run_recipe(
+    recipe: Recipe, *, progress: ProgressFactory | None = None, inputs: Mapping[str, str | os.PathLike] | None = None
+) -> RunResult:
     """Load, run the passes, validate with onnxruntime, save atomically and report.
 
-    Nothing is written if validation fails (or, with ``strict``, shows low agreement); the input
-    model is never modified. Bad data, labels or metric fail before any pass runs.
+    Nothing is written if validation fails (or, with ``strict``, shows low agreement); no file the
+    run reads (model, data, labels, teacher, metric module, and ``inputs`` such as the recipe file)
+    is ever an output. Bad outputs, data, labels or metric fail before any pass runs. Weights
+    spilled to disk live in the run's scratch folder, removed when the run ends.
     """
     started = time.perf_counter()
-    progress = progress or (lambda _task: None)
     model = _io.load(recipe.model)
+    check_recipe_paths(recipe, model, inputs)
+    with Scratch().activate() as scratch:
+        return _run(recipe, model, scratch, progress or (lambda _task: None), started)
+
+
+def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFactory, started: float) -> RunResult:
+    _scratch.sweep(Path(tempfile.gettempdir()))
     reference = _io.load(recipe.model)
     output = Path(recipe.output)
-    _io._check_output(model, output, f"{output.name}.data" if recipe.external_data else None)
     source = _open(recipe, model, recipe.calibration.path)
     data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
     data_path = recipe.validation_data or recipe.calibration.path
@@ -227,6 +239,7 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
             reference=reference,
             train_progress=progress("fine-tune"),
             sequential=SequentialOptions(recipe.calibration.sequential, recipe.calibration.memory_mb),
+            scratch=scratch,
         )
         result = Pipeline([build_pass(spec, context) for spec in specs], context)(model)
         if not recipe.validate:

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune import _io
+from onnxprune import _io, _scratch
 from onnxprune.analysis.flops import ModelCounts, count_model
 from onnxprune.analysis.shapes import assumed_dims, complete_shapes
 
@@ -59,9 +59,9 @@ def _zipped_size(paths: list[Path], chunk: int = 1 << 22) -> int:
 
 def file_sizes(model: ir.Model) -> tuple[int, int]:
     """Bytes on disk (model + external data, as :func:`onnxprune.save` writes it) and bytes after zlib."""
-    with tempfile.TemporaryDirectory(prefix="onnxprune-size-") as tmp:
-        _io.save(model, Path(tmp) / "model.onnx")
-        files = [p for p in Path(tmp).iterdir() if p.is_file()]
+    with _scratch.temp_dir("size") as tmp:
+        _io.save(model, tmp / "model.onnx")
+        files = [p for p in tmp.iterdir() if p.is_file()]
         return sum(p.stat().st_size for p in files), _zipped_size(files)
 
 
@@ -179,7 +179,7 @@ def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _finite(data)
-    fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".onnxprune-report-{_scratch.owner()}-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=str)

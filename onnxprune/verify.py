@@ -9,11 +9,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxprune import _ort
+from onnxprune import _io, _ort
 from onnxprune._ort import session
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sources import CalibrationSource
@@ -70,14 +69,7 @@ class Validation:
 
 def check_model(model: ir.Model, what: str = "model") -> None:
     """Run the onnx checker; raise :class:`ValidationError` with its first line on failure."""
-    try:
-        if _ort.needs_file(model):
-            with _ort.model_file(model, ()) as path:
-                onnx.checker.check_model(str(path))
-        else:
-            onnx.checker.check_model(ir.to_proto(model))
-    except onnx.checker.ValidationError as e:
-        raise ValidationError(f"onnx checker rejects the {what}: {str(e).strip().splitlines()[0]}") from e
+    _io.check_model(model, what, needs_file=_ort.needs_file(model))
 
 
 def run_model(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -35,6 +35,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def data_files_of(out: Path) -> list[Path]:
+    """The external-data files ``onnxprune.save`` wrote beside ``out`` (``OUT.onnx.<token>.data``)."""
+    return sorted(
+        p for p in Path(out).parent.iterdir() if p.name.startswith(f"{Path(out).name}.") and p.suffix == ".data"
+    )
+
+
 def weight_array(model: ir.Model, name: str) -> np.ndarray:
     """The values of an initializer by name."""
     return model.graph.initializers[name].const_value.numpy()

@@ -11,46 +11,13 @@ import logging
 from collections.abc import Mapping
 
 import numpy as np
-import onnx
 import onnx_ir as ir
+
+from onnxprune import _io
 
 __all__ = ["assumed_dims", "complete_shapes", "infer_shapes"]
 
 logger = logging.getLogger(__name__)
-_KEEP_BYTES = 4096
-
-
-def _stripped_proto(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
-    graph = model.graph
-    proto = onnx.ModelProto()
-    proto.ir_version = model.ir_version
-    for domain, version in model.opset_imports.items():
-        proto.opset_import.add(domain=domain, version=version)
-    proto.graph.name = graph.name or "main"
-    for node in graph:
-        proto.graph.node.append(ir.serde.serialize_node(node))
-    for value in graph.initializers.values():
-        tensor = value.const_value
-        if tensor is not None and tensor.nbytes <= _KEEP_BYTES:
-            proto.graph.initializer.append(ir.serde.serialize_tensor(tensor))
-        else:
-            info = onnx.helper.make_tensor_value_info(
-                value.name, int(value.dtype or ir.DataType.FLOAT), list(tensor.shape) if tensor is not None else None
-            )
-            proto.graph.input.append(info)
-    for value in graph.inputs:
-        if value.is_initializer():
-            continue
-        dims = input_shapes.get(value.name or "")
-        if dims is None and value.shape is not None:
-            dims = tuple(d if isinstance(d, int) else 1 for d in value.shape)
-        elem = int(value.dtype) if value.dtype is not None else onnx.TensorProto.FLOAT
-        proto.graph.input.append(onnx.helper.make_tensor_value_info(value.name, elem, dims))
-    for value in graph.outputs:
-        proto.graph.output.append(onnx.ValueInfoProto(name=value.name))
-    for function in model.functions.values():
-        proto.functions.append(ir.serde.serialize_function(function))
-    return proto
 
 
 def assumed_dims(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[str, ...]:
@@ -75,21 +42,12 @@ def infer_shapes(
     model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None
 ) -> dict[str, tuple[int, ...]]:
     """Return ``value name -> static shape`` for every value whose shape is fully known."""
-    proto = _stripped_proto(model, input_shapes or {})
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as e:  # inference is best-effort: FLOPs of unknown shapes are reported as unknown
-        logger.warning("shape inference failed (%s); FLOPs will be incomplete", str(e).splitlines()[0])
-        inferred = proto
-    shapes: dict[str, tuple[int, ...]] = {}
-    infos = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
-    for info in infos:
-        tensor_type = info.type.tensor_type
-        if not tensor_type.HasField("shape"):
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
-        if all(d is not None for d in dims):
-            shapes[info.name] = tuple(int(d) for d in dims)  # type: ignore[arg-type]
+    shapes, error = _io.inferred_shapes(model, input_shapes or {})
+    if error is not None:  # inference is best-effort: FLOPs of unknown shapes are reported as unknown
+        logger.warning(
+            "shape inference failed (%s); FLOPs will be incomplete",
+            (str(error).splitlines() or [type(error).__name__])[0],
+        )
     for value in model.graph.initializers.values():
         if value.const_value is not None:
             shapes[value.name or ""] = tuple(int(d) for d in value.const_value.shape)

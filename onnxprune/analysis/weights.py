@@ -8,16 +8,13 @@ cannot be pruned safely are listed with the reason.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
+
+from onnxprune import _scratch
 
 __all__ = [
     "FLOAT_TYPES",
@@ -229,20 +226,17 @@ def _tensor_of(holder: ir.Value | ir.Node) -> ir.TensorProtocol:
     return holder.const_value
 
 
-_SPILL_DIR: Path | None = None
-
-
 def spill(array: np.ndarray, dtype: ir.DataType, name: str) -> ir.ExternalTensor:
-    """Write ``array`` to a scratch file and return it as a memory-mapped external tensor."""
-    global _SPILL_DIR
-    if _SPILL_DIR is None:
-        _SPILL_DIR = Path(tempfile.mkdtemp(prefix="onnxprune-spill-"))
-        atexit.register(shutil.rmtree, _SPILL_DIR, True)
-    fd, path = tempfile.mkstemp(suffix=".bin", dir=_SPILL_DIR)
-    with os.fdopen(fd, "wb") as f:
+    """Write ``array`` to a scratch file and return it as a memory-mapped external tensor.
+
+    The file lies in the scratch folder of the run in progress (:func:`onnxprune._scratch.current`),
+    removed when the run ends; the tensor must be saved (or read) before then.
+    """
+    path = _scratch.current().file(".bin")
+    with open(path, "wb") as f:
         array.tofile(f)
     return ir.ExternalTensor(
-        Path(path).name, 0, array.nbytes, dtype, shape=ir.Shape(array.shape), name=name, base_dir=_SPILL_DIR
+        path.name, 0, array.nbytes, dtype, shape=ir.Shape(array.shape), name=name, base_dir=path.parent
     )
 
 

@@ -62,8 +62,7 @@ class Settings:
 
 def model_digest(model: ir.Model) -> str:
     """SHA-256 of the model's content (graph and tensors, as serialized)."""
-    with _io._inlined(model):
-        return digest([ir.to_proto(model).SerializeToString()])
+    return digest([_io.inline_bytes(model)])
 
 
 def _data_digest(samples: Samples) -> str:

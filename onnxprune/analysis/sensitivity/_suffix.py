@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
-import onnx
-import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxprune import _io, _ort
+from onnxprune import _ort
+from onnxprune._io import GraphCut
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.errors import ValidationError
 
@@ -27,78 +26,6 @@ __all__ = ["Frontier", "GraphCut", "Measure", "Samples", "SuffixSession"]
 logger = logging.getLogger(__name__)
 
 Feed = dict[str, np.ndarray]
-
-
-def _graph_reads(graph: onnx.GraphProto) -> set[str]:
-    """Every name read by the nodes of ``graph`` and of its subgraphs (outer-scope captures included)."""
-    names: set[str] = set()
-    for node in graph.node:
-        names.update(n for n in node.input if n)
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                names |= _graph_reads(sub)
-    return names
-
-
-def _node_reads(node: onnx.NodeProto) -> set[str]:
-    names = {n for n in node.input if n}
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-            names |= _graph_reads(sub)
-    return names
-
-
-class GraphCut:
-    """The model as a node list, cut into segments and suffixes."""
-
-    def __init__(self, model: ir.Model) -> None:
-        with _io._inlined(model):
-            self.proto = ir.to_proto(model)
-        graph = self.proto.graph
-        self.nodes = list(graph.node)
-        self.reads = [_node_reads(n) for n in self.nodes]
-        self.producer = {out: i for i, n in enumerate(self.nodes) for out in n.output if out}
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.inputs = [v.name for v in graph.input if v.name not in self.initializers]
-        self.outputs = [v.name for v in graph.output]
-        self._later_reads: list[set[str]] = [set() for _ in range(len(self.nodes) + 1)]
-        for i in range(len(self.nodes) - 1, -1, -1):
-            self._later_reads[i] = self._later_reads[i + 1] | self.reads[i]
-
-    def first_reader(self, names: Iterable[str]) -> int:
-        """Index of the first node reading any of ``names`` (through Constant/Identity producers)."""
-        wanted = set(names)
-        return min((i for i, r in enumerate(self.reads) if r & wanted), default=len(self.nodes))
-
-    def frontier(self, cut: int) -> list[str]:
-        """Activations read at or after node ``cut`` and produced before it (or fed as model inputs)."""
-        later = self._later_reads[cut]
-        return sorted(
-            n for n in later if n not in self.initializers and (n in self.inputs or self.producer.get(n, cut) < cut)
-        )
-
-    def submodel(self, start: int, stop: int, inputs: Mapping[str, np.dtype], outputs: Sequence[str]) -> bytes:
-        """Serialized model of nodes ``start..stop`` with ``inputs`` fed (they replace producers and initializers)."""
-        nodes = [
-            n for n in self.nodes[start:stop] if not (set(n.output) and set(n.output) <= set(inputs))
-        ]  # a Constant/Identity whose output is fed is dropped
-        read = set().union(*(_node_reads(n) for n in nodes)) if nodes else set()
-        graph = onnx.helper.make_graph(
-            nodes,
-            "segment",
-            [_value_info(name, dtype) for name, dtype in inputs.items() if name in read],
-            [onnx.ValueInfoProto(name=name) for name in outputs],
-            [t for name, t in self.initializers.items() if name in read and name not in inputs],
-        )
-        model = onnx.helper.make_model(graph, opset_imports=self.proto.opset_import, ir_version=self.proto.ir_version)
-        model.functions.extend(self.proto.functions)
-        return model.SerializeToString()
-
-
-def _value_info(name: str, dtype: np.dtype) -> onnx.ValueInfoProto:
-    info = onnx.ValueInfoProto(name=name)
-    info.type.tensor_type.elem_type = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    return info
 
 
 def _session(data: bytes, threads: int | None, what: str) -> ort.InferenceSession:
