@@ -22,6 +22,7 @@ from onnxprune._fields import check_at_least, check_fields
 from onnxprune.analysis.weights import find_weights
 from onnxprune.calibration.sources import CalibrationSource, input_specs
 from onnxprune.errors import CalibrationError, OnnxPruneError, RecipeError
+from onnxprune.fidelity import check_labels, class_count
 from onnxprune.passes._base import OnnxPrunePass, PruneResult, check_choice
 from onnxprune.passes._schedules import LR_SCHEDULES
 
@@ -205,6 +206,14 @@ def _labels(path: str | None, source: CalibrationSource, n: int) -> np.ndarray |
     return labels[:n].astype(np.int64)
 
 
+def _check_labels_fit(model: ir.Model, data: Any) -> None:
+    """Refuse labels outside the class axis of the first output (cross-entropy is taken on it)."""
+    first = model.graph.outputs[0].name or ""
+    logits = data.teacher.get(first)
+    count = class_count(logits) if logits is not None and logits.ndim == 2 else None
+    check_labels(data.labels, {first: count} if count else {})
+
+
 def _teacher_outputs(
     teacher: ir.Model, inputs: dict[str, np.ndarray], features: tuple[str, ...], batch: int, threads: int | None
 ) -> dict[str, np.ndarray]:
@@ -247,6 +256,8 @@ class FinetunePass(OnnxPrunePass):
             _teacher_outputs(teacher, inputs, config.features, config.batch_size, threads),
             _labels(config.labels, source, len(next(iter(inputs.values())))),
         )
+        if everything.labels is not None:
+            _check_labels_fit(model, everything)
         train_index, held_index = split_holdout(everything.n, config.holdout, config.seed)
         data = everything.subset(train_index)
         heldout = everything.subset(held_index) if len(held_index) else None

@@ -156,3 +156,16 @@ def test_a_diverging_finetune_is_not_written(tmp_path: Path, digits_model: Path,
     assert np.isfinite(
         np.concatenate([np.ravel(onnx.numpy_helper.to_array(t)) for t in onnx.load(out).graph.initializer])
     ).all()
+
+
+@pytest.mark.parametrize("values", [[0, 1, -1], [0, 1, 10]], ids=["negative", "past-the-classes"])
+def test_finetune_labels_outside_the_classes_are_refused(
+    tmp_path: Path, digits_model: Path, digits_calib: Path, values: list
+) -> None:
+    pytest.importorskip("torch")
+    labels = tmp_path / "labels.npz"
+    np.savez(labels, label=np.resize(np.array(values, np.int64), 128))
+    out = tmp_path / "o.onnx"
+    args = ["finetune", digits_model, "-o", out, "--teacher", digits_model, "--calib", digits_calib]
+    line = _one_error_line(_invoke(*args, "--labels", labels, "--steps", "1", "--lr", "1e-4"))
+    assert "labels" in line and not out.exists()
