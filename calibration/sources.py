@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune._fields import short
 from onnxprune.errors import CalibrationError
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "CalibrationSource",
     "InputSpec",
     "RandomSource",
+    "check_input_shapes",
     "input_specs",
     "open_source",
     "parse_input_shapes",
@@ -34,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: Keys of an ``.npz`` that hold class labels rather than model inputs.
 LABEL_KEYS = ("label", "labels")
+
+#: Given an array's shape in a file, how many leading rows to read (``None``: all).
+RowsFn = Callable[[tuple[int, ...]], int | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +86,12 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
             if not sep or not name:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            raise CalibrationError(f"--input-shape '{item}': expected NAME=D1,D2,... with integer dims") from None
+            if any(d < 1 for d in shapes[name]):
+                raise ValueError
+        except ValueError as e:
+            raise CalibrationError(
+                f"--input-shape {short(item)}: expected NAME=D1,D2,... with integer dims >= 1"
+            ) from e
     return shapes
 
 
@@ -153,6 +164,9 @@ class ArraySource:
                 f"{origin}: 'label' must hold one integer per sample ({self._n}), "
                 f"got {labels.dtype} {list(labels.shape)}"
             )
+        if labels is not None and labels.size and labels.min() < 0:
+            first = int(np.argmax(labels < 0))
+            raise CalibrationError(f"{origin}: 'label' of sample {first} is negative ({int(labels[first])})")
 
     @property
     def num_samples(self) -> int:
@@ -245,18 +259,123 @@ class RandomSource:
             yield batch
 
 
-def _read_arrays(path: Path, specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+def _sample_axis(spec: InputSpec | None, ndim: int) -> int | None:
+    """The axis of an array in a file that counts samples (``None``: the array is one sample)."""
+    if spec is None or ndim == len(spec.shape) + 1:
+        return 0  # labels, and [N, *input_shape]
+    return spec.batch_axis  # stacked along the dynamic batch axis; a fixed-shape input: one sample
+
+
+def _rows_needed(spec: InputSpec | None, shape: tuple[int, ...], samples: int | None) -> int | None:
+    """How many leading rows of an array of ``shape`` hold the first ``samples`` (``None``: read all)."""
+    if samples is None or not shape or _sample_axis(spec, len(shape)) != 0:
+        return None
+    return min(samples, shape[0])
+
+
+def _read_exact(stream: BinaryIO, nbytes: int, what: str) -> bytearray:
+    buffer = bytearray(nbytes)
+    view, done = memoryview(buffer), 0
+    while done < nbytes:
+        got = stream.readinto(view[done:])
+        if not got:
+            raise CalibrationError(f"{what}: truncated ({done} of {nbytes} data bytes)")
+        done += got
+    return buffer
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, rows: RowsFn, what: str) -> np.ndarray:
+    """One ``.npy`` member of an ``.npz``, reading only the leading rows ``rows(shape)`` asks for.
+
+    The header is parsed with :mod:`numpy.lib.format`; stored members are read from their offset,
+    compressed ones decompressed only as far as the rows needed. Object arrays are refused.
+    """
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        if dtype.hasobject:
+            raise CalibrationError(f"{what}: cannot read Python objects (pickles are never loaded)")
+        count = math.prod(shape)
+        held = info.file_size - stream.tell()
+        if count * dtype.itemsize != held:
+            raise CalibrationError(
+                f"{what}: declares {dtype} {list(shape)} ({count * dtype.itemsize} bytes) but holds {held}"
+            )
+        needed = rows(shape)
+        if needed is not None and (not fortran or len(shape) < 2):
+            shape = (needed, *shape[1:])
+        data = _read_exact(stream, math.prod(shape) * dtype.itemsize, what)
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_arrays(path: Path, specs: Sequence[InputSpec], samples: int | None) -> dict[str, np.ndarray]:
+    """The input (and label) arrays of one file, only their first ``samples`` where the layout allows it.
+
+    ``.npy``: memory-mapped, the rows needed copied out. ``.npz``: see :func:`_read_member`; arrays
+    that are neither inputs nor labels are not read (a warning names them).
+    """
+    by_name = {s.name: s for s in specs}
+
+    def rows(key: str) -> RowsFn:
+        return lambda shape: _rows_needed(by_name.get(key), shape, samples)
+
     try:
         if path.suffix == ".npy":
             if len(specs) != 1:
                 raise CalibrationError(f"{path}: a .npy file can feed only a single-input model")
-            return {specs[0].name: np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+            needed = rows(specs[0].name)(mapped.shape)
+            array = np.array(mapped if needed is None else mapped[:needed])
+            del mapped
+            return {specs[0].name: array}
+        arrays, ignored = {}, []
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                key = info.filename.removesuffix(".npy")
+                if key not in by_name and key not in LABEL_KEYS:
+                    ignored.append(key)
+                    continue
+                arrays[key] = _read_member(archive, info, rows(key), f"{path}: array '{key}'")
+        if ignored:
+            logger.warning("%s: ignoring arrays that are not model inputs: %s", path, ", ".join(sorted(ignored)))
+        return arrays
     except CalibrationError:
         raise
     except Exception as e:
         raise CalibrationError(f"{path}: cannot read calibration arrays ({type(e).__name__}: {e})") from e
+
+
+def _count(spec: InputSpec, array: np.ndarray) -> int:
+    axis = _sample_axis(spec, array.ndim)
+    return 1 if axis is None or array.ndim <= axis else int(array.shape[axis])
+
+
+def _check_finite(path: Path, key: str, array: np.ndarray, axis: int | None, offset: int) -> None:
+    """Refuse NaN/inf in a float array, naming the file, the input and the (overall) sample index."""
+    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.complexfloating):
+        return
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return
+    where = tuple(int(i) for i in np.argwhere(bad)[0])
+    sample = offset + (0 if axis is None or axis >= len(where) else where[axis])
+    kind = "NaN" if np.isnan(array[where]) else "inf"
+    raise CalibrationError(f"{path}: input '{key}' sample {sample} holds {kind}; calibration data must be finite")
+
+
+def check_input_shapes(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse ``--input-shape`` names the model has no input for, and dims below 1."""
+    names = [s.name for s in specs]
+    for name, dims in shapes.items():
+        if name not in names:
+            raise CalibrationError(
+                f"--input-shape {short(name)}: the model has no such input (inputs: {', '.join(names) or 'none'})"
+            )
+        if not dims or any(d < 1 for d in dims):
+            raise CalibrationError(f"--input-shape {name}: dims must be >= 1, got {list(dims)}")
 
 
 def open_source(
@@ -267,8 +386,13 @@ def open_source(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
 ) -> CalibrationSource:
-    """Open calibration data for ``model``: an ``.npz``/``.npy`` file, a folder of them, or random data."""
+    """Open calibration data for ``model``: an ``.npz``/``.npy`` file, a folder of them, or random data.
+
+    Only the first ``samples`` are read where the files hold samples along axis 0 (and the files a
+    folder needs for them). NaN/inf in float inputs are refused, naming the file, input and sample.
+    """
     specs = input_specs(model)
+    check_input_shapes(specs, input_shapes or {})
     if path is None:
         return RandomSource(specs, samples or 8, input_shapes or {}, seed=seed)
     path = Path(path)
@@ -281,12 +405,23 @@ def open_source(
     else:
         raise CalibrationError(f"{path}: no such calibration file or folder")
     parts: dict[str, list[np.ndarray]] = {}
+    have = 0
     for file in files:
-        for key, array in _read_arrays(file, specs).items():
+        if samples is not None and have >= samples:
+            break
+        arrays = _read_arrays(file, specs, None if samples is None else samples - have)
+        count = 0
+        for key, array in arrays.items():
             spec = next((s for s in specs if s.name == key), None)
-            if spec is not None and array.ndim == len(spec.shape) and spec.batch_axis not in (None, 0):
+            if spec is None:
+                parts.setdefault(key, []).append(array)
+                continue
+            if len(files) > 1 and array.ndim == len(spec.shape) and spec.batch_axis not in (None, 0):
                 raise CalibrationError(f"{file}: cannot merge '{key}' stacked along axis {spec.batch_axis}")
+            _check_finite(file, key, array, _sample_axis(spec, array.ndim), have)
+            count = count or _count(spec, array)
             parts.setdefault(key, []).append(array)
+        have += count
     arrays = {k: v[0] if len(v) == 1 else _concat(k, v, specs, path) for k, v in parts.items()}
     source = ArraySource(arrays, specs, str(path))
     return source.limited(samples) if samples else source

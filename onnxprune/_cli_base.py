@@ -21,11 +21,17 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
+from onnxprune.calibration.sources import (
+    check_input_shapes,
+    input_specs,
+    open_source,
+    parse_input_shapes,
+    sample_shapes,
+)
 from onnxprune.errors import FidelityError, OnnxPruneError
 from onnxprune.gates import low_agreement, nonfinite_outputs
 from onnxprune.metric import resolve_metric_spec
-from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, run_recipe
+from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, build_pass, run_recipe
 from onnxprune.report import comparison_table
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "fidelity_verdict",
     "handle_errors",
     "job_options",
+    "one_line",
     "out",
     "progress_bars",
     "real_shapes",
@@ -87,20 +94,72 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OnnxPruneError as e:
             if debug:
                 raise
-            click.echo(f"onnxprune: error: {e}", err=True)
+            click.echo(f"onnxprune: error: {one_line(e)}", err=True)
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:
             if debug:
                 raise
-            click.echo(f"onnxprune: internal error: {type(e).__name__}: {e} (rerun with --debug)", err=True)
+            click.echo(f"onnxprune: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug)", err=True)
             sys.exit(1)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: The longest error message printed (the rest is cut): echoed values never flood the terminal.
+MAX_MESSAGE = 1500
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line, at most :data:`MAX_MESSAGE` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+#: click >= 8.2 raises this for a bare command that shows its help (older click prints the help itself)
+_NO_ARGS: tuple[type[Exception], ...] = tuple(
+    e for e in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if e is not None
+)
+
+
+class _OneLineUsageError(click.ClickException):
+    """A click usage error shown as ``onnxprune: error: ...`` on one line (the usage only with ``--help``)."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        ctx = getattr(error, "ctx", None)
+        self.hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"onnxprune: error: {one_line(self.format_message())}{self.hint}", err=True)
+
+
+@contextlib.contextmanager
+def _usage_errors_on_one_line() -> Iterator[None]:
+    try:
+        yield
+    except (_OneLineUsageError, *_NO_ARGS):
+        raise  # a bare ``onnxprune`` (or a verb without arguments) shows its help
+    except click.ClickException as e:
+        raise _OneLineUsageError(e) from e
+
+
+class _Group(click.Group):
+    """The ``onnxprune`` group: every click usage error (parsing or raised by a verb) is one line, exit 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _usage_errors_on_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _usage_errors_on_one_line():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--quiet", "-q", is_flag=True, help="Only errors; no progress bars.")
 @click.option("--debug", is_flag=True, help="Debug logging and full tracebacks.")
 @click.pass_context
@@ -150,6 +209,7 @@ def run_and_show(ctx: click.Context, recipe: Recipe, inputs: dict[str, str] | No
 def real_shapes(model: ir.Model, data: str | None, input_shape: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     """Per-sample input shapes to count MACs at: ``--input-shape``, else the data's first sample."""
     given = parse_input_shapes(input_shape)
+    check_input_shapes(input_specs(model), given)
     if data is None:
         return given
     return {**sample_shapes(open_source(data, model, samples=1, input_shapes=given)), **given}
@@ -289,7 +349,8 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         strict=job.strict,
         max_drop=job.max_drop,
     )
-    Recipe.from_dict(recipe.to_dict())  # validates the pass configs
+    for spec in recipe.passes:
+        build_pass(spec)  # validates the pass configs before anything is printed or run
     if job.dump_recipe:
         click.echo(recipe.to_yaml(), nl=False)
         return

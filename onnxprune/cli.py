@@ -31,6 +31,7 @@ from onnxprune._cli_base import (
     real_shapes,
     run_and_show,
 )
+from onnxprune._fields import short
 from onnxprune._paths import check_outputs, data_files
 from onnxprune._run_paths import model_inputs
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
@@ -46,8 +47,10 @@ __all__ = ["cli", "main"]
 
 def _parse_pattern(pattern: str) -> tuple[int, int]:
     n, sep, m = pattern.partition(":")
-    if not sep or not n.isdigit() or not m.isdigit():
-        raise click.BadParameter(f"'{pattern}' is not N:M (for example 2:4)", param_hint="--pattern")
+    if not sep or not (n.isdecimal() and m.isdecimal() and len(n) <= 6 and len(m) <= 6):
+        raise click.BadParameter(f"{short(pattern)} is not N:M (for example 2:4)", param_hint="--pattern")
+    if not 1 <= int(n) <= int(m):
+        raise click.BadParameter(f"{pattern} needs 1 <= N <= M (0:M would zero every weight)", param_hint="--pattern")
     return int(n), int(m)
 
 

@@ -3,9 +3,10 @@
 An output has a *class axis* when it is floating point, of rank 2 or 3, and its last axis holds more
 than one value: logits ``[N, C]`` and per-position scores ``[N, T, C]`` (sequence models, CTC
 recognizers). For those, argmax agreement is the figure that catches a collapsed model: a large
-shared offset keeps the cosine near 1 while every prediction changes. Values that are NaN or infinite
-in the candidate where the reference is finite are counted, and turn max |diff| into ``inf`` and the
-mean cosine into ``nan`` (never hidden).
+shared offset keeps the cosine near 1 while every prediction changes. NaN or infinite values are never
+hidden: those of the reference and those of the candidate where the reference is finite are counted;
+they turn max |diff| into ``nan`` (reference) or ``inf`` (candidate), the mean cosine into ``nan``,
+and count as disagreement (and as a wrong prediction) at their positions.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class OutputFidelity:
     ``top1_agreement``: [N, C] outputs, fraction of samples with the same argmax. ``argmax_agreement``:
     every class-axis output, fraction of positions (samples x time steps) with the same argmax.
     ``sequence_agreement``: [N, T, C] outputs, fraction of samples whose every position agrees.
-    ``nonfinite_cand``: candidate values that are NaN/inf where the reference is finite.
+    ``nonfinite_ref``: reference values that are NaN/inf; ``nonfinite_cand``: candidate values that
+    are NaN/inf where the reference is finite. Either fails validation (see :mod:`onnxprune.gates`).
     """
 
     name: str
@@ -95,32 +97,34 @@ class OutputTracker:
         a = np.moveaxis(a.astype(np.float64), axis, 0) if a.ndim else a.astype(np.float64)
         b = np.moveaxis(b.astype(np.float64), axis, 0) if b.ndim else b.astype(np.float64)
         finite_a, finite_b = np.isfinite(a), np.isfinite(b)
-        broken = finite_a & ~finite_b
-        self.nonfinite_ref += int((~finite_a).sum())
-        self.nonfinite_cand += int(broken.sum())
         both = finite_a & finite_b
+        self.nonfinite_ref += int((~finite_a).sum())
+        self.nonfinite_cand += int((finite_a & ~finite_b).sum())
         a_clean, b_clean = np.where(both, a, 0.0), np.where(both, b, 0.0)
         diff = np.abs(a_clean - b_clean)
-        self.max_diff = max(self.max_diff, float(diff.max()) if diff.size else 0.0, np.inf if broken.any() else 0.0)
+        self.max_diff = max(self.max_diff, float(diff.max()) if diff.size else 0.0)
         cos = _cosine(a_clean, b_clean)
-        self.cosines.append(np.where(broken.reshape(cos.shape[0], -1).any(axis=1), np.nan, cos))
+        self.cosines.append(np.where((~both).reshape(cos.shape[0], -1).any(axis=1), np.nan, cos))
         if classes is None:
             return
         self.rank = a.ndim
-        row_ok = finite_b.all(axis=-1)
-        same = (a_clean.argmax(axis=-1) == b_clean.argmax(axis=-1)) & row_ok
+        ref_ok, cand_ok = finite_a.all(axis=-1), finite_b.all(axis=-1)
+        same = (a_clean.argmax(axis=-1) == b_clean.argmax(axis=-1)) & ref_ok & cand_ok
         self.agree.append(same.reshape(-1))
         if a.ndim == 3:
             self.whole.append(same.all(axis=1))
         if labels is not None and self.score_labels and a.ndim == 2:
-            self.correct.append((a_clean.argmax(axis=1) == labels, (b_clean.argmax(axis=1) == labels) & row_ok))
+            self.correct.append(
+                ((a_clean.argmax(axis=1) == labels) & ref_ok, (b_clean.argmax(axis=1) == labels) & cand_ok)
+            )
 
     def result(self) -> OutputFidelity:
         """The accumulated figures."""
         agree = float(np.concatenate(self.agree).mean()) if self.agree else None
+        max_diff = np.nan if self.nonfinite_ref else np.inf if self.nonfinite_cand else self.max_diff
         return OutputFidelity(
             self.name,
-            self.max_diff,
+            max_diff,
             float(np.concatenate(self.cosines).mean()) if self.cosines else 1.0,
             agree if self.rank == 2 else None,
             float(np.concatenate([r for r, _ in self.correct]).mean()) if self.correct else None,

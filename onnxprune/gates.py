@@ -123,11 +123,19 @@ def missed_gates(validation: Mapping[str, Any], gates: tuple[Gate, ...]) -> list
 
 
 def nonfinite_outputs(validation: Mapping[str, Any]) -> list[str]:
-    """Outputs where the candidate gives NaN/inf and the reference does not."""
-    return [
+    """Outputs holding NaN/inf: the candidate's where the reference is finite, then the reference's own.
+
+    Either is a failure: NaN compares as neither different nor equal, so no figure would show it.
+    """
+    broken = [
         f"output '{o['name']}' holds {o['nonfinite_cand']} NaN/inf values where the reference is finite"
         for o in validation["outputs"]
         if o.get("nonfinite_cand")
+    ]
+    return broken + [
+        f"the reference's output '{o['name']}' holds {o['nonfinite_ref']} NaN/inf values: fidelity cannot be measured"
+        for o in validation["outputs"]
+        if o.get("nonfinite_ref")
     ]
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import onnx_ir as ir
 import yaml
 
-from onnxprune import _io, _scratch
+from onnxprune import _io, _ort, _scratch
+from onnxprune._fields import check_at_least, check_fields, short
 from onnxprune._run_paths import check_recipe_paths
 from onnxprune._scratch import Scratch
 from onnxprune.budget import budget_of, drop_points, search_budget
@@ -28,11 +29,26 @@ from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
 from onnxprune.report import ModelStats, model_stats, write_json
-from onnxprune.verify import validate
+from onnxprune.verify import check_model, validate
 
-__all__ = ["CalibrationSpec", "PassSpec", "Recipe", "RunResult", "build_pass", "run_recipe"]
+__all__ = [
+    "MAX_RECIPE_BYTES",
+    "MAX_RECIPE_NODES",
+    "CalibrationSpec",
+    "PassSpec",
+    "Recipe",
+    "RunResult",
+    "build_pass",
+    "run_recipe",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The largest recipe file read (bytes).
+MAX_RECIPE_BYTES = 1 << 20
+#: The most YAML aliases (``*name``) a recipe may use, and the most values it may hold once they are expanded.
+MAX_RECIPE_ALIASES = 64
+MAX_RECIPE_NODES = 100_000
 
 #: Given a task description, returns a progress callback (or None).
 ProgressFactory = Callable[[str], ProgressFn | None]
@@ -44,6 +60,9 @@ class PassSpec:
 
     name: str
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "pass ")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +80,13 @@ class CalibrationSpec:
     seed: int = 0
     sequential: bool | None = None
     memory_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        check_fields(self, "calibration.")
+        check_at_least(self, {"samples": 1, "batch_size": 1, "seed": 0, "memory_mb": 64}, "calibration.")
+        for name, dims in self.input_shapes.items():
+            if not dims or any(d < 1 for d in dims):
+                raise RecipeError(f"calibration.input_shapes[{short(name)}]: dims must be >= 1, got {short(dims)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +114,15 @@ class Recipe:
     strict: bool = False
     max_drop: float | None = None
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_at_least(self, {"latency_runs": 1, "threads": 1})
+        for name in ("model", "output"):
+            if not getattr(self, name):
+                raise RecipeError(f"{name} must name a file, got ''")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise RecipeError(f"max_drop must be a number of points >= 0, got {self.max_drop}")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (YAML/JSON)."""
         data = dataclasses.asdict(self)
@@ -101,23 +136,43 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "recipe") -> Recipe:
-        """Build a recipe from plain data, rejecting unknown keys."""
+        """Build a recipe from plain data, rejecting unknown keys and values of the wrong type or range."""
+        try:
+            return cls._from_dict(data, origin)
+        except RecipeError as e:
+            text = str(e)
+            raise RecipeError(text if text.startswith(f"{origin}:") else f"{origin}: {text}") from e
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], origin: str) -> Recipe:
         if not isinstance(data, Mapping):
-            raise RecipeError(f"{origin}: expected a mapping at the top level")
+            raise RecipeError(f"{origin}: expected a mapping at the top level, got {short(data)}")
         data = dict(data)
         _no_unknown(origin, data, {f.name for f in dataclasses.fields(cls)})
         for key in ("model", "output", "passes"):
             if key not in data:
                 raise RecipeError(f"{origin}: missing '{key}'")
+        entries = data.pop("passes")
+        if not isinstance(entries, list | tuple) or not entries:
+            raise RecipeError(f"passes must be a non-empty list of {{name, config}}, got {short(entries)}")
         passes = []
-        for i, entry in enumerate(data.pop("passes") or []):
-            if not isinstance(entry, Mapping) or "name" not in entry:
-                raise RecipeError(f"{origin}: passes[{i}] needs a 'name'")
-            _no_unknown(f"{origin}: passes[{i}]", entry, {"name", "config"})
-            passes.append(PassSpec(str(entry["name"]), dict(entry.get("config") or {})))
-        calib = dict(data.pop("calibration", None) or {})
-        _no_unknown(f"{origin}: calibration", calib, {f.name for f in dataclasses.fields(CalibrationSpec)})
-        calib["input_shapes"] = {k: tuple(v) for k, v in (calib.get("input_shapes") or {}).items()}
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+                raise RecipeError(f"passes[{i}] needs a 'name' (a string), got {short(entry)}")
+            _no_unknown(f"passes[{i}]", entry, {"name", "config"})
+            config = entry.get("config") or {}
+            if not isinstance(config, Mapping):
+                raise RecipeError(f"passes[{i}].config must be a mapping, got {short(config)}")
+            passes.append(PassSpec(entry["name"], dict(config)))
+        calib = data.pop("calibration", None) or {}
+        if not isinstance(calib, Mapping):
+            raise RecipeError(f"calibration must be a mapping, got {short(calib)}")
+        calib = dict(calib)
+        _no_unknown("calibration", calib, {f.name for f in dataclasses.fields(CalibrationSpec)})
+        shapes = calib.get("input_shapes") or {}
+        if not isinstance(shapes, Mapping) or not all(isinstance(v, list | tuple) for v in shapes.values()):
+            raise RecipeError(f"calibration.input_shapes must map input names to lists of dims, got {short(shapes)}")
+        calib["input_shapes"] = {k: tuple(v) for k, v in shapes.items()}
         recipe = cls(passes=tuple(passes), calibration=CalibrationSpec(**calib), **data)
         for spec in recipe.passes:
             build_pass(spec)  # fail early on bad names or configs
@@ -125,13 +180,16 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> Recipe:
-        """Read a recipe file; relative model/data paths are taken relative to the recipe's folder."""
+        """Read a recipe file: relative paths are taken relative to the recipe's folder, absolute ones kept.
+
+        That holds for the model, output, data, report, metric and the pass configs' file fields
+        (a fine-tune's teacher and labels).
+
+        The file may hold at most :data:`MAX_RECIPE_BYTES`, :data:`MAX_RECIPE_ALIASES` YAML aliases
+        and :data:`MAX_RECIPE_NODES` values once aliases are expanded.
+        """
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise RecipeError(f"{path}: cannot read recipe ({type(e).__name__}: {e})") from None
-        recipe = cls.from_dict(data, str(path))
+        recipe = cls.from_dict(_load_yaml(path), str(path))
         base = path.parent
 
         def rel(p: str | None) -> str | None:
@@ -145,27 +203,93 @@ class Recipe:
             report=rel(recipe.report),
             metric=None if recipe.metric is None else resolve_metric_spec(recipe.metric, base),
             calibration=dataclasses.replace(recipe.calibration, path=rel(recipe.calibration.path)),
+            passes=tuple(_relative_paths(spec, rel) for spec in recipe.passes),
         )
 
 
+class _CappedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses more than :data:`MAX_RECIPE_ALIASES` aliases."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_RECIPE_ALIASES:
+                raise RecipeError(f"more than {MAX_RECIPE_ALIASES} YAML aliases (*name); write the values out")
+        return super().compose_node(parent, index)
+
+
+def _too_large(data: Any, limit: int = MAX_RECIPE_NODES) -> bool:
+    """Whether ``data`` holds more than ``limit`` values with shared (aliased) parts counted each time."""
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+    return False
+
+
+def _load_yaml(path: Path) -> Any:
+    """The recipe file's data, read with the size, alias and expansion caps (one-line :class:`RecipeError`)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: a recipe holds at most {MAX_RECIPE_BYTES} bytes")
+        loader = _CappedLoader(raw.decode("utf-8"))
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except RecipeError as e:
+        text = str(e)
+        raise RecipeError(text if text.startswith(f"{path}:") else f"{path}: {text}") from e
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise RecipeError(f"{path}: cannot read recipe ({type(e).__name__}: {short(first, 160)[1:-1]})") from e
+    if _too_large(data):
+        raise RecipeError(f"{path}: more than {MAX_RECIPE_NODES} values once YAML aliases are expanded")
+    return data
+
+
+def _relative_paths(spec: PassSpec, rel: Callable[[str | None], str | None]) -> PassSpec:
+    """``spec`` with its path fields (config fields marked ``metadata={"path": True}``) made relative by ``rel``."""
+    cls = PASSES.get(spec.name)
+    fields = {f.name for f in dataclasses.fields(cls.config_class) if f.metadata.get("path")} if cls else set()
+    if not fields & set(spec.config):
+        return spec
+    return PassSpec(spec.name, {k: rel(v) if k in fields else v for k, v in spec.config.items()})
+
+
 def _no_unknown(origin: str, data: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
-        raise RecipeError(f"{origin}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        raise RecipeError(f"{origin}: unknown key {short(unknown[0])} (known: {', '.join(sorted(known))})")
 
 
 def build_pass(spec: PassSpec, context: PassContext | None = None) -> OnnxPrunePass:
     """Instantiate a registered pass from its name and config fields."""
     cls = PASSES.get(spec.name)
     if cls is None:
-        raise RecipeError(f"unknown pass '{spec.name}' (known: {', '.join(sorted(PASSES))})")
+        raise RecipeError(f"unknown pass {short(spec.name)} (known: {', '.join(sorted(PASSES))})")
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     _no_unknown(f"pass '{spec.name}'", spec.config, fields)
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.config.items()}
     try:
         return cls(cls.config_class(**config), context)
-    except TypeError as e:
-        raise RecipeError(f"pass '{spec.name}': {e}") from None
+    except RecipeError as e:
+        raise RecipeError(f"pass '{spec.name}': {e}") from e
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"pass '{spec.name}': {short(str(e), 200)[1:-1]}") from e
 
 
 @dataclasses.dataclass
@@ -193,6 +317,28 @@ def _check_fidelity(recipe: Recipe, validation: dict[str, Any]) -> None:
         logger.warning("LOW FIDELITY: %s: the result disagrees with the original model (--strict refuses it)", line)
     if low and recipe.strict:
         raise FidelityError(f"--strict: {low[0]}; nothing written")
+
+
+def _refuse_emptied(result: PipelineResult) -> None:
+    """Refuse a result in which a pass zeroed every weight of a tensor (``--sparsity 0.999999``, N:M ``0:M``).
+
+    The choice is to refuse rather than to cap: a layer with no weight left computes a constant, which
+    no sparsity a user asks for means to do. Tensors that keep at least one weight pass.
+    """
+    for report in result.reports:
+        for entry in report.changed:
+            numel, zeros = entry.get("numel"), entry.get("zeros")
+            if numel and zeros is not None and zeros >= numel:
+                raise RecipeError(
+                    f"pass '{report.name}' would zero every weight of '{entry['tensor']}' ({numel} of {numel}); "
+                    "lower the sparsity or exclude that layer"
+                )
+
+
+def _check_loadable(model: ir.Model) -> None:
+    """With validation off: the onnx checker and an onnxruntime load (no data run) still guard the output."""
+    check_model(model, "result")
+    _ort.session(model, what="result", lean=True)  # ValidationError when onnxruntime refuses it
 
 
 def run_recipe(
@@ -227,8 +373,6 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     if recipe.max_drop is not None:
         if not recipe.validate or getattr(data, "random", False):
             raise RecipeError("--max-drop needs validation on real data (--data PATH or --calib PATH)")
-        if not 0 <= recipe.max_drop < float("inf"):
-            raise RecipeError(f"max_drop must be a number of points >= 0, got {recipe.max_drop}")
 
     def execute(specs: tuple[PassSpec, ...], model: ir.Model) -> tuple[ir.Model, PipelineResult, dict[str, Any] | None]:
         context = PassContext(
@@ -242,7 +386,9 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
             scratch=scratch,
         )
         result = Pipeline([build_pass(spec, context) for spec in specs], context)(model)
+        _refuse_emptied(result)
         if not recipe.validate:
+            _check_loadable(model)
             return model, result, None
         validation = validate(
             reference,

@@ -127,6 +127,8 @@ def _fidelity_cell(out: Mapping[str, Any]) -> str:
         parts.append(f"whole sequence {out['sequence_agreement']:.4f}")
     if out.get("nonfinite_cand"):
         parts.append(f"[bold red]{out['nonfinite_cand']} NaN/inf[/bold red]")
+    if out.get("nonfinite_ref"):
+        parts.append(f"[bold red]reference {out['nonfinite_ref']} NaN/inf[/bold red]")
     return ", ".join(parts)
 
 

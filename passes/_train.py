@@ -17,7 +17,16 @@ import torch
 from onnxprune.passes._schedules import cubic_sparsity, cycle_of, learning_rate
 from onnxprune.torchview import TorchView
 
-__all__ = ["Masks", "TrainData", "TrainSettings", "heldout_loss", "probe_lr", "pruning_done_at", "train"]
+__all__ = [
+    "Masks",
+    "TrainData",
+    "TrainSettings",
+    "all_finite",
+    "heldout_loss",
+    "probe_lr",
+    "pruning_done_at",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +147,12 @@ class Masks:
         self.apply()
 
 
+def all_finite(view: TorchView) -> bool:
+    """Whether every tensor of the view is finite (no NaN/inf weight to write back)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for p in view.named_tensors().values())
+
+
 def _distill_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     if kind == "kl" and student.dim() == 2:
         t = temperature
@@ -252,7 +267,9 @@ def train(
     ``eval_every`` steps (and after the last); the trainable tensors at the lowest held-out loss are
     kept in memory and restored at the end (the starting weights when training never beat them).
     Only evaluations after the last scheduled pruning step compete. Training stops early after
-    ``patience`` evaluations without improvement.
+    ``patience`` evaluations without improvement, and at the first NaN/inf loss (``diverged_at``: the
+    steps done then; the kept weights are restored when there are any, else the caller must refuse
+    the weights, see :func:`all_finite`).
     """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -284,6 +301,7 @@ def train(
     if heldout is not None:
         evaluate(0)
     step = 0
+    diverged: int | None = None
     for step in range(settings.steps):
         target = _sparsity_at(settings, step, initial)
         if target is not None and target > masks.sparsity - 1e-9:
@@ -309,6 +327,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = _loss(view, data, index, settings, features)
+        if not torch.isfinite(loss.detach()):
+            diverged = step  # the weights after this many steps give NaN/inf: stop, never step on them
+            break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -320,9 +341,10 @@ def train(
         if heldout is not None and (done % settings.eval_every == 0 or done == settings.steps):
             if not evaluate(done):
                 break
-    if heldout is not None and best.step >= 0 and best.step != curve[-1]["step"]:
+    if heldout is not None and best.step >= 0 and (diverged is not None or best.step != curve[-1]["step"]):
         best.restore()
     return {
+        "diverged_at": diverged,
         "losses": losses,
         "sparsity": masks.sparsity,
         "initial_sparsity": initial,
@@ -355,8 +377,9 @@ def probe_lr(
     )
     rows = []
     for lr in candidates:
-        curve = train(view, data, dataclasses.replace(probe, lr=lr), masks, heldout=heldout, features=features)["curve"]
-        rows.append({"lr": lr, "heldout": curve[-1]["heldout"]})
+        history = train(view, data, dataclasses.replace(probe, lr=lr), masks, heldout=heldout, features=features)
+        diverged = history["diverged_at"] is not None
+        rows.append({"lr": lr, "heldout": float("nan") if diverged else history["curve"][-1]["heldout"]})
         start.restore()
     finite = [r for r in rows if np.isfinite(r["heldout"])] or rows[-1:]
     return min(finite, key=lambda r: r["heldout"])["lr"], rows

@@ -18,6 +18,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from onnxprune import _ort
+from onnxprune._fields import check_fields
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import complete_shapes
@@ -94,6 +95,7 @@ class ChannelPruneConfig:
     allocation: str = "uniform"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0.0 <= self.ratio < 1.0:
             raise RecipeError(f"channels ratio must be in [0, 1), got {self.ratio}")
         for name in ("target_flops", "target_params"):

@@ -8,6 +8,7 @@ import time
 import onnx_ir as ir
 from onnx_ir.passes import common
 
+from onnxprune._fields import check_fields
 from onnxprune.passes._base import OnnxPrunePass, PruneResult
 
 __all__ = ["CleanupConfig", "CleanupPass"]
@@ -19,6 +20,9 @@ class CleanupConfig:
 
     remove_unused: bool = True
     remove_identities: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class CleanupPass(OnnxPrunePass):

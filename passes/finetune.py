@@ -18,9 +18,11 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune import _io, _ort
+from onnxprune._fields import check_at_least, check_fields
 from onnxprune.analysis.weights import find_weights
 from onnxprune.calibration.sources import CalibrationSource, input_specs
 from onnxprune.errors import CalibrationError, OnnxPruneError, RecipeError
+from onnxprune.fidelity import check_labels, class_count
 from onnxprune.passes._base import OnnxPrunePass, PruneResult, check_choice
 from onnxprune.passes._schedules import LR_SCHEDULES
 
@@ -90,8 +92,8 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "warmup_cosine"
-    teacher: str | None = None
-    labels: str | None = None
+    teacher: str | None = dataclasses.field(default=None, metadata={"path": True})
+    labels: str | None = dataclasses.field(default=None, metadata={"path": True})
     distill: str = "mse"
     temperature: float = 1.0
     distill_weight: float = 1.0
@@ -114,6 +116,7 @@ class FinetuneConfig:
     train: str = "all"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.steps < 1 and self.epochs is None:
             raise RecipeError(f"steps must be >= 1, got {self.steps}")
         if self.epochs is not None and self.epochs <= 0:
@@ -137,6 +140,25 @@ class FinetuneConfig:
         if (self.eval_every is not None and self.eval_every < 1) or (self.patience is not None and self.patience < 1):
             raise RecipeError("eval_every and patience must be >= 1")
         check_choice("train", self.train, TRAIN_CHOICES)
+        check_at_least(self, {"seed": 0, "threads": 1})
+        if self.temperature <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.distill_weight < 0:
+            raise RecipeError("temperature must be > 0; momentum, weight_decay and distill_weight >= 0")
+
+
+def _refuse_divergence(history: dict[str, Any], lr: float, *, finite: bool) -> None:
+    """Refuse weights a diverged run left NaN/inf; warn when the held-out best (finite) weights were kept."""
+    step = history["diverged_at"]
+    if step is None and finite:
+        return
+    where = "" if step is None else f" at step {step + 1}"
+    if not finite or history["heldout_best"] is None:
+        raise RecipeError(f"fine-tuning diverged: NaN/inf loss or weights{where} (lr {lr:g}); lower --lr")
+    logger.warning(
+        "finetune: the loss became NaN/inf%s (lr %g); kept the held-out best weights (step %s)",
+        where,
+        lr,
+        history["kept_step"],
+    )
 
 
 def _inputs(model: ir.Model, source: CalibrationSource) -> dict[str, np.ndarray]:
@@ -184,6 +206,14 @@ def _labels(path: str | None, source: CalibrationSource, n: int) -> np.ndarray |
     return labels[:n].astype(np.int64)
 
 
+def _check_labels_fit(model: ir.Model, data: Any) -> None:
+    """Refuse labels outside the class axis of the first output (cross-entropy is taken on it)."""
+    first = model.graph.outputs[0].name or ""
+    logits = data.teacher.get(first)
+    count = class_count(logits) if logits is not None and logits.ndim == 2 else None
+    check_labels(data.labels, {first: count} if count else {})
+
+
 def _teacher_outputs(
     teacher: ir.Model, inputs: dict[str, np.ndarray], features: tuple[str, ...], batch: int, threads: int | None
 ) -> dict[str, np.ndarray]:
@@ -207,7 +237,7 @@ class FinetunePass(OnnxPrunePass):
     def call(self, model: ir.Model) -> PruneResult:
         """Train briefly, keep masks, write the trained tensors back by name."""
         torch = require_torch()
-        from onnxprune.passes._train import Masks, TrainData, TrainSettings, probe_lr, train
+        from onnxprune.passes._train import Masks, TrainData, TrainSettings, all_finite, probe_lr, train
         from onnxprune.torchview import TorchView, write_back
 
         start = time.perf_counter()
@@ -226,6 +256,8 @@ class FinetunePass(OnnxPrunePass):
             _teacher_outputs(teacher, inputs, config.features, config.batch_size, threads),
             _labels(config.labels, source, len(next(iter(inputs.values())))),
         )
+        if everything.labels is not None:
+            _check_labels_fit(model, everything)
         train_index, held_index = split_holdout(everything.n, config.holdout, config.seed)
         data = everything.subset(train_index)
         heldout = everything.subset(held_index) if len(held_index) else None
@@ -256,6 +288,7 @@ class FinetunePass(OnnxPrunePass):
                 settings = dataclasses.replace(settings, lr=lr)
             progress = self.context.train_progress
             history = train(view, data, settings, masks, heldout=heldout, features=config.features, on_step=progress)
+            _refuse_divergence(history, settings.lr, finite=all_finite(view))
         finally:
             torch.set_num_threads(old_threads)
         written = write_back(view, model, names if config.final_sparsity is None else [*names, *prunable])

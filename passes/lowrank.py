@@ -18,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
+from onnxprune._fields import check_fields
 from onnxprune.analysis.flops import count_params, node_macs
 from onnxprune.analysis.shapes import complete_shapes
 from onnxprune.analysis.weights import Weight, find_weights, read_weight
@@ -95,6 +96,7 @@ class LowRankConfig(_Selection):
     allocation: str = "energy"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         given = [mode for mode in _MODES if getattr(self, mode) is not None]
         if len(given) != 1:
             raise RecipeError(f"lowrank needs exactly one of {', '.join(_MODES)}; got {', '.join(given) or 'none'}")

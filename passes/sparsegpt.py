@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune._fields import check_fields
 from onnxprune.analysis.weights import Weight, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
@@ -72,6 +73,7 @@ class SparseGPTConfig(_Selection):
     allocation: str = "uniform"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_allocation(self.allocation, "unstructured")
         if self.m > 0 and self.allocation not in ("uniform", "sensitivity"):
             raise RecipeError(
@@ -79,8 +81,8 @@ class SparseGPTConfig(_Selection):
             )
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.m < 0 or (self.m == 0 and self.n != 0) or (self.m > 0 and not 0 <= self.n <= self.m):
-            raise RecipeError(f"N:M pattern needs 0 <= N <= M (M = 0: unstructured), got {self.n}:{self.m}")
+        if self.m < 0 or (self.m == 0 and self.n != 0) or (self.m > 0 and not 1 <= self.n <= self.m):
+            raise RecipeError(f"N:M pattern needs 1 <= N <= M (M = 0: unstructured), got {self.n}:{self.m}")
         if self.blocksize < 1:
             raise RecipeError(f"blocksize must be >= 1, got {self.blocksize}")
         if not 0.0 <= self.percdamp < float("inf"):

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune._fields import check_fields
 from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
@@ -66,6 +67,7 @@ class UnstructuredPruneConfig(_Selection):
     allocation: str = "uniform"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
         check_score_importance(self.importance)
@@ -92,8 +94,9 @@ class NMPruneConfig(_Selection):
     sparsity: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.n <= self.m or self.m < 1:
-            raise RecipeError(f"N:M pattern needs 0 <= N <= M and M >= 1, got {self.n}:{self.m}")
+        check_fields(self)
+        if not 1 <= self.n <= self.m:
+            raise RecipeError(f"N:M pattern needs 1 <= N <= M (0:M would zero every weight), got {self.n}:{self.m}")
         check_score_importance(self.importance)
         if self.allocation not in ("uniform", "sensitivity"):
             raise RecipeError(f"N:M takes allocation 'uniform' or 'sensitivity', got '{self.allocation}'")
