@@ -80,7 +80,8 @@ def test_arrays_that_are_not_inputs_are_not_read(
     caplog.set_level(logging.WARNING, logger="onnxprune")
     path = tmp_path / "c.npz"
     np.savez(path, x=np.zeros((4, *SAMPLE), np.float32), meta=np.array([{"evil": 1}], dtype=object))
-    assert open_source(path, conv).num_samples == 4
+    with caplog.at_level(logging.WARNING, logger="onnxprune.calibration.sources"):
+        assert open_source(path, conv).num_samples == 4
     assert "meta" in caplog.text
 
 
