@@ -77,7 +77,6 @@ def test_a_folder_reads_only_the_files_it_needs(tmp_path: Path, conv: object) ->
 def test_arrays_that_are_not_inputs_are_not_read(
     tmp_path: Path, conv: object, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="onnxprune")
     path = tmp_path / "c.npz"
     np.savez(path, x=np.zeros((4, *SAMPLE), np.float32), meta=np.array([{"evil": 1}], dtype=object))
     with caplog.at_level(logging.WARNING, logger="onnxprune.calibration.sources"):
