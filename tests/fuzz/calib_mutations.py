@@ -98,7 +98,7 @@ def _bytes(edit: CalibEdit, blob: bytes) -> tuple[bytes, str]:
         with zipfile.ZipFile(buffer, "w") as z:
             z.writestr("x.npy", "not an array")
         return buffer.getvalue(), "a zip whose x.npy is text"
-    if kind == "file_flip":
+    if kind == "file_flip" and blob:
         at = int((len(blob) - 1) * edit.position)
         return blob[:at] + bytes([blob[at] ^ 0xFF]) + blob[at + 1 :], f"npz byte {at} flipped"
     return blob, ""
