@@ -79,8 +79,8 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
             if not sep or not name:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            raise CalibrationError(f"--input-shape '{item}': expected NAME=D1,D2,... with integer dims") from None
+        except ValueError as e:
+            raise CalibrationError(f"--input-shape '{item}': expected NAME=D1,D2,... with integer dims") from e
     return shapes
 
 
@@ -300,7 +300,7 @@ def _concat(key: str, arrays: list[np.ndarray], specs: Sequence[InputSpec], orig
     try:
         return np.concatenate(arrays, axis=0)
     except ValueError as e:
-        raise CalibrationError(f"{origin}: arrays for '{key}' do not stack ({e})") from None
+        raise CalibrationError(f"{origin}: arrays for '{key}' do not stack ({e})") from e
 
 
 def sample_shapes(source: CalibrationSource) -> dict[str, tuple[int, ...]]:

@@ -14,6 +14,7 @@ import onnx_ir as ir
 import yaml
 
 from onnxprune import _io
+from onnxprune._integrity import require_finite_weights
 from onnxprune.budget import budget_of, drop_points, search_budget
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sequential import SequentialOptions
@@ -127,7 +128,7 @@ class Recipe:
         try:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as e:
-            raise RecipeError(f"{path}: cannot read recipe ({type(e).__name__}: {e})") from None
+            raise RecipeError(f"{path}: cannot read recipe ({type(e).__name__}: {e})") from e
         recipe = cls.from_dict(data, str(path))
         base = path.parent
 
@@ -162,7 +163,7 @@ def build_pass(spec: PassSpec, context: PassContext | None = None) -> OnnxPruneP
     try:
         return cls(cls.config_class(**config), context)
     except TypeError as e:
-        raise RecipeError(f"pass '{spec.name}': {e}") from None
+        raise RecipeError(f"pass '{spec.name}': {e}") from e
 
 
 @dataclasses.dataclass
@@ -204,6 +205,7 @@ def run_recipe(recipe: Recipe, *, progress: ProgressFactory | None = None) -> Ru
     reference = _io.load(recipe.model)
     output = Path(recipe.output)
     _io._check_output(model, output, f"{output.name}.data" if recipe.external_data else None)
+    require_finite_weights(model, recipe.model)
     source = _open(recipe, model, recipe.calibration.path)
     data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
     data_path = recipe.validation_data or recipe.calibration.path

@@ -43,7 +43,7 @@ def _stripped_proto(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]]
             continue
         dims = input_shapes.get(value.name or "")
         if dims is None and value.shape is not None:
-            dims = tuple(d if isinstance(d, int) else 1 for d in value.shape)
+            dims = tuple(d if isinstance(d, int) and d >= 0 else 1 for d in value.shape)
         elem = int(value.dtype) if value.dtype is not None else onnx.TensorProto.FLOAT
         proto.graph.input.append(onnx.helper.make_tensor_value_info(value.name, elem, dims))
     for value in graph.outputs:
@@ -64,7 +64,7 @@ def assumed_dims(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | 
     for value in model.graph.inputs:
         if value.is_initializer() or value.shape is None or (value.name or "") in (input_shapes or {}):
             continue
-        dynamic = [i for i, d in enumerate(value.shape) if not isinstance(d, int)]
+        dynamic = [i for i, d in enumerate(value.shape) if not isinstance(d, int) or d < 0]
         for axis in dynamic[1:]:
             label = value.shape[axis].value if isinstance(value.shape[axis], ir.SymbolicDim) else None
             found.append(f"{repr(label) if label else 'a dim'} (input '{value.name}', axis {axis})")
