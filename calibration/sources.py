@@ -435,7 +435,7 @@ def _concat(key: str, arrays: list[np.ndarray], specs: Sequence[InputSpec], orig
     try:
         return np.concatenate(arrays, axis=0)
     except ValueError as e:
-        raise CalibrationError(f"{origin}: arrays for '{key}' do not stack ({e})") from None
+        raise CalibrationError(f"{origin}: arrays for '{key}' do not stack ({e})") from e
 
 
 def sample_shapes(source: CalibrationSource) -> dict[str, tuple[int, ...]]:

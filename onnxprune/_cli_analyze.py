@@ -34,8 +34,8 @@ def parse_grid(text: str) -> tuple[float, ...]:
     """``0.25,0.5`` as floats (checked by :class:`Settings`)."""
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise RecipeError(f"--grid '{text}': expected comma-separated ratios such as 0.25,0.5,0.75") from None
+    except ValueError as e:
+        raise RecipeError(f"--grid '{text}': expected comma-separated ratios such as 0.25,0.5,0.75") from e
 
 
 def _show(table: Table, model: str) -> None:

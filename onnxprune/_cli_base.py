@@ -107,14 +107,20 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-#: The longest error message printed (the rest is cut): echoed values never flood the terminal.
-MAX_MESSAGE = 1500
+#: The longest error message printed: echoed values never flood the terminal.
+MAX_MESSAGE = 480
 
 
 def one_line(message: object) -> str:
-    """``message`` on one line, at most :data:`MAX_MESSAGE` characters."""
+    """``message`` on one line, at most :data:`MAX_MESSAGE` characters.
+
+    A longer one loses its middle, not its end: a long path comes first and the reason after it.
+    """
     text = " ".join(str(message).split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+    if len(text) <= MAX_MESSAGE:
+        return text
+    head = MAX_MESSAGE * 2 // 3
+    return f"{text[:head]} ... {text[len(text) - (MAX_MESSAGE - head - 5) :]}"
 
 
 #: click >= 8.2 raises this for a bare command that shows its help (older click prints the help itself)

@@ -17,9 +17,10 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 
-from onnxprune import _paths, _scratch
+from onnxprune import _integrity, _paths, _scratch
 from onnxprune._io_proto import (
     GraphCut,
     check_model,
@@ -101,9 +102,15 @@ def load(path: str | os.PathLike) -> ir.Model:
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     try:
-        model = ir.load(path)
-    except Exception as e:  # protobuf raises DecodeError, onnx_ir may raise others
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf raises DecodeError
         raise ModelLoadError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
+    _integrity.check_proto(proto, path, onnx.defs.get_schema)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as e:  # onnx_ir raises SerdeError on what the checks above do not cover
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
+    ir.external_data.set_base_dir(model.graph, path.parent)
     if model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise ModelLoadError(f"{path}: not an ONNX model (no IR version or empty graph)")
     _check_external_data(model, path)

@@ -186,7 +186,7 @@ def _stripped_proto(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]]
             continue
         dims = input_shapes.get(value.name or "")
         if dims is None and value.shape is not None:
-            dims = tuple(d if isinstance(d, int) else 1 for d in value.shape)
+            dims = tuple(d if isinstance(d, int) and d >= 0 else 1 for d in value.shape)
         elem = int(value.dtype) if value.dtype is not None else onnx.TensorProto.FLOAT
         proto.graph.input.append(onnx.helper.make_tensor_value_info(value.name, elem, dims))
     for value in graph.outputs:

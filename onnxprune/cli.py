@@ -427,6 +427,11 @@ def inspect(
     out.print(weights)
     for s in info["skipped"]:
         out.print(f"not prunable: {s['tensor']} ({s['op']} {s['node']}): {s['reason']}")
+    for bad in info["nonfinite"]:
+        out.print(
+            f"[bold red]non-finite[/bold red]: {bad['tensor']} ({bad['op_type']} {bad['node']}): "
+            f"{bad['nan']} NaN, {bad['inf']} inf (prune, lowrank and finetune refuse this model)"
+        )
 
 
 def _print_spectra(model: str, spectra: list[dict[str, Any]]) -> None:

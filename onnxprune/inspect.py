@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune._integrity import nonfinite_weights
 from onnxprune.analysis.channels import analyze_channels, record
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import assumed_dims, complete_shapes
@@ -22,6 +24,7 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
 
     ``assumed_dims`` lists the dynamic input dims the MACs were counted at 1 for (see
     :func:`onnxprune.analysis.shapes.assumed_dims`); give ``input_shapes`` to count real ones.
+    ``nonfinite`` lists the weights holding NaN/inf values (commands that transform refuse them).
     """
     counts = count_model(model, complete_shapes(model, input_shapes))
     ops = Counter(node.op_type for node in ir.traversal.RecursiveGraphIterator(model.graph))
@@ -51,6 +54,7 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
         ],
         "prunable": prunable,
         "skipped": [{"tensor": s.name, "node": s.node, "op": s.op_type, "reason": s.reason} for s in found.skipped],
+        "nonfinite": [dataclasses.asdict(bad) for bad in nonfinite_weights(model)],
     }
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from onnxprune import _io, _ort, _scratch
 from onnxprune._fields import check_at_least, check_fields, short
+from onnxprune._integrity import require_finite_weights
 from onnxprune._run_paths import check_recipe_paths
 from onnxprune._scratch import Scratch
 from onnxprune.budget import budget_of, drop_points, search_budget
@@ -362,6 +363,7 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     _scratch.sweep(Path(tempfile.gettempdir()))
     reference = _io.load(recipe.model)
     output = Path(recipe.output)
+    require_finite_weights(model, recipe.model)
     source = _open(recipe, model, recipe.calibration.path)
     data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
     data_path = recipe.validation_data or recipe.calibration.path

@@ -78,6 +78,15 @@ def run_model(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray]) -> dic
     return dict(zip(names, sess.run(names, dict(feed)), strict=True))
 
 
+def _run_named(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """:func:`run_model`, its failure naming the model that failed."""
+    try:
+        return run_model(sess, feed)
+    except Exception as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValidationError(f"onnxruntime fails running {what}: {message}") from e
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """Result of :func:`compare_outputs`; the output arrays over all batches only when asked for."""
@@ -131,8 +140,8 @@ def compare_outputs(
     kept: tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]] = ({}, {})
     samples = 0
     for feed in batches:
-        out_ref = run_model(ref, feed)
-        out_cand = run_model(cand, feed)
+        out_ref = _run_named(ref, feed, "the reference model")
+        out_cand = _run_named(cand, feed, "the result")
         if not trackers:
             classes = {n: c for n in names if (c := class_count(np.asarray(out_ref[n]))) and out_ref[n].ndim == 2}
             scored = check_labels(labels, classes) if labels is not None else ()
@@ -203,7 +212,11 @@ def validate(
     random_inputs = bool(getattr(source, "random", False))
     if metric is not None and (random_inputs or data_path is None):
         raise MetricError(f"--metric '{metric.spec}' needs real data (--data PATH)")
-    check_model(cand, "result")
+    try:
+        check_model(cand, "result")
+    except ValidationError:
+        check_model(ref, "reference model")  # a defect of the input is not the result's fault
+        raise
     ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True)
     cand_sess = _ort.session(cand, threads=threads, what="result", lean=True)
     try:

@@ -41,8 +41,8 @@ class Registry(Generic[T]):
     def __getitem__(self, name: str) -> T:
         try:
             return self._entries[name]
-        except KeyError:
-            raise RecipeError(f"{self.kind} must be one of {', '.join(self._entries)}; got '{name}'") from None
+        except KeyError as e:
+            raise RecipeError(f"{self.kind} must be one of {', '.join(self._entries)}; got '{name}'") from e
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

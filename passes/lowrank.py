@@ -169,12 +169,16 @@ def layer_spectra(model: ir.Model, energies: tuple[float, ...] = (0.9, 0.95, 0.9
         row: dict[str, object] = {"tensor": weight.name, "op": weight.op_type, "m": m, "n": n}
         if reason is None:
             matrix = to_matrix(weight, read_weight(weight).astype(np.float64))
-            sigma = np.linalg.svd(matrix, compute_uv=False)
-            row.update(
-                full_rank=int(sigma.size),
-                break_even=break_even(m, n),
-                ranks={str(e): energy_rank(sigma, e) for e in energies},
-            )
+            bad = matrix.size - int(np.count_nonzero(np.isfinite(matrix)))
+            if bad:
+                row["reason"] = f"holds {bad} NaN/inf values (no SVD; commands that transform refuse the model)"
+            else:
+                sigma = np.linalg.svd(matrix, compute_uv=False)
+                row.update(
+                    full_rank=int(sigma.size),
+                    break_even=break_even(m, n),
+                    ranks={str(e): energy_rank(sigma, e) for e in energies},
+                )
         else:
             row["reason"] = reason
         rows.append(row)

@@ -31,7 +31,7 @@ def assumed_dims(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | 
     for value in model.graph.inputs:
         if value.is_initializer() or value.shape is None or (value.name or "") in (input_shapes or {}):
             continue
-        dynamic = [i for i, d in enumerate(value.shape) if not isinstance(d, int)]
+        dynamic = [i for i, d in enumerate(value.shape) if not isinstance(d, int) or d < 0]
         for axis in dynamic[1:]:
             label = value.shape[axis].value if isinstance(value.shape[axis], ir.SymbolicDim) else None
             found.append(f"{repr(label) if label else 'a dim'} (input '{value.name}', axis {axis})")

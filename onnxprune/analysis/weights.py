@@ -184,6 +184,9 @@ def find_weights(model: ir.Model) -> PrunableWeights:
         if tensor.dtype not in FLOAT_TYPES:
             skipped.append(Skipped(name, first.name or "", first.op_type, f"dtype {tensor.dtype.name} is not float"))
             continue
+        if 0 in shape:
+            skipped.append(Skipped(name, first.name or "", first.op_type, f"empty tensor of shape {list(shape)}"))
+            continue
         if isinstance(holder, ir.Value) and holder.is_graph_input():
             skipped.append(
                 Skipped(name, first.name or "", first.op_type, "initializer is also a graph input (overridable)")
