@@ -114,9 +114,23 @@ def load(path: str | os.PathLike) -> ir.Model:
     if model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise ModelLoadError(f"{path}: not an ONNX model (no IR version or empty graph)")
     _check_external_data(model, path)
+    _fix_initializer_inputs(model, path)
     model.meta[_SOURCE_KEY] = str(path.resolve())
     logger.debug("loaded %s: %d nodes", path, len(model.graph))
     return model
+
+
+def _fix_initializer_inputs(model: ir.Model, path: Path) -> None:
+    """Make initializers that are also graph inputs plain weights (older exporters list every weight as an input).
+
+    Such an input is a default a caller may override at run time; a pruned model's weights are part of
+    the result, so they stop being inputs (onnxruntime would otherwise ask for a renamed weight).
+    """
+    overridable = [value for value in model.graph.inputs if value.is_initializer()]
+    for value in overridable:
+        model.graph.inputs.remove(value)
+    if overridable:
+        logger.info("%s: %d initializers were also graph inputs; they are weights now", path, len(overridable))
 
 
 def source_path(model: ir.Model) -> Path | None:

@@ -145,3 +145,25 @@ def test_pruning_external_data_keeps_weights_memory_mapped(tmp_path: Path) -> No
     out = onnxprune.save(model, tmp_path / "pruned.onnx", external_data=True, size_threshold_bytes=64)
     for key, value in ort_run(onnxprune.load(out), feeds).items():
         assert np.array_equal(value, in_memory[key])
+
+
+def test_initializers_listed_as_graph_inputs_become_plain_weights(tmp_path: Path) -> None:
+    """Older exporters list every weight as a graph input; channel pruning renames weights (fuzz finding)."""
+    from click.testing import CliRunner
+
+    from onnxprune.cli import cli
+
+    proto = models.conv_model()
+    weights = {i.name for i in proto.graph.input}
+    for tensor in proto.graph.initializer:
+        proto.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    path, out = tmp_path / "model.onnx", tmp_path / "out.onnx"
+    onnx.save(proto, path)
+    before = sha256(path)
+    result = CliRunner().invoke(cli, ["-q", "prune", str(path), "-o", str(out), "--channels", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert sha256(path) == before
+    pruned = onnx.load(out)
+    assert {i.name for i in pruned.graph.input} == weights
+    feeds = models.random_inputs(models.conv_model())
+    assert all(np.isfinite(v).all() for v in ort_run(pruned, feeds).values())
