@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     logging.basicConfig(
         level=level, handlers=[RichHandler(console=console, show_path=False)], format="%(message)s", force=True
     )
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+    """Library warnings (numpy overflow, onnx_ir notes) as one debug line each, never raw on stderr.
+
+    Their consequences are caught where they matter (NaN/inf outputs fail validation with one line).
+    """
+    logger.debug("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
 
 
 @contextlib.contextmanager

@@ -131,10 +131,12 @@ class _Checker:
         location = entries.get("location", "")
         if not location:
             raise self.fail(f"{what} is marked as external data but names no location")
+        if "\0" in location:
+            raise self.fail(f"{what}: external data location {location!r} holds a NUL byte")
         target = (self.folder / location).resolve()
         if not target.is_relative_to(self.folder):
             raise self.fail(f"{what} has external data at '{location}', outside the model's folder; not reading it")
-        if not target.is_file():
+        if not target.is_file() or not (self.folder / location).is_file():  # 'missing/../w.data' too
             raise self.fail(f"{what} refers to missing external data file '{location}'")
         numbers = {}
         for key in ("offset", "length"):
@@ -271,6 +273,33 @@ class _Checker:
         self.scope(graph.node, inputs, graph.initializer, outputs, outer, where)
 
 
+_STRING = 9  # FieldDescriptor.TYPE_STRING
+_MESSAGE = 11  # FieldDescriptor.TYPE_MESSAGE
+
+
+def _check_text(message: Any, path: Path, where: str = "model") -> None:
+    """Refuse text fields that are not UTF-8 (protobuf hands them over as bytes; writing them back fails).
+
+    A tensor's data fields are not listed (that would copy ``raw_data``): only its name, doc string
+    and external-data entries are text.
+    """
+    if message.DESCRIPTOR.name == "TensorProto":
+        fields = [(message.DESCRIPTOR.fields_by_name[n], getattr(message, n)) for n in ("name", "doc_string")]
+        fields.append((message.DESCRIPTOR.fields_by_name["external_data"], message.external_data))
+    else:
+        fields = message.ListFields()
+    for field, value in fields:
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == 3  # LABEL_REPEATED
+        values = value if repeated else (value,)
+        if field.type == _STRING:
+            bad = next((v for v in values if isinstance(v, bytes)), None)
+            if bad is not None:
+                raise ModelLoadError(f"{path}: {where}.{field.name} is not UTF-8 text ({bad[:40]!r})")
+        elif field.type == _MESSAGE:
+            for i, item in enumerate(values):
+                _check_text(item, path, f"{where}.{field.name}[{i}]")
+
+
 def check_proto(proto: Any, path: Path, get_schema: Callable[[str, int, str], Any] | None = None) -> None:
     """Refuse a malformed model before anything is built from it; reads no external data.
 
@@ -287,6 +316,7 @@ def check_proto(proto: Any, path: Path, get_schema: Callable[[str, int, str], An
             op, or an input shape is absurd.
         UnsupportedModelError: the model holds sparse tensors.
     """
+    _check_text(proto, path)
     _Checker(path, get_schema, proto.opset_import).graph(
         proto.graph, frozenset(), f"graph '{proto.graph.name}'", top=True
     )

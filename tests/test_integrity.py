@@ -208,6 +208,18 @@ def _external_past_end(m: onnx.ModelProto, folder: Path) -> None:
     _set_external(w1, "w.bin", 4096, None)
 
 
+def _external_through_missing_folder(m: onnx.ModelProto, folder: Path) -> None:
+    w1 = _init(m, "W1")
+    (folder / "w.bin").write_bytes(w1.raw_data)
+    _set_external(w1, "sub/../w.bin", 0, None)  # resolves lexically to w.bin; the OS cannot open it (fuzz)
+
+
+def _external_location_nul(m: onnx.ModelProto, folder: Path) -> None:
+    w1 = _init(m, "W1")
+    (folder / "w.bin").write_bytes(w1.raw_data)
+    _set_external(w1, "w.bin\0x", 0, None)  # ValueError: embedded null byte (fuzz)
+
+
 def _input_type_99(m: onnx.ModelProto, _: Path) -> None:
     m.graph.input[0].type.tensor_type.elem_type = 99
 
@@ -242,6 +254,8 @@ CASES = (
     Case("constant-external-length-short", _constant_external_short_length, ("'cv'", "length 8")),
     Case("external-length-short", _external_short_length, ("'W1'", "length 1024", "2048 bytes")),
     Case("external-past-end", _external_past_end, ("'W1'", "w.bin", "6144")),
+    Case("external-through-missing-folder", _external_through_missing_folder, ("'W1'", "sub/../w.bin", "missing")),
+    Case("external-location-nul", _external_location_nul, ("'W1'", "NUL")),
     Case("sparse-initializer", _sparse_initializer, ("'sv'", "sparse")),
     Case("input-element-type-99", _input_type_99, ("input 'x'", "99")),
     Case("attribute-of-wrong-type", _string_transb, ("'transB'", "fc2_gemm", "STRING", "expects INT")),
@@ -525,3 +539,35 @@ def test_exit_codes_of_odd_models(tmp_path: Path, name: str) -> None:
         result = _invoke(*verb, path)
         assert result.exit_code == inspect_code, (verb, result.output)
     assert sha256(path) == before
+
+
+def test_text_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """protobuf hands invalid UTF-8 text over as bytes; writing the model back failed (SerdeError, exit 1; fuzz)."""
+    model = _mlp()
+    model.producer_name = "onnxprune-tests"
+    blob = bytearray(model.SerializeToString())
+    blob[blob.find(b"nxprune-tests")] ^= 0xF4
+    folder = tmp_path / "m"
+    folder.mkdir()
+    path = folder / "model.onnx"
+    path.write_bytes(bytes(blob))
+    _run_all_verbs(tmp_path, path, "producer_name", "UTF-8")
+
+
+def test_weight_of_the_wrong_rank_is_skipped_not_crashed(tmp_path: Path) -> None:
+    """A 0-d Gemm weight (external data longer than its dims) crashed ``inspect --ranks`` (IndexError; fuzz)."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    model = _mlp()
+    w2 = _init(model, "W2")
+    (folder / "w.bin").write_bytes(w2.raw_data)
+    _set_external(w2, "w.bin", 0, None)
+    del w2.dims[:]
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    before = _hashes(folder)
+    for verb in ("inspect-ranks", "prune", "lowrank"):
+        result = _invoke(*_verbs(path, tmp_path / "out" / f"{verb}.onnx")[verb])
+        assert result.exit_code in (0, 2), result.output
+        assert len(result.stderr.strip().splitlines()) <= 1, result.stderr
+    assert _hashes(folder) == before

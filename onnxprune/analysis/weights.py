@@ -121,6 +121,9 @@ def _role(node: ir.Node, index: int, rank: int) -> tuple[str, int, int, int, int
     """Return (op, out_axis, in_axis, groups, feature_axis) for a weight slot, or a reason string."""
     op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
     attrs = node.attributes
+    expected = {"Conv": 3, "ConvTranspose": 3, "Gemm": 2}.get(op)
+    if index == 1 and expected is not None and (rank < expected or (op == "Gemm" and rank != 2)):
+        return f"{op} weight of rank {rank} (malformed: {op} needs {'2' if op == 'Gemm' else '>= 3'})"
     if op == "Conv" and index == 1:
         return ("Conv", 0, 1, attrs.get_int("group", 1), 1)
     if op == "ConvTranspose" and index == 1:
