@@ -19,6 +19,7 @@ from rich.table import Table
 from onnxprune import _ort
 from onnxprune.analysis.flops import ModelCounts, count_model
 from onnxprune.analysis.shapes import assumed_dims, complete_shapes
+from onnxprune.analysis.weights import drop_pages
 
 __all__ = ["ModelStats", "comparison_table", "file_sizes", "model_stats", "print_table", "write_json"]
 
@@ -83,6 +84,10 @@ def model_stats(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | N
     :func:`onnxprune.calibration.sources.sample_shapes`); dynamic dims left out are counted at 1 and named.
     """
     counts: ModelCounts = count_model(model, complete_shapes(model, input_shapes))
+    for graph in model.graphs():  # counting nonzeros read every weight: memory-mapped pages count in RSS
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                drop_pages(value.const_value)
     size, zipped = file_sizes(model)
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
     return ModelStats(

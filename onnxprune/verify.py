@@ -43,9 +43,10 @@ logger = logging.getLogger(__name__)
 
 #: What a report says when validation ran on random inputs.
 RANDOM_NOTE = "random inputs: fidelity not measured (pass --data PATH with real samples)"
-#: Above these weight bytes (reference + result), latency is not measured with both default sessions
-#: alive (each holds a prepacked copy of its weights) but on one session at a time, alternately.
-INTERLEAVED_LATENCY_BYTES = 512_000_000
+#: Above these weight bytes (reference + result), latency is not measured on two default sessions
+#: alive at once (each holds a prepacked copy of its weights, and building it reads every weight
+#: besides) but on lean sessions (no arena, no prepacking), one at a time, alternately.
+INTERLEAVED_LATENCY_BYTES = 256_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,8 +313,8 @@ def validate(
     With ``metric``, the task metric is evaluated on both models' outputs over all samples of
     ``data_path`` (the file ``source`` reads). Latency is measured on default sessions (arena,
     prepacked weights), interleaved run by run; when both models' weights exceed
-    :data:`INTERLEAVED_LATENCY_BYTES`, one session at a time (:func:`measure_latency_alternating`,
-    ``latency_mode`` says which).
+    :data:`INTERLEAVED_LATENCY_BYTES`, on lean sessions, one at a time
+    (:func:`measure_latency_alternating`; ``latency_mode`` says which).
 
     Raises:
         ValidationError: the candidate fails the checker, cannot be loaded or run by onnxruntime,
@@ -338,14 +339,16 @@ def validate(
         ref_sess = _ort.session(ref, threads=threads, what="reference model")
         cand_sess = _ort.session(cand, threads=threads, what="result")
         ref_ms, cand_ms = measure_latency(ref_sess, cand_sess, first, runs=latency_runs)
+        del ref_sess, cand_sess
     else:
-        mode = "alternating sessions"
+        mode = "alternating lean sessions"
         ref_ms, cand_ms = measure_latency_alternating(
-            lambda: _ort.session(ref, threads=threads, what="reference model"),
-            lambda: _ort.session(cand, threads=threads, what="result"),
+            lambda: _ort.session(ref, threads=threads, what="reference model", lean=True),
+            lambda: _ort.session(cand, threads=threads, what="result", lean=True),
             first,
             runs=latency_runs,
         )
+    release_free_memory()
     return Validation(
         "passed", comparison.samples, comparison.outputs, ref_ms, cand_ms, latency_runs, random_inputs, scores, mode
     )

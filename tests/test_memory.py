@@ -87,7 +87,7 @@ def test_validation_of_a_large_model_holds_one_session_at_a_time(monkeypatch: py
     together = validate(ref, cand, source, batch_size=8, latency_runs=2)
     monkeypatch.setattr(verify, "INTERLEAVED_LATENCY_BYTES", 0)
     apart = validate(ref, cand, source, batch_size=8, latency_runs=2)
-    assert together.latency_mode == "interleaved" and apart.latency_mode == "alternating sessions"
+    assert together.latency_mode == "interleaved" and apart.latency_mode == "alternating lean sessions"
     assert apart.outputs == together.outputs and apart.samples == together.samples == 40
     assert apart.latency_ref_ms > 0 and apart.latency_cand_ms > 0
 
@@ -114,3 +114,15 @@ def test_reference_outputs_are_recorded_then_compared(monkeypatch: pytest.Monkey
     monkeypatch.setattr(verify, "record_outputs", lambda *_args: None)  # outputs too large to keep
     both = verify._compare(ref, cand, source, 8, None, None, keep_outputs=False)
     assert both.outputs == comparison.outputs
+
+
+def test_dropped_pages_read_back_the_same_values(tmp_path: Path) -> None:
+    from onnxprune.analysis.weights import drop_pages
+
+    model = _io.load(_external_mlp(tmp_path / "m"))
+    tensor = model.graph.initializers["w0"].const_value
+    assert isinstance(tensor, ir.ExternalTensor)
+    before = tensor.numpy().copy()
+    report.model_stats(model)  # reads every weight, then drops its pages
+    drop_pages(tensor)
+    np.testing.assert_array_equal(tensor.numpy(), before)
