@@ -23,19 +23,24 @@ import onnx_ir as ir
 from onnxprune import _integrity, _paths, _scratch
 from onnxprune._io_proto import (
     GraphCut,
+    by_reference,
     check_model,
     inferred_shapes,
     inline_bytes,
     inlined,
     model_bytes,
+    model_bytes_and_initializers,
     model_file,
+    placeholders,
     referenced_files,
+    stripped_file,
 )
 from onnxprune.errors import ModelLoadError
 
 __all__ = [
     "EXTERNAL_DATA_THRESHOLD",
     "GraphCut",
+    "by_reference",
     "check_model",
     "external_files",
     "inferred_shapes",
@@ -43,11 +48,14 @@ __all__ = [
     "input_files",
     "load",
     "model_bytes",
+    "model_bytes_and_initializers",
     "model_file",
     "model_input_files",
     "model_nbytes",
+    "placeholders",
     "save",
     "source_path",
+    "stripped_file",
     "writes_external",
 ]
 

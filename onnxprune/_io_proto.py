@@ -19,12 +19,16 @@ from onnxprune.errors import ValidationError
 
 __all__ = [
     "GraphCut",
+    "by_reference",
     "check_model",
     "cut_to_outputs",
     "inferred_shapes",
     "inline_bytes",
     "model_bytes",
+    "model_bytes_and_initializers",
     "model_file",
+    "placeholders",
+    "stripped_file",
 ]
 
 _KEEP_BYTES = 4096
@@ -121,15 +125,105 @@ def model_file(model: ir.Model, extra_outputs: Sequence[str] = (), *, only: bool
         yield path
 
 
+#: Initializers of at least this many bytes reach onnxruntime by reference (the size :func:`model_file`
+#: writes as external data: smaller ones, such as Reshape shapes, stay visible to shape inference).
+_BY_REFERENCE_BYTES = 1024
+_SHAREABLE = frozenset(
+    {
+        ir.DataType.FLOAT,
+        ir.DataType.FLOAT16,
+        ir.DataType.DOUBLE,
+        ir.DataType.INT8,
+        ir.DataType.UINT8,
+        ir.DataType.INT16,
+        ir.DataType.UINT16,
+        ir.DataType.INT32,
+        ir.DataType.UINT32,
+        ir.DataType.INT64,
+        ir.DataType.UINT64,
+        ir.DataType.BOOL,
+    }
+)
+
+
+def by_reference(tensor: ir.TensorProtocol | None) -> bool:
+    """Whether a tensor goes to onnxruntime (and the checker) by reference: large, of a plain dtype."""
+    return tensor is not None and tensor.nbytes >= _BY_REFERENCE_BYTES and tensor.dtype in _SHAREABLE
+
+
+@contextlib.contextmanager
+def _swapped(model: ir.Model, folder: Path) -> Iterator[dict[str, ir.TensorProtocol]]:
+    """Swap the main graph's large initializers for empty external-data placeholders in ``folder``.
+
+    Small external tensors are swapped for in-memory copies (inline in the proto, like the
+    size threshold of :func:`model_file`). Yields the large tensors by initializer name; the model
+    is restored on exit.
+    """
+    (folder / "placeholder").touch()
+    swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    try:
+        for value in model.graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None or value.name is None:
+                continue
+            if not by_reference(tensor):
+                if isinstance(tensor, ir.ExternalTensor):
+                    swapped.append((value, tensor))
+                    value.const_value = ir.Tensor(np.array(tensor.numpy()), dtype=tensor.dtype, name=tensor.name)
+                continue
+            swapped.append((value, tensor))
+            value.const_value = ir.ExternalTensor(
+                "placeholder", 0, tensor.nbytes, tensor.dtype, shape=tensor.shape, name=tensor.name, base_dir=folder
+            )
+        yield {value.name: tensor for value, tensor in swapped if value.name is not None and by_reference(tensor)}
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor
+
+
+@contextlib.contextmanager
+def placeholders(model: ir.Model) -> Iterator[tuple[Path, dict[str, ir.TensorProtocol]]]:
+    """An owned temporary folder, and ``model`` with its large initializers as empty placeholders in it.
+
+    While the block runs the model's large initializers point to an empty external-data file in that
+    folder; yields the folder and the swapped-out tensors by name (restored on exit).
+    """
+    with _scratch.temp_dir("ort") as tmp, _swapped(model, tmp) as tensors:
+        yield tmp, tensors
+
+
+@contextlib.contextmanager
+def stripped_file(model: ir.Model) -> Iterator[Path]:
+    """The model saved without its large initializers' data: they point to an empty placeholder file.
+
+    Nothing is copied or read from external data; for the onnx checker on models of any size.
+    """
+    with _scratch.temp_dir("ort") as tmp:
+        with _swapped(model, tmp):
+            proto = ir.to_proto(model)
+        path = tmp / "model.onnx"
+        onnx.save(proto, path)
+        yield path
+
+
+def model_bytes_and_initializers(
+    model: ir.Model, extra_outputs: Sequence[str] = (), *, only: bool = False
+) -> tuple[bytes, frozenset[str]]:
+    """:func:`model_bytes`, and the names of the initializers the (possibly cut) graph kept."""
+    proto = ir.to_proto(model)
+    _set_outputs(proto, extra_outputs, only)
+    return proto.SerializeToString(), frozenset(t.name for t in proto.graph.initializer)
+
+
 def check_model(model: ir.Model, what: str, *, needs_file: bool) -> None:
-    """Run the onnx checker (through a temporary file when ``needs_file``).
+    """Run the onnx checker (through a temporary file without the large weights' data when ``needs_file``).
 
     Raises:
         ValidationError: the checker's first line.
     """
     try:
         if needs_file:
-            with model_file(model) as path:
+            with stripped_file(model) as path:  # external data is not read: no copy of the weights
                 onnx.checker.check_model(str(path))
         else:
             onnx.checker.check_model(ir.to_proto(model))

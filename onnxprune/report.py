@@ -8,7 +8,7 @@ import math
 import os
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from rich.table import Table
 from onnxprune import _io, _scratch
 from onnxprune.analysis.flops import ModelCounts, count_model
 from onnxprune.analysis.shapes import assumed_dims, complete_shapes
+from onnxprune.analysis.weights import drop_pages
 
 __all__ = ["ModelStats", "comparison_table", "file_sizes", "model_stats", "print_table", "write_json"]
 
@@ -46,23 +47,34 @@ class ModelStats:
         return {**dataclasses.asdict(self), "assumed_dims": list(self.assumed_dims)}
 
 
-def _zipped_size(paths: list[Path], chunk: int = 1 << 22) -> int:
-    size = 0
-    for path in paths:
-        compressor = zlib.compressobj(6)
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                size += len(compressor.compress(block))
-        size += len(compressor.flush())
-    return size
+def _tensor_chunks(tensor: ir.TensorProtocol, chunk: int = 1 << 22) -> Iterator[bytes]:
+    """A tensor's bytes as written to disk; external data is read from its file, not memory-mapped."""
+    if not isinstance(tensor, ir.ExternalTensor):
+        yield tensor.tobytes()
+        return
+    left = tensor.length if tensor.length is not None else tensor.nbytes
+    with open(tensor.path, "rb") as f:
+        f.seek(tensor.offset or 0)
+        while left > 0 and (block := f.read(min(chunk, left))):
+            left -= len(block)
+            yield block
 
 
 def file_sizes(model: ir.Model) -> tuple[int, int]:
-    """Bytes on disk (model + external data, as :func:`onnxprune.save` writes it) and bytes after zlib."""
-    with _scratch.temp_dir("size") as tmp:
-        _io.save(model, tmp / "model.onnx")
-        files = [p for p in tmp.iterdir() if p.is_file()]
-        return sum(p.stat().st_size for p in files), _zipped_size(files)
+    """Bytes on disk (model + external data, as :func:`onnxprune.save` writes it) and bytes after zlib.
+
+    Computed without writing a copy: the graph without its large tensors, plus their data streamed
+    through zlib (alignment padding between tensors in a data file is not counted).
+    """
+    with _io.stripped_file(model) as path:
+        graph = path.read_bytes()
+        tensors = [v.const_value for v in model.graph.initializers.values() if _io.by_reference(v.const_value)]
+    size, zipped, compressor = len(graph), len(zlib.compress(graph, 6)), zlib.compressobj(6)
+    for tensor in tensors:
+        for block in _tensor_chunks(tensor):
+            size += len(block)
+            zipped += len(compressor.compress(block))
+    return size, zipped + len(compressor.flush())
 
 
 def model_stats(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ModelStats:
@@ -72,6 +84,10 @@ def model_stats(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | N
     :func:`onnxprune.calibration.sources.sample_shapes`); dynamic dims left out are counted at 1 and named.
     """
     counts: ModelCounts = count_model(model, complete_shapes(model, input_shapes))
+    for graph in model.graphs():  # counting nonzeros read every weight: memory-mapped pages count in RSS
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                drop_pages(value.const_value)
     size, zipped = file_sizes(model)
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
     return ModelStats(

@@ -6,13 +6,14 @@ import dataclasses
 import logging
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import _io, _ort
+from onnxprune._memory import release_free_memory
 from onnxprune._ort import session
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sources import CalibrationSource
@@ -23,12 +24,15 @@ from onnxprune.metric import MetricResult, TaskMetric
 __all__ = [
     "RANDOM_NOTE",
     "Comparison",
+    "RecordedOutputs",
     "OutputFidelity",
     "Validation",
     "assert_numerically_equal",
     "check_model",
     "compare_outputs",
     "measure_latency",
+    "measure_latency_alternating",
+    "record_outputs",
     "run_model",
     "session",
     "validate",
@@ -38,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 #: What a report says when validation ran on random inputs.
 RANDOM_NOTE = "random inputs: fidelity not measured (pass --data PATH with real samples)"
+#: Above these weight bytes (reference + result), latency is not measured on two default sessions
+#: alive at once (each holds a prepacked copy of its weights, and building it reads every weight
+#: besides) but on lean sessions (no arena, no prepacking), one at a time, alternately.
+INTERLEAVED_LATENCY_BYTES = 256_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +60,7 @@ class Validation:
     latency_runs: int
     random_inputs: bool = False
     metric: MetricResult | None = None
+    latency_mode: str = "interleaved"
 
     @property
     def speedup(self) -> float:
@@ -111,12 +120,35 @@ def _batch_axes(sess: ort.InferenceSession) -> dict[str, int]:
     return axes
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordedOutputs:
+    """A model's outputs over all batches, kept so that its session can be released before the next."""
+
+    names: tuple[str, ...]
+    axes: Mapping[str, int]
+    batches: tuple[Mapping[str, np.ndarray], ...]
+
+
+def record_outputs(
+    sess: ort.InferenceSession, batches: Iterable[Mapping[str, np.ndarray]], max_bytes: int
+) -> RecordedOutputs | None:
+    """Run ``sess`` on every batch and keep its outputs (``None`` once they would exceed ``max_bytes``)."""
+    kept, held = [], 0
+    for feed in batches:
+        out = run_model(sess, feed)
+        held += sum(np.asarray(a).nbytes for a in out.values())
+        if held > max_bytes:
+            return None
+        kept.append(out)
+    return RecordedOutputs(tuple(o.name for o in sess.get_outputs()), _batch_axes(sess), tuple(kept))
+
+
 def _concat(parts: list[np.ndarray], axis: int) -> np.ndarray:
     return np.concatenate(parts, axis=axis if parts[0].ndim > axis else 0) if parts[0].ndim else np.stack(parts)
 
 
 def compare_outputs(
-    ref: ort.InferenceSession,
+    ref: ort.InferenceSession | RecordedOutputs,
     cand: ort.InferenceSession,
     batches: Iterable[Mapping[str, np.ndarray]],
     *,
@@ -127,20 +159,23 @@ def compare_outputs(
 ) -> Comparison:
     """Run both sessions on the same batches; return per-output fidelity and the sample count.
 
+    ``ref`` may be the reference's outputs recorded on the same batches (:func:`record_outputs`).
+
     With ``labels`` (one class per sample, in batch order), the ``[N, C]`` outputs whose class axis
     the labels fit also get the top-1 accuracy of both models. ``keep_outputs`` keeps both models'
     outputs over all batches, concatenated along each output's batch axis.
     """
-    names = [o.name for o in ref.get_outputs()]
+    recorded = iter(ref.batches) if isinstance(ref, RecordedOutputs) else None
+    names = list(ref.names) if isinstance(ref, RecordedOutputs) else [o.name for o in ref.get_outputs()]
     cand_names = [o.name for o in cand.get_outputs()]
     if cand_names != names:
         raise ValidationError(f"outputs differ: reference has {names}, candidate has {cand_names}")
-    axes = _batch_axes(ref)
+    axes = ref.axes if isinstance(ref, RecordedOutputs) else _batch_axes(ref)
     trackers: dict[str, OutputTracker] = {}
     kept: tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]] = ({}, {})
     samples = 0
     for feed in batches:
-        out_ref = _run_named(ref, feed, "the reference model")
+        out_ref = next(recorded) if recorded is not None else _run_named(ref, feed, "the reference model")  # type: ignore[arg-type]
         out_cand = _run_named(cand, feed, "the result")
         if not trackers:
             classes = {n: c for n in names if (c := class_count(np.asarray(out_ref[n]))) and out_ref[n].ndim == 2}
@@ -186,6 +221,82 @@ def measure_latency(
     return 1000 * statistics.median(times_ref), 1000 * statistics.median(times_cand)
 
 
+def measure_latency_alternating(
+    ref: Callable[[], ort.InferenceSession],
+    cand: Callable[[], ort.InferenceSession],
+    feed: Mapping[str, np.ndarray],
+    runs: int = 30,
+    warmup: int = 3,
+    rounds: int = 3,
+) -> tuple[float, float]:
+    """Median latency (ms) of two models with one session alive at a time.
+
+    For models too large for two sessions at once: ``rounds`` rounds (reference first in even
+    rounds, result first in odd ones), each creating a model's session, warming it up, timing its
+    share of ``runs`` and releasing it, so that slow drift of the machine hits both alike.
+    """
+    feed = dict(feed)
+    times: tuple[list[float], list[float]] = ([], [])
+    rounds = max(1, min(rounds, runs))
+    for i in range(rounds):
+        share = runs // rounds + (1 if i < runs % rounds else 0)
+        for side in (0, 1) if i % 2 == 0 else (1, 0):
+            sess = (ref, cand)[side]()
+            for _ in range(warmup):
+                sess.run(None, feed)
+            for _ in range(share):
+                start = time.perf_counter()
+                sess.run(None, feed)
+                times[side].append(time.perf_counter() - start)
+            del sess
+            release_free_memory()
+    return 1000 * statistics.median(times[0]), 1000 * statistics.median(times[1])
+
+
+def _compare(
+    ref: ir.Model,
+    cand: ir.Model,
+    source: CalibrationSource,
+    batch_size: int,
+    threads: int | None,
+    progress: ProgressFn | None,
+    keep_outputs: bool,
+) -> Comparison:
+    """Fidelity of ``cand`` against ``ref`` on every batch of ``source``.
+
+    The reference runs first and its outputs are kept while they take less memory than its weights;
+    its session is released before the result's is built, so that one model's weights are mapped at
+    a time. Otherwise both sessions run side by side, batch by batch.
+    """
+    ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True)
+    labels = getattr(source, "labels", None)
+    try:
+        recorded = record_outputs(ref_sess, source.batches(batch_size), max(_io.model_nbytes(ref), 64 << 20))
+    except OnnxPruneError:
+        raise
+    except Exception as e:
+        message = str(e).strip().splitlines()[0]
+        raise ValidationError(f"onnxruntime fails running the reference model: {message}") from e
+    if recorded is not None:
+        del ref_sess
+        release_free_memory()
+    cand_sess = _ort.session(cand, threads=threads, what="result", lean=True)
+    try:
+        return compare_outputs(
+            recorded or ref_sess,
+            cand_sess,
+            source.batches(batch_size),
+            progress=progress,
+            total=source.num_samples,
+            labels=labels,
+            keep_outputs=keep_outputs,
+        )
+    except OnnxPruneError:
+        raise
+    except Exception as e:
+        raise ValidationError(f"onnxruntime fails running the result: {str(e).strip().splitlines()[0]}") from e
+
+
 def validate(
     ref: ir.Model,
     cand: ir.Model,
@@ -201,7 +312,10 @@ def validate(
     """Check ``cand`` and compare it with ``ref`` in onnxruntime on the same inputs.
 
     With ``metric``, the task metric is evaluated on both models' outputs over all samples of
-    ``data_path`` (the file ``source`` reads).
+    ``data_path`` (the file ``source`` reads). Latency is measured on default sessions (arena,
+    prepacked weights), interleaved run by run; when both models' weights exceed
+    :data:`INTERLEAVED_LATENCY_BYTES`, on lean sessions, one at a time
+    (:func:`measure_latency_alternating`; ``latency_mode`` says which).
 
     Raises:
         ValidationError: the candidate fails the checker, cannot be loaded or run by onnxruntime,
@@ -217,34 +331,31 @@ def validate(
     except ValidationError:
         check_model(ref, "reference model")  # a defect of the input is not the result's fault
         raise
-    ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True)
-    cand_sess = _ort.session(cand, threads=threads, what="result", lean=True)
-    try:
-        comparison = compare_outputs(
-            ref_sess,
-            cand_sess,
-            source.batches(batch_size),
-            progress=progress,
-            total=source.num_samples,
-            labels=getattr(source, "labels", None),
-            keep_outputs=metric is not None,
-        )
-    except OnnxPruneError:
-        raise
-    except Exception as e:
-        raise ValidationError(f"onnxruntime fails running the result: {str(e).strip().splitlines()[0]}") from e
+    comparison = _compare(ref, cand, source, batch_size, threads, progress, keep_outputs=metric is not None)
+    release_free_memory()
     scores = None
     if metric is not None and data_path is not None:
         scores = MetricResult(
             metric.spec, metric(comparison.ref_outputs, data_path), metric(comparison.cand_outputs, data_path)
         )
-    del ref_sess, cand_sess  # latency on sessions as deployed (arena, prepacked weights)
-    ref_sess = _ort.session(ref, threads=threads, what="reference model")
-    cand_sess = _ort.session(cand, threads=threads, what="result")
     first = next(iter(source.batches(1)))
-    ref_ms, cand_ms = measure_latency(ref_sess, cand_sess, first, runs=latency_runs)
+    mode = "interleaved"
+    if _io.model_nbytes(ref) + _io.model_nbytes(cand) <= INTERLEAVED_LATENCY_BYTES:
+        ref_sess = _ort.session(ref, threads=threads, what="reference model")
+        cand_sess = _ort.session(cand, threads=threads, what="result")
+        ref_ms, cand_ms = measure_latency(ref_sess, cand_sess, first, runs=latency_runs)
+        del ref_sess, cand_sess
+    else:
+        mode = "alternating lean sessions"
+        ref_ms, cand_ms = measure_latency_alternating(
+            lambda: _ort.session(ref, threads=threads, what="reference model", lean=True),
+            lambda: _ort.session(cand, threads=threads, what="result", lean=True),
+            first,
+            runs=latency_runs,
+        )
+    release_free_memory()
     return Validation(
-        "passed", comparison.samples, comparison.outputs, ref_ms, cand_ms, latency_runs, random_inputs, scores
+        "passed", comparison.samples, comparison.outputs, ref_ms, cand_ms, latency_runs, random_inputs, scores, mode
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune._fields import check_fields
-from onnxprune.analysis.weights import Weight, read_weight, write_weight
+from onnxprune.analysis.weights import Weight, drop_pages, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
@@ -345,3 +345,4 @@ class SparseGPTPass(OnnxPrunePass):
         if config.m:
             extra["pattern"] = f"{config.n}:{config.m}"
         report.changed.append(_entry(weight, int(np.count_nonzero(written == 0)), extra))
+        drop_pages(weight)  # read back from its scratch file: its pages would stay in RSS

@@ -9,6 +9,7 @@ cannot be pruned safely are listed with the reason.
 from __future__ import annotations
 
 import dataclasses
+import mmap
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +19,7 @@ from onnxprune import _scratch
 
 __all__ = [
     "FLOAT_TYPES",
+    "drop_pages",
     "PrunableWeights",
     "Skipped",
     "Weight",
@@ -246,6 +248,18 @@ def spill(array: np.ndarray, dtype: ir.DataType, name: str) -> ir.ExternalTensor
     )
 
 
+def drop_pages(holder: Weight | ir.Value | ir.Node | ir.TensorProtocol) -> None:
+    """Unmap the pages of a memory-mapped tensor read so far (they count in RSS; reading again refaults them)."""
+    tensor = _tensor_of(_holder(holder)) if isinstance(holder, Weight | ir.Value | ir.Node) else holder
+    raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.ExternalTensor) else None
+    if raw is not None and not raw.closed and hasattr(raw, "madvise"):
+        raw.madvise(mmap.MADV_DONTNEED)
+
+
+def _holder(holder: Weight | ir.Value | ir.Node) -> ir.Value | ir.Node:
+    return holder.holder if isinstance(holder, Weight) else holder
+
+
 def read_weight(weight: Weight) -> np.ndarray:
     """Read the weight's values (memory-mapped for external data)."""
     return _tensor_of(weight.holder).numpy()
@@ -274,6 +288,7 @@ def write_tensor(holder: ir.Value | ir.Node, array: np.ndarray, name: str) -> No
         holder.attributes["value"] = ir.AttrTensor("value", tensor)
     else:
         holder.const_value = tensor
+    drop_pages(old)  # a reference model may keep the old tensor (and its mapping) alive
 
 
 def write_weight(weight: Weight, array: np.ndarray) -> None:
