@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from onnxprune import _integrity, _paths, _scratch
 from onnxprune._io_proto import (
+    BY_REFERENCE_BYTES,
     GraphCut,
     by_reference,
     check_model,
@@ -38,6 +39,7 @@ from onnxprune._io_proto import (
 from onnxprune.errors import ModelLoadError
 
 __all__ = [
+    "BY_REFERENCE_BYTES",
     "EXTERNAL_DATA_THRESHOLD",
     "GraphCut",
     "by_reference",

@@ -18,6 +18,7 @@ from onnxprune import _scratch
 from onnxprune.errors import ValidationError
 
 __all__ = [
+    "BY_REFERENCE_BYTES",
     "GraphCut",
     "by_reference",
     "check_model",
@@ -127,7 +128,7 @@ def model_file(model: ir.Model, extra_outputs: Sequence[str] = (), *, only: bool
 
 #: Initializers of at least this many bytes reach onnxruntime by reference (the size :func:`model_file`
 #: writes as external data: smaller ones, such as Reshape shapes, stay visible to shape inference).
-_BY_REFERENCE_BYTES = 1024
+BY_REFERENCE_BYTES = 1024
 _SHAREABLE = frozenset(
     {
         ir.DataType.FLOAT,
@@ -148,7 +149,7 @@ _SHAREABLE = frozenset(
 
 def by_reference(tensor: ir.TensorProtocol | None) -> bool:
     """Whether a tensor goes to onnxruntime (and the checker) by reference: large, of a plain dtype."""
-    return tensor is not None and tensor.nbytes >= _BY_REFERENCE_BYTES and tensor.dtype in _SHAREABLE
+    return tensor is not None and tensor.nbytes >= BY_REFERENCE_BYTES and tensor.dtype in _SHAREABLE
 
 
 @contextlib.contextmanager

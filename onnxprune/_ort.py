@@ -18,25 +18,6 @@ __all__ = ["needs_file", "session", "session_options"]
 
 logger = logging.getLogger(__name__)
 _INLINE_LIMIT = 1_500_000_000
-#: Initializers of at least this many bytes reach onnxruntime by reference (the size ``model_file``
-#: writes as external data: smaller ones, such as Reshape shapes, stay visible to shape inference).
-_BY_REFERENCE_BYTES = 1024
-_SHAREABLE = frozenset(
-    {
-        ir.DataType.FLOAT,
-        ir.DataType.FLOAT16,
-        ir.DataType.DOUBLE,
-        ir.DataType.INT8,
-        ir.DataType.UINT8,
-        ir.DataType.INT16,
-        ir.DataType.UINT16,
-        ir.DataType.INT32,
-        ir.DataType.UINT32,
-        ir.DataType.INT64,
-        ir.DataType.UINT64,
-        ir.DataType.BOOL,
-    }
-)
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -70,7 +51,7 @@ def _by_reference_possible(model: ir.Model) -> bool:
             tensor = value.const_value
             if not isinstance(tensor, ir.ExternalTensor):
                 continue
-            if graph is not model.graph or not (_io.by_reference(tensor) or tensor.nbytes < _BY_REFERENCE_BYTES):
+            if graph is not model.graph or not (_io.by_reference(tensor) or tensor.nbytes < _io.BY_REFERENCE_BYTES):
                 return False
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         for attr in node.attributes.values():
