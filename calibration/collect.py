@@ -13,7 +13,7 @@ import onnxruntime as ort
 from onnxprune import _ort
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, gram_rows
-from onnxprune.errors import CalibrationError
+from onnxprune.errors import CalibrationError, UnsupportedModelError
 
 __all__ = ["StatRequest", "collect_stats", "conv_geometry"]
 
@@ -188,6 +188,11 @@ def collect_stats(
             array = np.asarray(values[request.value])
             entry = stats.get(name)
             if entry is None:
+                if not -array.ndim <= request.axis < array.ndim:
+                    raise UnsupportedModelError(
+                        f"value '{request.value}' has shape {list(array.shape)} on the calibration data, "
+                        f"with no channel axis {request.axis} for the weight that reads it (malformed model?)"
+                    )
                 entry = stats[name] = ChannelStats(request.axis, array.shape[request.axis], sums=request.sums)
             ref = np.asarray(ref_values[request.value]) if request.paired else None
             _accumulate(entry, request, array, ref)

@@ -203,10 +203,14 @@ class _Checker:
             tensor_type = info.type.tensor_type if info.type.HasField("tensor_type") else None
             if tensor_type is not None and tensor_type.elem_type not in _DATA_TYPES:
                 raise self.fail(f"{kind} '{info.name}' has unknown element type {tensor_type.elem_type}")
+            if cap and tensor_type is not None and tensor_type.elem_type == 0:
+                raise self.fail(f"{kind} '{info.name}' declares no element type (UNDEFINED); it cannot be fed")
             shape = tensor_type.shape if tensor_type is not None and tensor_type.HasField("shape") else None
             # a negative dim is read as a dynamic one, as onnxruntime does (PaddleOCR models declare -1)
             dims = [d.dim_value for d in shape.dim if d.HasField("dim_value")] if shape is not None else []
             static = shape is not None and len(dims) == len(shape.dim) and all(d >= 0 for d in dims)
+            if cap and shape is not None and 0 in dims:
+                raise self.fail(f"{kind} '{info.name}' declares a dim of 0 in {_dims(dims)} (an empty input)")
             if cap and static and math.prod(dims) > MAX_INPUT_ELEMENTS:
                 raise self.fail(
                     f"{kind} '{info.name}' declares shape {_dims(dims)} ({math.prod(dims)} elements, over "

@@ -220,6 +220,14 @@ def _external_location_nul(m: onnx.ModelProto, folder: Path) -> None:
     _set_external(w1, "w.bin\0x", 0, None)  # ValueError: embedded null byte (fuzz)
 
 
+def _input_type_undefined(m: onnx.ModelProto, _: Path) -> None:
+    m.graph.input[0].type.tensor_type.elem_type = 0  # TypeError in the calibration source (fuzz)
+
+
+def _input_dim_zero(m: onnx.ModelProto, _: Path) -> None:
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0  # outputs that run on no real input (fuzz)
+
+
 def _input_type_99(m: onnx.ModelProto, _: Path) -> None:
     m.graph.input[0].type.tensor_type.elem_type = 99
 
@@ -257,6 +265,8 @@ CASES = (
     Case("external-through-missing-folder", _external_through_missing_folder, ("'W1'", "sub/../w.bin", "missing")),
     Case("external-location-nul", _external_location_nul, ("'W1'", "NUL")),
     Case("sparse-initializer", _sparse_initializer, ("'sv'", "sparse")),
+    Case("input-element-type-undefined", _input_type_undefined, ("input 'x'", "UNDEFINED")),
+    Case("input-dim-zero", _input_dim_zero, ("input 'x'", "dim of 0")),
     Case("input-element-type-99", _input_type_99, ("input 'x'", "99")),
     Case("attribute-of-wrong-type", _string_transb, ("'transB'", "fc2_gemm", "STRING", "expects INT")),
 )
@@ -571,3 +581,22 @@ def test_weight_of_the_wrong_rank_is_skipped_not_crashed(tmp_path: Path) -> None
         assert result.exit_code in (0, 2), result.output
         assert len(result.stderr.strip().splitlines()) <= 1, result.stderr
     assert _hashes(folder) == before
+
+
+def test_activation_without_its_channel_axis_is_an_input_error(tmp_path: Path) -> None:
+    """A Conv reading a 1-D value (a bias rewired as its data) crashed calibration (IndexError; fuzz)."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    model = models.conv_model()
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.input[0] = next(t.name for t in model.graph.initializer if len(t.dims) == 1)
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    np.savez(folder / "calib.npz", **{model.graph.input[0].name: x})
+    before = _hashes(folder)
+    out = tmp_path / "out.onnx"
+    result = _invoke("prune", path, "-o", out, "--sparsity", "0.5", "--calib", folder / "calib.npz")
+    assert result.exit_code == 2, result.output
+    assert "no channel axis" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and _hashes(folder) == before
