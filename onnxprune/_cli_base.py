@@ -108,6 +108,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except MemoryError as e:  # sizes come from the input (declared dims, data): too big for this machine
+            if debug:
+                raise
+            click.echo(f"onnxprune: error: out of memory: {one_line(e)} (input too large for this machine?)", err=True)
+            sys.exit(2)
         except Exception as e:
             if debug:
                 raise

@@ -85,7 +85,7 @@ class _Checker:
         self.folder = path.parent.resolve()
         self.file_sizes: dict[Path, int] = {}
         self.get_schema = get_schema
-        self.schemas: dict[tuple[str, int, str], dict[str, int]] = {}
+        self.schemas: dict[tuple[str, int, str], tuple[dict[str, int], int, int]] = {}
         self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in opsets}
 
     def fail(self, message: str) -> ModelLoadError:
@@ -162,8 +162,11 @@ class _Checker:
                 f"{what} needs bytes up to {end} of '{location}', which holds only {size} (truncated external data?)"
             )
 
-    def attribute_types(self, node: Any) -> dict[str, int]:
-        """Attribute name -> AttributeProto type code the op's schema declares (empty for unknown ops)."""
+    def attribute_types(self, node: Any) -> tuple[dict[str, int], int, int]:
+        """Attribute name -> AttributeProto type code the op's schema declares, and its input count range.
+
+        Unknown ops (no schema for the op, version or domain) declare nothing: onnxruntime judges them.
+        """
         domain = "" if node.domain == "ai.onnx" else node.domain
         key = (node.op_type, self.opsets.get(domain, 0), domain)
         if key not in self.schemas:
@@ -171,12 +174,18 @@ class _Checker:
                 schema = self.get_schema(*key) if self.get_schema is not None else None
             except Exception:  # no schema for this op, version or domain: onnxruntime judges it
                 schema = None
-            self.schemas[key] = {} if schema is None else {k: int(a.type.value) for k, a in schema.attributes.items()}
+            self.schemas[key] = (
+                ({}, 0, 1 << 30)
+                if schema is None
+                else ({k: int(a.type.value) for k, a in schema.attributes.items()}, schema.min_input, schema.max_input)
+            )
         return self.schemas[key]
 
     def attributes(self, node: Any, label: str, outer: frozenset[str] | set[str]) -> None:
-        """Attribute types against the op's schema; tensors and subgraphs held by attributes."""
-        declared = self.attribute_types(node)
+        """Attribute types and input count against the op's schema; tensors and subgraphs held by attributes."""
+        declared, low, high = self.attribute_types(node)
+        if not low <= len(node.input) <= high:
+            raise self.fail(f"{label} has {len(node.input)} inputs; {node.op_type} takes {low} to {high}")
         for attr in node.attribute:
             if attr.ref_attr_name:
                 continue

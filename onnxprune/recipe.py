@@ -30,7 +30,7 @@ from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
 from onnxprune.report import ModelStats, model_stats, write_json
-from onnxprune.verify import check_model, validate
+from onnxprune.verify import check_model, smoke_test, validate
 
 __all__ = [
     "MAX_RECIPE_BYTES",
@@ -365,6 +365,7 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     output = Path(recipe.output)
     require_finite_weights(model, recipe.model)
     source = _open(recipe, model, recipe.calibration.path)
+    smoke_test(reference, source, origin=recipe.model, threads=recipe.threads)
     data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
     data_path = recipe.validation_data or recipe.calibration.path
     metric = load_metric(recipe.metric) if recipe.metric else None

@@ -17,7 +17,7 @@ from onnxprune._memory import release_free_memory
 from onnxprune._ort import session
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.sources import CalibrationSource
-from onnxprune.errors import MetricError, OnnxPruneError, ValidationError
+from onnxprune.errors import MetricError, ModelLoadError, OnnxPruneError, ValidationError
 from onnxprune.fidelity import OutputFidelity, OutputTracker, check_labels, class_count
 from onnxprune.metric import MetricResult, TaskMetric
 
@@ -94,6 +94,23 @@ def _run_named(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray], what:
     except Exception as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValidationError(f"onnxruntime fails running {what}: {message}") from e
+
+
+def smoke_test(model: ir.Model, source: CalibrationSource, *, origin: str, threads: int | None = None) -> None:
+    """Run the input model on one sample of ``source``: a defect only a run reveals is the input's, up front.
+
+    Raises:
+        ModelLoadError: onnxruntime cannot load or run the model (the message names ``origin``).
+    """
+    try:
+        sess = _ort.session(model, threads=threads, what="input model", lean=True)
+        first = next(iter(source.batches(1)), None)
+        if first is not None:
+            _run_named(sess, first, "the input model on the first sample")
+    except ValidationError as e:
+        raise ModelLoadError(f"{origin}: {e}") from e
+    finally:
+        release_free_memory()
 
 
 @dataclasses.dataclass(frozen=True)

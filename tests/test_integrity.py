@@ -228,6 +228,11 @@ def _input_dim_zero(m: onnx.ModelProto, _: Path) -> None:
     m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0  # outputs that run on no real input (fuzz)
 
 
+def _flatten_without_input(m: onnx.ModelProto, _: Path) -> None:
+    relu = next(n for n in m.graph.node if n.op_type == "Relu")
+    del relu.input[:]  # IndexError in the channel analysis (fuzz)
+
+
 def _input_type_99(m: onnx.ModelProto, _: Path) -> None:
     m.graph.input[0].type.tensor_type.elem_type = 99
 
@@ -267,6 +272,7 @@ CASES = (
     Case("sparse-initializer", _sparse_initializer, ("'sv'", "sparse")),
     Case("input-element-type-undefined", _input_type_undefined, ("input 'x'", "UNDEFINED")),
     Case("input-dim-zero", _input_dim_zero, ("input 'x'", "dim of 0")),
+    Case("node-without-its-input", _flatten_without_input, ("relu", "0 inputs", "Relu takes 1 to 1")),
     Case("input-element-type-99", _input_type_99, ("input 'x'", "99")),
     Case("attribute-of-wrong-type", _string_transb, ("'transB'", "fc2_gemm", "STRING", "expects INT")),
 )
@@ -515,14 +521,14 @@ def _failing_reshape(m: onnx.ModelProto) -> None:
 
 # (mutation, exit code of prune, of inspect, words the prune message must hold)
 AUDIT = {
-    "string-weight": (_string_weight, 2, 0, ("reference model", "W1")),
-    "unknown-domain": (_unknown_domain, 2, 0, ("reference model", "com.nobody")),
-    "opset-99": (_opset_99, 2, 0, ("reference model",)),
-    "unknown-attribute": (_unknown_attribute, 2, 0, ("checker rejects the reference model", "bogus")),
+    "string-weight": (_string_weight, 2, 0, ("input model", "W1")),
+    "unknown-domain": (_unknown_domain, 2, 0, ("input model", "com.nobody")),
+    "opset-99": (_opset_99, 2, 0, ("input model",)),
+    "unknown-attribute": (_unknown_attribute, 2, 0, ("input model", "bogus")),
     "negative-input-dim": (_negative_input_dim, 0, 0, ()),
     "negative-feature-dim": (_negative_feature_dim, 2, 0, ("--input-shape",)),
     "empty-weights": (_empty_weights, 0, 0, ()),
-    "failing-at-runtime": (_failing_reshape, 2, 0, ("running the reference model", "odd_reshape")),
+    "failing-at-runtime": (_failing_reshape, 2, 0, ("running the input model", "odd_reshape")),
 }
 
 
@@ -584,7 +590,10 @@ def test_weight_of_the_wrong_rank_is_skipped_not_crashed(tmp_path: Path) -> None
 
 
 def test_activation_without_its_channel_axis_is_an_input_error(tmp_path: Path) -> None:
-    """A Conv reading a 1-D value (a bias rewired as its data) crashed calibration (IndexError; fuzz)."""
+    """A Conv reading a 1-D value (a bias rewired as its data) crashed calibration (IndexError; fuzz).
+
+    The input model is tried on one sample first, so onnxruntime names it; calibration would refuse too.
+    """
     folder = tmp_path / "m"
     folder.mkdir()
     model = models.conv_model()
@@ -598,5 +607,39 @@ def test_activation_without_its_channel_axis_is_an_input_error(tmp_path: Path) -
     out = tmp_path / "out.onnx"
     result = _invoke("prune", path, "-o", out, "--sparsity", "0.5", "--calib", folder / "calib.npz")
     assert result.exit_code == 2, result.output
-    assert "no channel axis" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    _refused(result, path, "input model", "conv2")  # onnxruntime refuses it at load, before any calibration
     assert not out.exists() and _hashes(folder) == before
+
+
+def test_input_model_that_fails_on_its_first_sample_is_the_inputs_fault(tmp_path: Path) -> None:
+    """Swapped Conv inputs load but fail when run: the input model is named, up front (fuzz: exit 1 before)."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    model = models.conv_model()
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    conv.input[0], conv.input[1] = conv.input[1], conv.input[0]
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    np.savez(folder / "calib.npz", **{model.graph.input[0].name: x})
+    before = _hashes(folder)
+    out = tmp_path / "out.onnx"
+    result = _invoke("prune", path, "-o", out, "--sparsity", "0.5", "--calib", folder / "calib.npz")
+    line = _refused(result, path, "input model")
+    assert "result" not in line
+    assert not out.exists() and _hashes(folder) == before
+
+
+def test_running_out_of_memory_on_an_input_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declared sizes under every cap can still exceed the machine (fuzz: a 2^31-wide input, exit 1 before)."""
+
+    def exhausted(*_args: object, **_kwargs: object) -> None:
+        raise MemoryError("Unable to allocate 8.00 GiB for an array with shape (1, 2147483648)")
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(_mlp().SerializeToString())
+    monkeypatch.setattr(_io, "load", exhausted)
+    result = _invoke("inspect", path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxprune: error: out of memory"), result.stderr
