@@ -197,8 +197,21 @@ def test_validate_false_still_refuses_a_model_onnxruntime_cannot_load(tmp_path: 
     path.write_text(yaml.safe_dump(recipe))
     before = sha256(bad)
     line = _one_error_line(_run(path))
-    assert "result" in line
+    assert "input model" in line and str(bad) in line  # the input is at fault: it is tried on one sample first
     assert not out.exists() and sha256(bad) == before
+
+
+def test_validate_false_checks_the_result_it_would_write(digits_model: Path) -> None:
+    """With validation off the result still goes through the checker and an onnxruntime load."""
+    from onnxprune import _io
+    from onnxprune.errors import ValidationError
+    from onnxprune.recipe import _check_loadable
+
+    model = _io.load(digits_model)
+    _check_loadable(model)
+    model.opset_imports[""] = 99
+    with pytest.raises(ValidationError, match="result"):
+        _check_loadable(model)
 
 
 def test_validate_false_still_refuses_an_unknown_domain(tmp_path: Path, digits_model: Path) -> None:
