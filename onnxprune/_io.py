@@ -82,30 +82,6 @@ def external_files(model: ir.Model) -> set[Path]:
     return files
 
 
-def _check_external_data(model: ir.Model, path: Path) -> None:
-    folder = path.parent.resolve()
-    for value in _all_initializers(model):
-        tensor = value.const_value
-        if not isinstance(tensor, ir.ExternalTensor):
-            continue
-        target = Path(tensor.base_dir, tensor.location).resolve()
-        if not target.is_relative_to(folder):
-            raise ModelLoadError(
-                f"{path}: tensor '{value.name}' has external data at '{tensor.location}', "
-                "outside the model's folder; refusing to read it"
-            )
-        if not target.is_file():
-            raise ModelLoadError(
-                f"{path}: tensor '{value.name}' refers to missing external data file '{tensor.location}'"
-            )
-        end = (tensor.offset or 0) + (tensor.length if tensor.length is not None else tensor.nbytes)
-        if end > target.stat().st_size:
-            raise ModelLoadError(
-                f"{path}: tensor '{value.name}' needs bytes up to {end} of '{tensor.location}', "
-                f"which holds only {target.stat().st_size} (truncated external data?)"
-            )
-
-
 def load(path: str | os.PathLike) -> ir.Model:
     """Load an ONNX model; external data stays memory-mapped and must lie inside the model's folder."""
     path = Path(path)
@@ -123,7 +99,6 @@ def load(path: str | os.PathLike) -> ir.Model:
     ir.external_data.set_base_dir(model.graph, path.parent)
     if model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise ModelLoadError(f"{path}: not an ONNX model (no IR version or empty graph)")
-    _check_external_data(model, path)
     _fix_initializer_inputs(model, path)
     model.meta[_SOURCE_KEY] = str(path.resolve())
     logger.debug("loaded %s: %d nodes", path, len(model.graph))
