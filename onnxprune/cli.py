@@ -79,6 +79,7 @@ def _channel_spec(
     reconstruct: bool,
     verify: bool,
     exclude: tuple[str, ...],
+    hidden: bool = False,
 ) -> PassSpec:
     if importance == "magnitude":
         importance = "l2"  # documented: structured magnitude is the L2 norm
@@ -95,6 +96,8 @@ def _channel_spec(
         "verify": verify,
         "exclude": list(exclude),
     }
+    if hidden:
+        config["allow_inexact"] = True
     if normalize != "none":
         config["normalize"] = "max" if normalize == "l2" else normalize
     if target_flops is not None:
@@ -195,6 +198,11 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
 )
 @click.option("--verify", is_flag=True, help="Structured: check that the shrunk model equals the masked model.")
 @click.option(
+    "--hidden",
+    is_flag=True,
+    help="Structured: also prune hidden sizes a LayerNorm normalizes (transformers' residual stream); inexact.",
+)
+@click.option(
     "--finetune-steps",
     type=click.IntRange(1),
     help="Then fine-tune N steps by distillation from the original model (needs torch and --calib).",
@@ -220,6 +228,7 @@ def prune(
     min_channels: int,
     no_reconstruct: bool,
     verify: bool,
+    hidden: bool,
     finetune_steps: int | None,
     finetune_lr: float | None,
     job: Job,
@@ -229,8 +238,8 @@ def prune(
     budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
     if sum((sparsity is not None and not budgeted_nm, pattern is not None, structured)) != 1:
         raise click.UsageError("give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params")
-    if verify and not structured:
-        raise click.UsageError("--verify checks structured pruning (--channels/--target-flops)")
+    if (verify or hidden) and not structured:
+        raise click.UsageError("--verify and --hidden are for structured pruning (--channels/--target-flops)")
     selection = job.selection
     importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
     allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
@@ -250,6 +259,7 @@ def prune(
             reconstruct=job.calib is not None and not no_reconstruct,
             verify=verify,
             exclude=job.exclude,
+            hidden=hidden,
         )
         spec = PassSpec(spec.name, {**spec.config, "allocation": allocation})
     elif importance not in WEIGHT_IMPORTANCES:
@@ -454,7 +464,7 @@ def _print_spectra(model: str, spectra: list[dict[str, Any]]) -> None:
 
 def _print_groups(model: str, groups: list[dict[str, Any]]) -> None:
     table = Table(title=f"{model}: channel groups")
-    for column in ("id", "channels", "block", "producers", "members", "prunable"):
+    for column in ("id", "units", "producers", "members", "prunable"):
         table.add_column(column)
     for g in groups:
         members = ", ".join(f"{v['value']}[{v['axis']}]" for v in g["values"][:6])
@@ -464,7 +474,7 @@ def _print_groups(model: str, groups: list[dict[str, Any]]) -> None:
             f" (+{len(g['producers']) - 4})" if len(g["producers"]) > 4 else ""
         )
         table.add_row(
-            str(g["id"]), str(g["channels"]), str(g["block"]), producers, members, "yes" if g["prunable"] else "no"
+            str(g["id"]), g["units"], producers, members, "yes" if g["prunable"] else "no"
         )
     out.print(table)
     prunable = [g for g in groups if g["prunable"]]

@@ -77,6 +77,7 @@ def channel_groups(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] 
                 "producers": list(group.producers),
                 "channels": group.units,
                 "block": group.block,
+                "units": group.describe(),
                 "prunable": group.prunable,
                 "inexact": analysis.inexact(group),
                 "reasons": [str(b) for b in group.blockers],

@@ -45,9 +45,10 @@ def _per_unit(
     for seg in layout.segments:
         if seg.group is not None:
             root = analysis.groups.find(seg.group)
-            block = channel_scores[pos : pos + seg.channels].reshape(seg.units, seg.size)
+            block = channel_scores[pos : pos + seg.channels].reshape(seg.units // seg.per, seg.size)
+            per_block = block.mean(axis=1) if mean else block.sum(axis=1) / seg.per
             units = out.setdefault(root, np.zeros(analysis.groups[root].units))
-            units[seg.start : seg.start + seg.units] += block.mean(axis=1) if mean else block.sum(axis=1)
+            units[seg.start : seg.start + seg.units] += np.repeat(per_block, seg.per)
         pos += seg.channels
     return out
 

@@ -114,6 +114,12 @@ class Executor:
     def set_attr(self, node: ir.Node, attr: ir.Attr) -> None:
         """Rewrite an attribute (conv group count, norm group count)."""
 
+    def own_producer(self, node: ir.Node, index: int) -> ir.Node:
+        """The node computing input ``index`` of ``node``, made ``node``'s own when changes will be written."""
+        producer = node.inputs[index].producer()  # type: ignore[union-attr]
+        assert producer is not None
+        return producer
+
     def _removal(self, node: ir.Node, index: int, by: ir.Value, per: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(current values of the constant input, kept indices) when ``by`` loses channels."""
         array = self.analysis.const(node.inputs[index]) if index < len(node.inputs) else None
@@ -189,6 +195,24 @@ class Shrinker(Executor):
     def set_attr(self, node: ir.Node, attr: ir.Attr) -> None:
         node.attributes[attr.name] = attr
 
+    def own_producer(self, node: ir.Node, index: int) -> ir.Node:
+        """A copy of the producer (a shape vector's Concat shared with other nodes) that only ``node`` reads."""
+        value = node.inputs[index]
+        producer = super().own_producer(node, index)
+        if len(value.uses()) == 1:  # type: ignore[union-attr]
+            return producer
+        copy = ir.Node(
+            producer.domain,
+            producer.op_type,
+            list(producer.inputs),
+            attributes=list(producer.attributes.values()),
+            name=f"{producer.name}__{node.name}",
+        )
+        copy.outputs[0].name = f"{value.name}__{node.name}"  # type: ignore[union-attr]
+        node.graph.insert_before(node, copy)  # type: ignore[union-attr]
+        node.replace_input_with(index, copy.outputs[0])
+        return copy
+
 
 def _run(executor: Executor) -> None:
     for node in executor.analysis.nodes:
@@ -222,8 +246,11 @@ def masked_values(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> 
 def shrink(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> None:
     """Physically remove the channels ``keep`` leaves out.
 
-    Shapes of intermediate values are cleared (they are re-inferred by whoever needs them).
+    Shapes of intermediate values are cleared (they are re-inferred by whoever needs them). Keeping
+    every unit leaves the model untouched, shapes included.
     """
+    if all(len(kept) >= analysis.groups[gid].units for gid, kept in keep.items()):
+        return
     _run(Shrinker(analysis, keep))
     graph = analysis.model.graph
     for node in graph:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.analysis.channels.couple import couple_atoms
 from onnxprune.analysis.channels.groups import Blocker, Group, GroupSet
 from onnxprune.analysis.channels.layout import Layout, Segment
 from onnxprune.analysis.channels.rules import RULES
@@ -110,7 +111,7 @@ class ChannelAnalysis:
     def inexact(self, group: Group) -> bool:
         return any(self.groups.find(g) == group.id for g in self._inexact)
 
-    def coarsen(self, node: ir.Node, layout: Layout, channels: int, reason: str) -> bool:
+    def coarsen(self, node: ir.Node, layout: Layout, channels: int, reason: str, unit: str = "") -> bool:
         """Make every unit of ``layout`` a whole number of ``channels``-wide blocks, or block.
 
         Used where an op works on fixed-size channel blocks (conv groups, norm groups).
@@ -122,12 +123,12 @@ class ChannelAnalysis:
                 if pos % channels:
                     ok = False
                 elif channels % seg.size == 0:
-                    factor = channels // seg.size
+                    factor = channels // seg.size * seg.per
                     if seg.start % factor or seg.units % factor:
                         ok = False
                     else:
                         blocker = Blocker(node.name or "", node.op_type, reason)
-                        self.groups.coarsen(seg.group, factor, blocker)
+                        self.groups.coarsen(seg.group, factor, blocker, unit)
                 elif seg.size % channels:
                     ok = False
             pos += seg.channels
@@ -139,8 +140,13 @@ class ChannelAnalysis:
         """Channels of ``layouts`` meet elementwise in ``node``: merge their groups (or block)."""
         first = layouts[0]
         for other in layouts[1:]:
-            if not self._couple_pair(first, other):
+            if self._couple_pair(first, other):
+                continue
+            coupled = couple_atoms(self, first, other)
+            if coupled is None:
                 self.block(node, [first, other], f"{what} channel ranges that do not line up")
+            else:
+                first = coupled
         return first
 
     def _couple_pair(self, a: Layout, b: Layout) -> bool:
@@ -156,7 +162,7 @@ class ChannelAnalysis:
                 return False
             ra, rb = self.groups.find(sa.group), self.groups.find(sb.group)
             if ra == rb:
-                if sa.start != sb.start or sa.size != sb.size:
+                if sa.start != sb.start or sa.size != sb.size or sa.per != sb.per:
                     return False
                 continue
             whole = (
@@ -165,6 +171,7 @@ class ChannelAnalysis:
                 and sa.units == self.groups[ra].units
                 and sb.units == self.groups[rb].units
                 and sa.units == sb.units
+                and sa.per == sb.per
             )
             if not whole:
                 return False

@@ -24,7 +24,8 @@ class Blocker:
 class Group:
     """Units created by one producer (a Conv/Gemm/MatMul's output channels), plus what joined them.
 
-    ``block`` is how many units must go together (whole conv groups, whole norm groups).
+    ``block`` is how many units must go together (whole conv groups, whole norm groups, attention
+    heads); ``unit`` names such a block when it is one (``head``, ``KV group``).
     """
 
     id: int
@@ -32,10 +33,17 @@ class Group:
     producers: list[str]
     block: int = 1
     blockers: list[Blocker] = dataclasses.field(default_factory=list)
+    unit: str = ""
 
     @property
     def prunable(self) -> bool:
         return not self.blockers
+
+    def describe(self) -> str:
+        """``12 heads × 32`` for named blocks, else the channel count."""
+        if not self.unit or self.block <= 1:
+            return str(self.units)
+        return f"{self.units // self.block} {self.unit}s × {self.block}"
 
 
 class GroupSet:
@@ -77,14 +85,26 @@ class GroupSet:
         ga.producers += [p for p in gb.producers if p not in ga.producers]
         ga.blockers += gb.blockers
         ga.block = math.lcm(ga.block, gb.block)
+        ga.unit = ga.unit or gb.unit
         if ga.units % ga.block:
             ga.blockers.append(Blocker(ga.producers[0], "", f"blocks of {ga.block} units do not divide {ga.units}"))
         return ra
 
-    def coarsen(self, gid: int, factor: int, blocker: Blocker) -> None:
-        """Make ``factor`` units one block (or block the group if that does not divide it)."""
+    def absorb(self, source: int, target: int) -> None:
+        """``source``'s units now live in ``target`` (a rebase rewrote them): it joins ``target``'s root."""
+        rs, rt = self.find(source), self.find(target)
+        gs, gt = self._groups[rs], self._groups[rt]
+        self._parent[rs] = rt
+        gt.producers += [p for p in gs.producers if p not in gt.producers]
+        gt.blockers += [b for b in gs.blockers if b not in gt.blockers]
+        if gs.unit == "head" or gt.unit == "head":
+            gt.unit = "KV group"  # each block now removes one key/value head with its query heads
+
+    def coarsen(self, gid: int, factor: int, blocker: Blocker, unit: str = "") -> None:
+        """Make ``factor`` units one block named ``unit`` (or block the group if that does not divide it)."""
         group = self[gid]
         group.block = math.lcm(group.block, factor)
+        group.unit = group.unit or unit
         if group.units % group.block:
             group.blockers.append(blocker)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -14,25 +15,29 @@ __all__ = ["Layout", "Segment", "fixed"]
 class Segment:
     """A run of channels along the axis.
 
-    With ``group`` set, the run holds units ``start .. start+units`` of that group, ``size``
-    contiguous channels per unit. With ``group`` None the ``units`` channels are fixed (they belong
-    to no prunable group, ``size`` is 1).
+    With ``group`` set, the run holds units ``start .. start+units`` of that group: every ``per``
+    consecutive units are ``size`` contiguous channels (``per`` > 1 where channels are coarser than
+    units: an attention-head axis, one channel per ``head_dim`` units). With ``group`` None the
+    ``units`` channels are fixed (they belong to no prunable group, ``size`` and ``per`` are 1).
     """
 
     group: int | None
     start: int
     units: int
     size: int = 1
+    per: int = 1
 
     @property
     def channels(self) -> int:
-        return self.units * self.size
+        return self.units // self.per * self.size
 
-    def scaled(self, factor: int) -> Segment:
-        """The same units with ``factor`` times as many channels each."""
+    def scaled(self, factor: int, divide: int = 1) -> Segment:
+        """The same units with ``factor / divide`` times as many channels each (reduced to lowest terms)."""
         if self.group is None:
-            return Segment(None, 0, self.units * factor)
-        return Segment(self.group, self.start, self.units, self.size * factor)
+            return Segment(None, 0, self.units * factor // divide)
+        size, per = self.size * factor, self.per * divide
+        common = math.gcd(size, per)
+        return Segment(self.group, self.start, self.units, size // common, per // common)
 
 
 def fixed(channels: int) -> Segment:
@@ -60,9 +65,9 @@ class Layout:
         """The same segments on another axis (and rank)."""
         return Layout(axis, self.rank if rank is None else rank, self.segments)
 
-    def scaled(self, factor: int) -> Layout:
-        """Every unit ``factor`` times wider (flatten of the axes behind the channel axis)."""
-        return Layout(self.axis, self.rank, tuple(s.scaled(factor) for s in self.segments))
+    def scaled(self, factor: int, divide: int = 1) -> Layout:
+        """Every unit ``factor / divide`` times as wide (a merge of the axes behind, or a split off them)."""
+        return Layout(self.axis, self.rank, tuple(s.scaled(factor, divide) for s in self.segments))
 
     def cut(self, begin: int, end: int) -> tuple[Segment, ...] | None:
         """The segments covering channels ``begin .. end``; None if a cut falls inside a unit."""
@@ -76,8 +81,8 @@ class Layout:
                 else:
                     if (lo - pos) % seg.size or (hi - pos) % seg.size:
                         return None
-                    first = seg.start + (lo - pos) // seg.size
-                    out.append(Segment(seg.group, first, (hi - lo) // seg.size, seg.size))
+                    first = seg.start + (lo - pos) // seg.size * seg.per
+                    out.append(Segment(seg.group, first, (hi - lo) // seg.size * seg.per, seg.size, seg.per))
             pos += seg.channels
         return tuple(out)
 
@@ -91,7 +96,8 @@ class Layout:
                 parts.append(np.arange(pos, pos + seg.channels))
             else:
                 inside = units[(units >= seg.start) & (units < seg.start + seg.units)] - seg.start
-                chans = pos + inside[:, None] * seg.size + np.arange(seg.size)[None, :]
+                blocks = np.unique(inside // seg.per) if seg.per > 1 else inside
+                chans = pos + blocks[:, None] * seg.size + np.arange(seg.size)[None, :]
                 parts.append(chans.ravel())
             pos += seg.channels
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)

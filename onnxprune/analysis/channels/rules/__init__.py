@@ -6,7 +6,14 @@ inputs and attributes that follow the channels, so the same entry drives importa
 masking (zero) and the physical shrink (slice). Importing this package registers every rule.
 """
 
-from onnxprune.analysis.channels.rules import elementwise, norms, producers, reshape, spatial  # noqa: F401  (register)
+from onnxprune.analysis.channels.rules import (  # noqa: F401  (register)
+    elementwise,
+    gather,
+    norms,
+    producers,
+    reshape,
+    spatial,
+)
 from onnxprune.analysis.channels.rules._registry import RULES, Rule, rule
 
 __all__ = ["RULES", "Rule", "rule"]

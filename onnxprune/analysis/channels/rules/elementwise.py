@@ -72,9 +72,6 @@ def binary(node: ir.Node, a: ChannelAnalysis) -> None:
         a.block(node, layouts, "operands carry channels on different axes")
         return
     axis = moved[0].axis
-    if node.op_type == "Where" and a.layout(node.inputs[0]) is not None:
-        a.block(node, layouts, "channels reach Where's condition")
-        return
     for value in node.inputs:
         if value is None or a.layout(value) is not None:
             continue

@@ -57,7 +57,7 @@ def conv(node: ir.Node, a: ChannelAnalysis) -> None:
         return
     segments = []
     for seg in lx.segments:
-        if (seg.channels * out_per_group) % per_group or (seg.size * out_per_group) % per_group:
+        if seg.per != 1 or (seg.channels * out_per_group) % per_group or (seg.size * out_per_group) % per_group:
             a.block(node, [lx], f"grouped Conv maps {c_in} to {c_out} channels unevenly")
             return
         if seg.group is None:
@@ -178,4 +178,10 @@ def matmul(node: ir.Node, a: ChannelAnalysis) -> None:
         if len({lay.axis for lay in moved}) > 1:
             a.block(node, batch, "MatMul batch axes do not line up")
             return
+        for value, lay, rank in ((x, lx, rx), (w, lw, rw)):
+            own = moved[0].axis - (rank_y - rank)
+            shape = a.shape(value)
+            if lay is None and own >= 0 and (shape is None or shape[own] != 1):
+                a.block(node, batch, f"MatMul batch meets '{value.name}', whose channels cannot be pruned")
+                return
         keep_axis(node, a, a.couple(node, moved, "MatMul batch couples"))

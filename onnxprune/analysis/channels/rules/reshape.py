@@ -15,55 +15,156 @@ import onnx_ir as ir
 from onnxprune.analysis.channels.layout import Layout, fixed
 from onnxprune.analysis.channels.rules._common import attr_int, attr_ints, axes_input, keep_axis
 from onnxprune.analysis.channels.rules._registry import rule
+from onnxprune.analysis.channels.rules._shapevec import Entry, entries, reads_channels, single_use_path
 
 if TYPE_CHECKING:
     from onnxprune.analysis.channels.apply import Executor
     from onnxprune.analysis.channels.graph import ChannelAnalysis
 
 
-def _reshape_target_axis(a: ChannelAnalysis, node: ir.Node, lx: Layout) -> tuple[int, int] | str:
-    """(output axis of the channels, channels-per-channel factor), or why it cannot be followed."""
+def _reshape_target_axis(a: ChannelAnalysis, node: ir.Node, lx: Layout) -> tuple[Layout, int] | str:
+    """The output layout and how many channels make one output channel, or why it cannot be followed."""
     in_shape, out_shape = a.shape(node.inputs[0]), a.shape(node.outputs[0])
     if in_shape is None or out_shape is None:
         return "Reshape with unknown static shapes"
     ax, width = lx.axis, in_shape[lx.axis]
+    rank = len(out_shape)
     if len(out_shape) > ax and out_shape[:ax] == in_shape[:ax] and out_shape[ax] % width == 0:
         inner = out_shape[ax] // width
         if math.prod(in_shape[ax + 1 :]) % inner == 0:
-            return ax, inner  # the channel axis stays, possibly merged with the axes behind it
+            return lx.scaled(inner).moved(ax, rank), 1  # the channel axis stays, maybe merged with axes behind
     tail = len(in_shape) - ax
     if len(out_shape) >= tail and out_shape[len(out_shape) - tail :] == in_shape[ax:]:
-        return len(out_shape) - tail, 1  # only the axes in front of the channels change
-    return "Reshape splits or reorders the channel axis (e.g. channel shuffle, attention heads)"
+        return lx.moved(len(out_shape) - tail, rank), 1  # only the axes in front of the channels change
+    if len(out_shape) > ax + 1 and out_shape[:ax] == in_shape[:ax] and 1 < out_shape[ax] < width:
+        if width % out_shape[ax] == 0:  # the axis splits: e.g. [B, S, heads*head_dim] -> [B, S, heads, head_dim]
+            return lx.scaled(1, width // out_shape[ax]).moved(ax, rank), width // out_shape[ax]
+    return "Reshape splits or reorders the channel axis (e.g. channel shuffle)"
 
 
-def _reshape_slice(node: ir.Node, ex: Executor) -> None:
-    y = node.outputs[0]
-    layout = ex.analysis.layout(y)
-    target = ex.analysis.const(node.inputs[1])
-    if layout is None or target is None or not ex.changed(y):
+def same_channels(a: ChannelAnalysis, one: Layout | None, other: Layout) -> bool:
+    """Whether two layouts keep the same channels whatever is pruned."""
+    if one is None or len(one.segments) != len(other.segments):
+        return False
+    for x, y in zip(one.segments, other.segments, strict=True):
+        gx = None if x.group is None else a.groups.find(x.group)
+        gy = None if y.group is None else a.groups.find(y.group)
+        if (gx, x.start, x.units, x.channels) != (gy, y.start, y.units, y.channels):
+            return False
+    return True
+
+
+def _fold(a: ChannelAnalysis, node: ir.Node, entry: Entry, axis: int, out: Layout) -> bool | None:
+    """Whether ``entry`` (at ``axis`` of a shape vector) must become a constant on shrink; None: impossible.
+
+    A dim read off a value whose channels sit on that dim changes when they are pruned: the entry is
+    folded to the constant it must be (the kept count on the channel axis, the original width elsewhere).
+    """
+    source = a.layout(entry.source) if entry.kind == "dim" else None
+    if entry.kind == "unknown":
+        return None if axis == out.axis else False
+    if entry.kind == "const":
+        return False if axis != out.axis or entry.node is node or _rewritable(entry, node) else None
+    if axis == out.axis and source is not None and source.axis == entry.dim and same_channels(a, source, out):
+        return False  # read off a value with the same channels: follows them by itself
+    if source is None or source.axis != entry.dim:
+        return None if axis == out.axis else False
+    return True if _rewritable(entry, node) else None
+
+
+def _rewritable(entry: Entry, node: ir.Node) -> bool:
+    """Whether ``entry``'s holder feeds only ``node``, or is a Concat read directly by it (then copied for it)."""
+    direct = entry.node is not None and entry.node.op_type == "Concat" and entry.node.outputs[0] in node.inputs
+    return direct or single_use_path(entry, node)
+
+
+def _holder(ex: Executor, node: ir.Node, index: int, entry: Entry) -> ir.Node:
+    """The node whose input holds ``entry``: a Concat shared with other nodes is copied for ``node`` first."""
+    assert entry.node is not None
+    if entry.node is not node and node.inputs[index] is entry.node.outputs[0]:
+        return ex.own_producer(node, index)
+    return entry.node
+
+
+def check_shape_input(a: ChannelAnalysis, node: ir.Node, index: int, out: Layout, what: str) -> str | None:
+    """Why the shape vector at input ``index`` cannot follow ``out`` when channels go, else None.
+
+    Its entry on the channel axis must be a constant (rewritten on shrink), read off a value with the
+    same channels, or foldable to a constant; dims read off pruned values elsewhere are folded too.
+    """
+    found = entries(a, node, index)
+    if found is None or len(found) != out.rank:
+        return f"{what} of unknown length"
+    for axis, entry in enumerate(found):
+        if _fold(a, node, entry, axis, out) is None:
+            where = "the channel count" if axis == out.axis else f"axis {axis} from a pruned shape"
+            return f"{what} computes {where}"
+    if any(e.kind == "unknown" for e in found) and reads_channels(a, node.inputs[index]):
+        return f"{what} is computed from a pruned shape"
+    return None
+
+
+def rewrite_shape_input(ex: Executor, node: ir.Node, index: int, value: ir.Value) -> None:
+    """Rewrite the shape vector at input ``index`` for ``value``'s kept channels (constants and folded dims)."""
+    a = ex.analysis
+    layout = a.layout(value)
+    found = entries(a, node, index)
+    if layout is None or found is None or len(found) != layout.rank:
         return
-    if target[layout.axis] > 0:
-        new = np.array(target, dtype=np.int64)
-        new[layout.axis] = len(ex.kept(y))  # type: ignore[arg-type]
-        ex.set_input(node, 1, new)
+    for axis, entry in enumerate(found):
+        fold = _fold(a, node, entry, axis, layout) and (ex.changed(value) or ex.changed(entry.source))  # type: ignore[arg-type]
+        if fold and entry.node is not None:
+            width = len(ex.kept(value)) if axis == layout.axis else a.layout(entry.source).width  # type: ignore[arg-type,union-attr]
+            ex.set_input(_holder(ex, node, index, entry), entry.index, np.array([width], dtype=np.int64))
+        elif axis == layout.axis and entry.kind == "const" and entry.value > 1 and entry.node is not None:
+            if ex.changed(value):  # -1, 0 and 1 (Expand's broadcast) follow the data by themselves
+                array = np.array(a.const(entry.node.inputs[entry.index]), dtype=np.int64)
+                flat = array.reshape(-1)
+                flat[entry.offset] = len(ex.kept(value))  # type: ignore[arg-type]
+                ex.set_input(_holder(ex, node, index, entry), entry.index, flat.reshape(array.shape))
 
 
-@rule("Reshape", slice=_reshape_slice)
+def _shape_input_slice(node: ir.Node, ex: Executor) -> None:
+    rewrite_shape_input(ex, node, 1, node.outputs[0])
+
+
+@rule("Reshape", slice=_shape_input_slice)
 def reshape(node: ir.Node, a: ChannelAnalysis) -> None:
-    """Reshape keeping the channel axis (possibly merged with the axes behind it, or moved)."""
+    """Reshape keeping the channel axis (merged with axes behind it, moved, or split into heads)."""
     lx = a.layout(node.inputs[0])
     if lx is None:
-        return
-    if a.const(node.inputs[1]) is None:
-        a.block(node, [lx], "Reshape with a computed (non-constant) shape")
         return
     found = _reshape_target_axis(a, node, lx)
     if isinstance(found, str):
         a.block(node, [lx], found)
         return
-    axis, inner = found
-    keep_axis(node, a, lx.scaled(inner), axis)
+    out, divide = found
+    refusal = check_shape_input(a, node, 1, out, "Reshape target")
+    if refusal is not None:
+        a.block(node, [lx], refusal)
+        return
+    reason = f"Reshape splits the channel axis into blocks of {divide}"
+    if divide > 1 and not a.coarsen(node, lx, divide, reason, unit="head"):
+        return
+    a.set(node.outputs[0], out)
+
+
+@rule("Expand", slice=_shape_input_slice)
+def expand(node: ir.Node, a: ChannelAnalysis) -> None:
+    """Expand (broadcast) keeps the channel axis; its shape's entry there is 1, the width or follows it."""
+    lx = a.layout(node.inputs[0])
+    rank = a.rank(node.outputs[0])
+    if lx is None:
+        return
+    if rank is None:
+        a.block(node, [lx], "Expand of unknown rank")
+        return
+    out = lx.moved(lx.axis + rank - lx.rank, rank)
+    refusal = check_shape_input(a, node, 1, out, "Expand shape")
+    if refusal is not None:
+        a.block(node, [lx], refusal)
+        return
+    a.set(node.outputs[0], out)
 
 
 @rule("Flatten")

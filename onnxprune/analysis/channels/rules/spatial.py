@@ -132,7 +132,7 @@ def softmax(node: ir.Node, a: ChannelAnalysis) -> None:
 def shape(node: ir.Node, a: ChannelAnalysis) -> None:
     """Reads the channel count at run time, so it follows the pruned width by itself.
 
-    A shape computed from it can only reach a Reshape as a non-constant target, which the Reshape
-    rule refuses; the --verify comparison covers anything else.
+    Reshape targets and Expand shapes built from it are checked entry by entry (``_shapevec``); the
+    --verify comparison covers anything else.
     """
     del node, a
