@@ -14,6 +14,7 @@ from tests.models.transformer_zoo import (
     CONFIG,
     TRANSFORMERS,
     build_transformer,
+    input_names,
     output_names,
     transformer_inputs,
     transformer_onnx,
@@ -96,3 +97,8 @@ def test_bert_head_views_reshape_to_computed_shapes(dynamo: bool) -> None:
     reshapes = [n for n in proto.graph.node if n.op_type == "Reshape"]
     assert len(reshapes) == 4 * CONFIG.layers  # Q, K, V views and the context merge per layer
     assert all(producers.get(n.input[1]) == "Concat" for n in reshapes)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_input_names_follow_the_example_inputs(name: str) -> None:
+    assert list(transformer_inputs(name)) == input_names(name)

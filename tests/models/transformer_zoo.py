@@ -45,6 +45,7 @@ __all__ = [
     "ZooConfig",
     "build_transformer",
     "dynamic_axes",
+    "input_names",
     "output_names",
     "transformer_inputs",
     "transformer_onnx",
@@ -356,6 +357,17 @@ def transformer_inputs(
     return seeded(seed, make)
 
 
+def input_names(name: str, config: ZooConfig = CONFIG) -> list[str]:
+    """Graph input names of *name* (the keys of :func:`transformer_inputs`)."""
+    _check(name)
+    if name == "vit":
+        return ["pixel_values"]
+    if name == "bert":
+        return ["input_ids", "attention_mask", "token_type_ids"]
+    past = [f"past_key_values.{i}.{kind}" for i in range(config.layers) for kind in ("key", "value")]
+    return ["input_ids", *past] if name == "llama_kv" else ["input_ids"]
+
+
 def output_names(name: str, config: ZooConfig = CONFIG) -> list[str]:
     """Graph output names of *name*."""
     _check(name)
@@ -368,7 +380,7 @@ def output_names(name: str, config: ZooConfig = CONFIG) -> list[str]:
 
 def dynamic_axes(name: str, config: ZooConfig = CONFIG) -> dict[str, dict[int, str]]:
     """Dynamic axes by input/output name: batch everywhere, plus sequence (and past) for text models."""
-    inputs = list(transformer_inputs(name, batch=2, config=config))
+    inputs = input_names(name, config)
     outputs = output_names(name, config)
     if name == "vit":
         return {n: {0: "batch"} for n in (*inputs, *outputs)}
@@ -391,7 +403,7 @@ def _export(name: str, dynamo: bool, dynamic: bool, seed: int) -> onnx.ModelProt
         tuple(feeds.values()),
         dynamo=dynamo,
         opset=None if dynamo else TORCHSCRIPT_OPSET,
-        input_names=list(feeds),
+        input_names=input_names(name),
         output_names=output_names(name),
         dynamic_batch=False,
         dynamic_axes=dynamic_axes(name) if dynamic else None,
