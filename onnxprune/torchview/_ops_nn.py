@@ -105,6 +105,11 @@ def matmul(inputs: list[Any], attrs: dict[str, Any]) -> torch.Tensor:
     return torch.matmul(inputs[0], inputs[1])
 
 
+@op("Einsum", since=12)
+def einsum(inputs: list[Any], attrs: dict[str, Any]) -> torch.Tensor:
+    return torch.einsum(attrs["equation"], *inputs)
+
+
 @op("BatchNormalization")
 def batch_norm(inputs: list[Any], attrs: dict[str, Any]) -> torch.Tensor:
     x, scale, bias, mean, var = inputs[:5]

@@ -50,10 +50,16 @@ def _chain(*convs: tuple) -> tuple[list, list]:
     return nodes, inits
 
 
-def _assert_masked_equals_shrunk(proto: onnx.ModelProto, ratio: float = 0.5) -> dict:
-    """Keep the first half of each prunable group's blocks; compare masked vs shrunk in ORT."""
-    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
-    x = RNG.standard_normal((2, *dims)).astype(np.float32)
+def _assert_masked_equals_shrunk(
+    proto: onnx.ModelProto, ratio: float = 0.5, feeds: dict[str, np.ndarray] | None = None
+) -> dict:
+    """Keep a random ``1 - ratio`` of each prunable group's blocks; compare masked vs shrunk in ORT.
+
+    ``feeds`` defaults to a random batch of 2 for the single input ``x``.
+    """
+    if feeds is None:
+        dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
+        feeds = {"x": RNG.standard_normal((2, *dims)).astype(np.float32)}
     shrunk, masked = to_ir(proto), to_ir(proto)
     analysis = analyze_channels(shrunk)
     keep = {}
@@ -63,7 +69,7 @@ def _assert_masked_equals_shrunk(proto: onnx.ModelProto, ratio: float = 0.5) -> 
         keep[g.id] = (chosen[:, None] * g.block + np.arange(g.block)).ravel()
     mask(analyze_channels(masked), keep)
     shrink(analysis, keep)
-    a, b = ort_run(masked, {"x": x}), ort_run(shrunk, {"x": x})
+    a, b = ort_run(masked, feeds), ort_run(shrunk, feeds)
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-5)
     return keep

@@ -34,6 +34,10 @@ from the graph input specs.
   TorchScript without constant folding -- bias-free Convs/Gemms, Identity-aliased zero biases, separate
   BatchNorm nodes -- via :func:`vision_onnx`; :mod:`tests.models.paddleocr` finds the PaddleOCR models
   of the ``rapidocr_onnxruntime`` wheel.
+
+* The transformer zoo (:mod:`tests.models.transformer_zoo`): BERT, ViT, Llama (GQA, RoPE) and Llama
+  with a KV cache, written like HF/timm, exported by TorchScript (opset 17) and dynamo with dynamic
+  batch/sequence axes via :func:`transformer_onnx` (:data:`TRANSFORMERS`, :func:`transformer_inputs`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from tests.models.inputs import random_inputs
 from tests.models.structured_zoo import ARCHS, build_module, example_input, zoo_onnx
 from tests.models.torch_modules import CLASS_NAMES as _LAZY_CLASSES
 from tests.models.torch_modules import module_class as _module_class
+from tests.models.transformer_zoo import TRANSFORMERS, build_transformer, transformer_inputs, transformer_onnx
 
 __all__ = [
     "ARCHS",
@@ -64,9 +69,11 @@ __all__ = [
     "BertLikeEncoder",
     "MobileNetV2Like",
     "ResNet18Like",
+    "TRANSFORMERS",
     "TinyCNN",
     "bert_like_onnx",
     "build_module",
+    "build_transformer",
     "conv_model",
     "example_input",
     "gru_model",
@@ -82,6 +89,8 @@ __all__ = [
     "shared_weight_model",
     "tiny_cnn_onnx",
     "torch_export",
+    "transformer_inputs",
+    "transformer_onnx",
     "zoo_onnx",
 ]
 

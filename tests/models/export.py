@@ -41,11 +41,12 @@ Exporter facts (measured with torch 2.13.0 / onnxscript 0.7.2 / onnx 1.23):
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import onnx
@@ -67,6 +68,15 @@ def _quiet_export() -> Iterator[None]:
         logger.setLevel(old)
 
 
+def _by_signature(module: Any, specs: list[Any]) -> tuple[Any, ...]:
+    """Per-argument dynamic shapes, with those of a ``*args`` parameter nested in one tuple (torch.export's layout)."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    fixed = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    if any(p.kind == p.VAR_POSITIONAL for p in params) and len(specs) > fixed:
+        return (*specs[:fixed], tuple(specs[fixed:]))
+    return tuple(specs)
+
+
 def torch_export(
     module: Any,
     example_inputs: Sequence[Any],
@@ -77,6 +87,8 @@ def torch_export(
     output_names: Sequence[str] | None = None,
     dynamic_batch: bool = True,
     constant_folding: bool = True,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    dim_max: Mapping[str, int] | None = None,
 ) -> onnx.ModelProto:
     """Export *module* with ``torch.onnx.export`` and return the loaded ModelProto.
 
@@ -86,6 +98,11 @@ def torch_export(
       exporter default, opset 20 with torch 2.13); with *dynamic_batch* every
       input gets ``dynamic_shapes={0: Dim("N")}`` (use an example batch >= 2,
       torch.export specialises 0/1).  Saved with ``external_data=False``.
+
+    *dynamic_axes* (input/output name -> {axis: dim name}) replaces *dynamic_batch*'s batch-only
+    axes: TorchScript takes it as is; dynamo makes one ``torch.export.Dim`` per dim name, shared by
+    the input axes that carry it (bounded above by *dim_max* where given, e.g. a sequence axis that
+    slices a position table), and derives the output axes itself.
 
     ``constant_folding=False`` (TorchScript only) keeps BatchNorm as separate nodes after bias-free Convs.
 
@@ -113,7 +130,15 @@ def torch_export(
         path = os.path.join(tmp, "model.onnx")
         if dynamo:
             dynamic_shapes = None
-            if dynamic_batch:
+            if dynamic_axes is not None:
+                dims = {
+                    d: torch.export.Dim(d, max=(dim_max or {}).get(d, 2**20))
+                    for a in dynamic_axes.values()
+                    for d in a.values()
+                }
+                specs = [{axis: dims[d] for axis, d in dynamic_axes.get(n, {}).items()} for n in input_names]
+                dynamic_shapes = _by_signature(module, specs)
+            elif dynamic_batch:
                 batch_dim = torch.export.Dim("N")
                 dynamic_shapes = tuple({0: batch_dim} for _ in args)
             program = torch.onnx.export(
@@ -129,7 +154,8 @@ def torch_export(
             )
             program.save(path, external_data=False)
         else:
-            dynamic_axes = {name: {0: "N"} for name in input_names + output_names} if dynamic_batch else None
+            if dynamic_axes is None and dynamic_batch:
+                dynamic_axes = {name: {0: "N"} for name in input_names + output_names}
             torch.onnx.export(
                 module,
                 args,
@@ -138,7 +164,7 @@ def torch_export(
                 opset_version=13 if opset is None else opset,
                 input_names=input_names,
                 output_names=output_names,
-                dynamic_axes=dynamic_axes,
+                dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()} if dynamic_axes else None,
                 do_constant_folding=constant_folding,
             )
         model = onnx.load(path, load_external_data=True)
