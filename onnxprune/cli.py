@@ -473,9 +473,7 @@ def _print_groups(model: str, groups: list[dict[str, Any]]) -> None:
         producers = ", ".join(g["producers"][:4]) + (
             f" (+{len(g['producers']) - 4})" if len(g["producers"]) > 4 else ""
         )
-        table.add_row(
-            str(g["id"]), g["units"], producers, members, "yes" if g["prunable"] else "no"
-        )
+        table.add_row(str(g["id"]), g["units"], producers, members, "yes" if g["prunable"] else "no")
     out.print(table)
     prunable = [g for g in groups if g["prunable"]]
     out.print(f"{len(prunable)} of {len(groups)} groups prunable ({sum(g['channels'] for g in prunable)} channels)")

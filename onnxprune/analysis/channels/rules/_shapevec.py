@@ -103,7 +103,7 @@ def _resolve(a: ChannelAnalysis, value: ir.Value, depth: int) -> list[Entry] | N
             part = _vector(a, producer, index, depth + 1)
             if part is None:
                 return None
-            if len(part) == 1 and part[0].kind == "dim":  # a dim read into one entry: foldable to a constant
+            if len(part) == 1 and part[0].kind != "const":  # one computed entry: foldable to a constant
                 part = [dataclasses.replace(part[0], node=producer, index=index)]
             out += part
         return out
@@ -143,15 +143,28 @@ def entries(a: ChannelAnalysis, node: ir.Node, index: int) -> list[Entry] | None
 
 
 def reads_channels(a: ChannelAnalysis, value: ir.Value | None, depth: int = 0) -> bool:
-    """Whether a Shape op behind ``value`` (up to a few ops back) reads a value that carries channels."""
+    """Whether a Shape op behind ``value`` (up to a few ops back) may read a pruned dim.
+
+    Dims picked by constant Gather/Slice are checked one by one (a head_dim read off a tensor whose
+    heads are pruned is fine); any other read of a value that carries channels counts.
+    """
     if value is None or depth > _MAX_DEPTH or a.const(value) is not None:
         return False
     producer = value.producer()
     if producer is None:
         return False
+    if producer.op_type in ("Gather", "Slice", "Shape"):
+        found = _resolve(a, value, depth)
+        if found is not None and all(e.kind == "dim" for e in found):
+            return any(_pruned_dim(a, e) for e in found)
     if producer.op_type in ("Shape", "Size"):
         return a.layout(producer.inputs[0]) is not None
     return any(reads_channels(a, v, depth + 1) for v in producer.inputs)
+
+
+def _pruned_dim(a: ChannelAnalysis, entry: Entry) -> bool:
+    layout = a.layout(entry.source)
+    return layout is not None and layout.axis == entry.dim
 
 
 def single_use_path(entry: Entry, consumer: ir.Node) -> bool:

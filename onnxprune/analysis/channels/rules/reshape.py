@@ -61,8 +61,8 @@ def _fold(a: ChannelAnalysis, node: ir.Node, entry: Entry, axis: int, out: Layou
     folded to the constant it must be (the kept count on the channel axis, the original width elsewhere).
     """
     source = a.layout(entry.source) if entry.kind == "dim" else None
-    if entry.kind == "unknown":
-        return None if axis == out.axis else False
+    if entry.kind == "unknown":  # computed (e.g. kv_heads * n_rep): on the channel axis it is the static width
+        return (True if _rewritable(entry, node) else None) if axis == out.axis else False
     if entry.kind == "const":
         return False if axis != out.axis or entry.node is node or _rewritable(entry, node) else None
     if axis == out.axis and source is not None and source.axis == entry.dim and same_channels(a, source, out):
@@ -99,8 +99,12 @@ def check_shape_input(a: ChannelAnalysis, node: ir.Node, index: int, out: Layout
         if _fold(a, node, entry, axis, out) is None:
             where = "the channel count" if axis == out.axis else f"axis {axis} from a pruned shape"
             return f"{what} computes {where}"
-    if any(e.kind == "unknown" for e in found) and reads_channels(a, node.inputs[index]):
-        return f"{what} is computed from a pruned shape"
+    for axis, entry in enumerate(found):
+        if entry.kind != "unknown" or axis == out.axis:
+            continue
+        own = entry.node.inputs[entry.index] if entry.node is not None else node.inputs[index]
+        if reads_channels(a, own):
+            return f"{what} computes axis {axis} from a pruned shape"
     return None
 
 
@@ -112,7 +116,9 @@ def rewrite_shape_input(ex: Executor, node: ir.Node, index: int, value: ir.Value
     if layout is None or found is None or len(found) != layout.rank:
         return
     for axis, entry in enumerate(found):
-        fold = _fold(a, node, entry, axis, layout) and (ex.changed(value) or ex.changed(entry.source))  # type: ignore[arg-type]
+        fold = _fold(a, node, entry, axis, layout) and (
+            ex.changed(value) or (entry.kind == "dim" and ex.changed(entry.source))  # type: ignore[arg-type]
+        )
         if fold and entry.node is not None:
             width = len(ex.kept(value)) if axis == layout.axis else a.layout(entry.source).width  # type: ignore[arg-type,union-attr]
             ex.set_input(_holder(ex, node, index, entry), entry.index, np.array([width], dtype=np.int64))
@@ -311,13 +317,20 @@ def _slice_bounds(node: ir.Node, a: ChannelAnalysis, layout: Layout) -> tuple[in
         return "Slice before opset 10 is not supported"
     consts = [a.const(v) if i < len(node.inputs) and (v := node.inputs[i]) is not None else None for i in range(1, 5)]
     starts, ends, axes, steps = consts
-    if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3] is not None and axes is None):
+    if len(node.inputs) > 3 and node.inputs[3] is not None and axes is None:
+        return "Slice axes are not constant"
+    count = a.shape(node.inputs[1])
+    if axes is None and count is None:
+        return "Slice bounds of unknown length"
+    axes_ = [int(v) % layout.rank for v in (axes if axes is not None else range(int(np.prod(count))))]  # type: ignore[arg-type]
+    if layout.axis not in axes_:  # computed bounds on other axes (rotate_half's head_dim // 2) are fine
+        if any(reads_channels(a, node.inputs[i]) for i in (1, 2, 4) if i < len(node.inputs)):
+            return "Slice bounds are computed from a pruned shape"
+        return None
+    if starts is None or ends is None:
         return "Slice bounds are not constant"
     if len(node.inputs) > 4 and node.inputs[4] is not None and steps is None:
         return "Slice steps are not constant"
-    axes_ = [int(v) % layout.rank for v in (axes if axes is not None else range(len(starts)))]
-    if layout.axis not in axes_:
-        return None
     i = axes_.index(layout.axis)
     if steps is not None and int(steps[i]) != 1:
         return "Slice with a step on the channel axis"
