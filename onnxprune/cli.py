@@ -97,7 +97,7 @@ def _channel_spec(
         "exclude": list(exclude),
     }
     if hidden:
-        config["allow_inexact"] = True
+        config["allow_inexact"] = config["restore_outputs"] = True
     if normalize != "none":
         config["normalize"] = "max" if normalize == "l2" else normalize
     if target_flops is not None:
@@ -200,7 +200,8 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
 @click.option(
     "--hidden",
     is_flag=True,
-    help="Structured: also prune hidden sizes a LayerNorm normalizes (transformers' residual stream); inexact.",
+    help="Structured: also prune hidden sizes a LayerNorm normalizes (transformers' residual stream, a last hidden"
+    " state output mapped back to its width); inexact.",
 )
 @click.option(
     "--finetune-steps",

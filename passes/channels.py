@@ -38,6 +38,7 @@ from onnxprune.passes._importance import (
     importance_requests,
 )
 from onnxprune.passes._reconstruct import original_weights, plan_refits, refit
+from onnxprune.passes._restore import restore_outputs
 from onnxprune.verify import run_model
 
 __all__ = ["ChannelPruneConfig", "ChannelPrunePass", "prune_plan"]
@@ -72,6 +73,8 @@ class ChannelPruneConfig:
         max_features: Consumers with more input features than this are not refitted.
         allow_inexact: Also prune groups normalized by a LayerNormalization over their axis (the hidden
             size of transformers, ``--hidden``): not exact, the refit and fine-tune recover.
+        restore_outputs: With ``allow_inexact``, also prune groups that reach a graph output (a last
+            hidden state); a map fitted on calibration data gives the output its width back.
         verify: Check that the shrunk model equals the masked model in onnxruntime.
         verify_tolerance: Largest relative output difference accepted by ``verify``.
     """
@@ -91,6 +94,7 @@ class ChannelPruneConfig:
     ridge: float = 1e-3
     max_features: int = 8192
     allow_inexact: bool = False
+    restore_outputs: bool = False
     verify: bool = False
     verify_tolerance: float = 1e-4
     allocation: str = "uniform"
@@ -132,7 +136,7 @@ def _measure(
 ) -> int:
     """MACs or params of the model shrunk with ``keep`` (on a copy), inputs of shapes ``inputs``."""
     copy = model.clone()
-    shrink(analyze_channels(copy, shapes, allow_inexact=allow_inexact), keep)
+    shrink(analyze_channels(copy, shapes, allow_inexact=allow_inexact, restore_outputs=allow_inexact), keep)
     counts = count_model(copy, complete_shapes(copy, inputs) if what == "macs" else {})
     return counts.macs if what == "macs" else counts.params
 
@@ -194,7 +198,9 @@ class ChannelPrunePass(OnnxPrunePass):
         report = self.new_report()
         inputs = _data_shapes(model, self.context)
         shapes = complete_shapes(model, inputs)
-        analysis = analyze_channels(model, shapes, allow_inexact=config.allow_inexact)
+        analysis = analyze_channels(
+            model, shapes, allow_inexact=config.allow_inexact, restore_outputs=config.restore_outputs
+        )
         uses = record(analysis)
         chosen = self._choose_groups(analysis, report)
         calibrated = self.context.calibration is not None and not getattr(self.context.calibration, "random", False)
@@ -220,6 +226,11 @@ class ChannelPrunePass(OnnxPrunePass):
         group_ratios = self._group_ratios(model, analysis, chosen)
         keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs, group_ratios)
         keep = {gid: k for gid, k in keep.items() if len(k) < groups[gid].units}
+        restored = {name: analysis.positions(value, keep) for name, value in analysis.restored.items()}
+        restored = {
+            n: k for n, k in restored.items() if k is not None and len(k) < analysis.layouts[analysis.restored[n]].width
+        }
+        dense = model.clone() if restored else None
         refits = self._refit(model, analysis, uses, keep, report) if config.reconstruct and calibrated and keep else []
         masked = None
         inexact = any(analysis.inexact(analysis.groups[gid]) for gid in keep)
@@ -229,6 +240,13 @@ class ChannelPrunePass(OnnxPrunePass):
             masked = model.clone()
             mask(analyze_channels(masked, shapes, allow_inexact=config.allow_inexact), keep)
         shrink(analysis, keep)
+        if dense is not None:
+            source = self.context.calibration if calibrated else None
+            fits = restore_outputs(model, dense, restored, source, config.ridge)
+            report.summary["restored_outputs"] = {
+                n: {"kept": int(f.weight.shape[0]), "error_zero_fill": f.error_before, "error_fitted": f.error_after}
+                for n, f in fits.items()
+            }
         common_passes.RemoveUnusedNodesPass()(model)
         for gid, kept in keep.items():
             group = analysis.groups[gid]
@@ -344,6 +362,16 @@ class ChannelPrunePass(OnnxPrunePass):
             **report.summary,
         }
         logger.info("channels: removed %d of %d channels in %d groups", removed, units, len(keep))
+
+
+def _restored(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Kept channel positions of the graph outputs that lose channels (their width is restored)."""
+    found = {}
+    for name, value in analysis.restored.items():
+        kept = analysis.positions(value, keep)
+        if kept is not None and len(kept) < analysis.layouts[value].width:
+            found[name] = kept
+    return found
 
 
 def _data_shapes(model: ir.Model, context: PassContext) -> dict[str, tuple[int, ...]]:

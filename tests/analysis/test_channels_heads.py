@@ -8,6 +8,7 @@ already zero changes nothing, and the shrunk model equals the masked one in onnx
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -155,3 +156,37 @@ def test_cli_prunes_heads_and_inspect_names_them(tmp_path) -> None:  # type: ign
     shapes = {t.name: tuple(t.dims) for t in onnx.load(out).graph.initializer}
     assert sorted(s for s in shapes.values() if len(s) == 2).count((32, 16)) == 6  # Q, K, V of 2 layers: 2 of 4 heads
     assert sorted(s for s in shapes.values() if len(s) == 2).count((16, 32)) == 2  # and the O projections' rows
+
+
+def _zoo_bert(dynamo: bool) -> tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from tests.models.transformer_zoo import transformer_inputs, transformer_onnx
+
+    proto = transformer_onnx("bert", dynamo=dynamo)
+    feeds = {k: v.numpy() for k, v in transformer_inputs("bert", batch=2).items()}
+    calib = {k: v.numpy() for k, v in transformer_inputs("bert", batch=32, seed=5).items()}
+    return proto, feeds, calib
+
+
+@pytest.mark.parametrize("dynamo", EXPORTS)
+def test_hidden_size_with_the_output_restored(dynamo: bool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from onnxprune.calibration.sources import open_source
+    from onnxprune.context import PassContext
+
+    proto, feeds, calib = _zoo_bert(dynamo)
+    np.savez(tmp_path / "calib.npz", **calib)
+    hidden = ChannelPruneConfig(ratio=0.5, allow_inexact=True, restore_outputs=True)
+    nothing = to_ir(proto)
+    assert not ChannelPrunePass(dataclasses.replace(hidden, ratio=0.0))(nothing).modified
+    _close(ort_run(proto, feeds), ort_run(nothing, feeds), 0.0)
+    fits = {}
+    for data in (None, tmp_path / "calib.npz"):
+        model = to_ir(proto)
+        context = PassContext(calibration=open_source(str(data), model) if data else None)
+        result = ChannelPrunePass(hidden, context)(model)
+        fits[data is None] = result.report.summary["restored_outputs"]["last_hidden_state"]
+        out = ort_run(model, feeds)["last_hidden_state"]
+        assert out.shape == ort_run(proto, feeds)["last_hidden_state"].shape and np.isfinite(out).all()
+        widths = {v.name: v.const_value.shape for v in model.graph.initializers.values() if v.const_value is not None}
+        assert widths["word_embeddings.weight"][1] == 16  # the hidden size halved, the output kept its 32
+    assert fits[True]["error_fitted"] is None  # without data the kept channels go back to their places
+    assert fits[False]["error_fitted"] < 0.5 * fits[False]["error_zero_fill"]

@@ -30,6 +30,8 @@ class ChannelAnalysis:
     def __init__(self, model: ir.Model, shapes: Mapping[str, tuple[int, ...]], allow_inexact: bool = False) -> None:
         self.model = model
         self.allow_inexact = allow_inexact
+        #: graph outputs whose channels may be pruned (their width is restored afterwards), by name
+        self.restored: dict[str, ir.Value] = {}
         self._inexact: set[int] = set()
         self.shapes = shapes
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
@@ -241,12 +243,15 @@ def analyze_channels(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     *,
     allow_inexact: bool = False,
+    restore_outputs: bool = False,
 ) -> ChannelAnalysis:
     """Build the coupled channel groups of ``model``'s main graph.
 
     Every group records why it cannot be pruned (an op without a rule, a graph output, a node
     inside a subgraph, a shape constant that cannot be rewritten, ...). With ``allow_inexact``,
-    groups normalized by a LayerNormalization over their axis stay prunable (marked inexact).
+    groups normalized by a LayerNormalization over their axis stay prunable (marked inexact); with
+    ``restore_outputs`` too, so do groups reaching a graph output on its last axis (inexact: the caller
+    maps the output back to its width, see ``passes/_restore.py``).
     """
     analysis = ChannelAnalysis(model, shapes if shapes is not None else complete_shapes(model), allow_inexact)
     for node in model.graph:
@@ -259,7 +264,10 @@ def analyze_channels(
             analysis.nodes.append(node)
     for value in model.graph.outputs:
         layout = analysis.layout(value)
-        if layout is not None:
+        if layout is not None and restore_outputs and allow_inexact and layout.axis == layout.rank - 1:
+            analysis.restored[value.name or ""] = value
+            analysis.mark_inexact(layout)
+        elif layout is not None:
             producer = value.producer()
             node = producer if producer is not None else ir.Node("", "Output", [])
             analysis.block(node, [layout], f"reaches graph output '{value.name}'")
