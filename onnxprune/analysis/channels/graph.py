@@ -250,8 +250,8 @@ def analyze_channels(
     Every group records why it cannot be pruned (an op without a rule, a graph output, a node
     inside a subgraph, a shape constant that cannot be rewritten, ...). With ``allow_inexact``,
     groups normalized by a LayerNormalization over their axis stay prunable (marked inexact); with
-    ``restore_outputs`` too, so do groups reaching a graph output on its last axis (inexact: the caller
-    maps the output back to its width, see ``passes/_restore.py``).
+    ``restore_outputs`` too, such a group may reach a graph output on its last axis (a last hidden
+    state; the caller maps the output back to its width, see ``passes/_restore.py``).
     """
     analysis = ChannelAnalysis(model, shapes if shapes is not None else complete_shapes(model), allow_inexact)
     for node in model.graph:
@@ -264,9 +264,9 @@ def analyze_channels(
             analysis.nodes.append(node)
     for value in model.graph.outputs:
         layout = analysis.layout(value)
-        if layout is not None and restore_outputs and allow_inexact and layout.axis == layout.rank - 1:
-            analysis.restored[value.name or ""] = value
-            analysis.mark_inexact(layout)
+        normalized = layout is not None and all(analysis.inexact(analysis.groups[g]) for g in layout.groups())
+        if layout is not None and restore_outputs and normalized and layout.axis == layout.rank - 1:
+            analysis.restored[value.name or ""] = value  # a last hidden state; logits or features stay whole
         elif layout is not None:
             producer = value.producer()
             node = producer if producer is not None else ir.Node("", "Output", [])

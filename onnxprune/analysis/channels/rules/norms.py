@@ -68,7 +68,7 @@ def _layer_norm_slice(node: ir.Node, ex: Executor) -> None:
             ex.param(node, i, layout.axis - start, y, role="scale" if i == 1 else "norm")
 
 
-@rule("LayerNormalization", slice=_layer_norm_slice)
+@rule("LayerNormalization", "RMSNormalization", slice=_layer_norm_slice)
 def layer_norm(node: ir.Node, a: ChannelAnalysis) -> None:
     """LayerNorm over other axes passes channels; over the channel axis it is inexact."""
     lx = a.layout(node.inputs[0])

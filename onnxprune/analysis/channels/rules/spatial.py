@@ -20,6 +20,8 @@ REDUCE = (
     "ReduceSumSquare ArgMax ArgMin"
 ).split()
 SOFTMAX = ("Softmax", "LogSoftmax", "Hardmax")
+#: reductions that compute a normalization's statistic over the channels (inexact with allow_inexact)
+_NORM_STATISTICS = ("ReduceMean", "ReduceSumSquare", "ReduceL2")
 
 
 @rule(*POOLS)
@@ -107,6 +109,9 @@ def reduce(node: ir.Node, a: ChannelAnalysis) -> None:
         axes = list(range(lx.rank))
     axes = [d % lx.rank for d in axes]
     if lx.axis in axes:
+        if a.allow_inexact and node.op_type in _NORM_STATISTICS and attr_int(node, "keepdims", 1):
+            a.mark_inexact(lx)  # an RMSNorm/LayerNorm written out: its statistic now covers fewer channels
+            return
         a.block(node, [lx], f"{node.op_type} reduces over the channel axis")
         return
     keepdims = attr_int(node, "keepdims", 1)
