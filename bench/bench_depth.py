@@ -66,7 +66,8 @@ def _spearman(model: Any, data: str) -> float:
 def _row(reference: Any, candidate: Any, data: str, **fields: Any) -> dict[str, Any]:
     source = open_source(data, reference)
     result = validate(reference, candidate, source, latency_runs=LATENCY_RUNS, threads=THREADS).as_dict()
-    dense, pruned = count_model(reference, complete_shapes(reference)), count_model(candidate, complete_shapes(candidate))
+    dense = count_model(reference, complete_shapes(reference))
+    pruned = count_model(candidate, complete_shapes(candidate))
     return {
         **fields,
         "params": pruned.params,
