@@ -314,3 +314,31 @@ def test_cli_depth_bad_input_exits_2_with_one_line(
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and not out.exists()
+
+
+def test_a_sum_that_is_the_graph_output_becomes_an_identity_of_the_skip() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), f"w{i}") for i in range(2)]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["h"]),
+        helper.make_node("MatMul", ["h", "w0"], ["a"]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("MatMul", ["b", "w1"], ["f"]),
+        helper.make_node("Sum", ["h", "f"], ["y"], name="residual"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        weights,
+    )
+    model = to_ir(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    (block,) = find_blocks(model, complete_shapes(model))
+    assert (block.node, block.skip, block.kind, block.params) == ("residual", "h", "ffn", 128)
+    bypass(model, [block])
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    np.testing.assert_array_equal(ort_run(model, {"x": x})["y"], np.maximum(x, 0))
+    assert [n.op_type for n in model.graph] == ["Relu", "Identity"] and not model.graph.initializers
