@@ -213,6 +213,10 @@ def run_and_show(ctx: click.Context, recipe: Recipe, inputs: dict[str, str] | No
                     f"energy kept {entry['energy_kept']:.3f}, weight error {entry['weight_error']:.3f}"
                     + (f", output error {entry['output_error']:.3f}" if "output_error" in entry else "")
                 )
+            for entry in [e for e in report["changed"] if "unit" in e][:20]:
+                measured = f", alone: rel. MSE {entry['rel_mse']:.4g}" if entry.get("rel_mse") is not None else ""
+                nodes = ", ".join(entry["nodes"])
+                out.print(f"  dropped {entry['unit']} ({nodes}): {entry['params']} params{measured}")
             for skip in report["skipped"][:20]:
                 out.print(f"  skipped {skip['tensor']} ({skip['op']} {skip['node']}): {skip['reason']}")
             if len(report["skipped"]) > 20:

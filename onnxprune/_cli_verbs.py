@@ -1,4 +1,4 @@
-"""``onnxprune lowrank`` and ``onnxprune finetune``: factorize, and fine-tune with write-back."""
+"""``onnxprune lowrank``, ``onnxprune depth`` and ``onnxprune finetune``: factorize, drop blocks, fine-tune."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import click
 
 from onnxprune._cli_base import Job, absolute, cli, emit, handle_errors, job_options
 from onnxprune.errors import CalibrationError
+from onnxprune.passes.depth import CRITERIA, UNITS
 from onnxprune.passes.lowrank import RANK_ALLOCATIONS
 from onnxprune.recipe import PassSpec
 
-__all__ = ["finetune", "lowrank"]
+__all__ = ["depth", "finetune", "lowrank"]
 
 
 @cli.command()
@@ -95,6 +96,81 @@ def lowrank(
         **job.selection,
     }
     emit(ctx, job, model, output, PassSpec("lowrank", config))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
+@click.option("--blocks", type=click.IntRange(0), help="Drop this many residual blocks (layers with --unit layer).")
+@click.option(
+    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Keep at most this fraction of the parameters."
+)
+@click.option(
+    "--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Keep at most this fraction of the MACs."
+)
+@click.option(
+    "--max-error",
+    type=click.FloatRange(0),
+    help="Stop before the measured output error (--error) exceeds this; alone: drop as many blocks as it allows.",
+)
+@click.option(
+    "--criterion",
+    type=click.Choice(CRITERIA),
+    default="output_error",
+    show_default=True,
+    help="output_error: the error each block causes alone on --calib; angular: 1 - cos between a block's input "
+    "and output (one run).",
+)
+@click.option(
+    "--error",
+    type=click.Choice(["rel_mse", "cosine"]),
+    default="rel_mse",
+    show_default=True,
+    help="The output error that ranks blocks and bounds --max-error.",
+)
+@click.option(
+    "--unit",
+    type=click.Choice(UNITS),
+    default="block",
+    show_default=True,
+    help="block: one attention/FFN sublayer or CNN block; layer: a transformer layer (both sublayers).",
+)
+@click.option("--iterative", is_flag=True, help="Re-measure the remaining blocks after each drop.")
+@job_options
+@click.pass_context
+@handle_errors
+def depth(
+    ctx: click.Context,
+    model: str,
+    output: str,
+    blocks: int | None,
+    target_params: float | None,
+    target_flops: float | None,
+    max_error: float | None,
+    criterion: str,
+    error: str,
+    unit: str,
+    iterative: bool,
+    job: Job,
+) -> None:
+    """Drop whole residual blocks of MODEL (y = x + f(x) becomes y = x), least sensitive first, and write OUTPUT."""
+    budgets = {"blocks": blocks, "target_params": target_params, "target_flops": target_flops}
+    given = {k: v for k, v in budgets.items() if v is not None}
+    if len(given) > 1 or (not given and max_error is None):
+        raise click.UsageError("give one of --blocks, --target-params or --target-flops (or --max-error alone)")
+    if (criterion == "output_error" or max_error is not None) and job.calib is None:
+        needs = "--criterion output_error" if criterion == "output_error" else "--max-error"
+        raise CalibrationError(f"{needs} needs calibration data (--calib PATH); --criterion angular does not")
+    config: dict[str, Any] = {
+        **given,
+        "max_error": max_error,
+        "criterion": criterion,
+        "error": error,
+        "unit": unit,
+        "iterative": iterative,
+        "exclude": list(job.exclude),
+    }
+    emit(ctx, job, model, output, PassSpec("depth", config))
 
 
 @cli.command()

@@ -48,6 +48,7 @@ _FIELDS: Mapping[str, Sequence[tuple[str, float]]] = {
     "sparsegpt": (("sparsity", 0.0),),
     "channels": (("target_flops", 1.0), ("target_params", 1.0), ("ratio", 0.0)),
     "lowrank": (("target_flops", 1.0), ("target_params", 1.0), ("energy", 1.0)),
+    "depth": (("target_flops", 1.0), ("target_params", 1.0)),
 }
 
 

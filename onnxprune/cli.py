@@ -1,6 +1,6 @@
 """The ``onnxprune`` command line: every verb compiles to a :class:`Recipe` and runs it.
 
-The group and the shared options live in ``_cli_base``; ``lowrank`` and ``finetune`` in ``_cli_verbs``.
+The group and the shared options live in ``_cli_base``; ``lowrank``, ``depth`` and ``finetune`` in ``_cli_verbs``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from onnxprune import (
     _cli_analyze,  # noqa: F401 - registers analyze on the group
-    _cli_verbs,  # noqa: F401 - registers lowrank and finetune on the group
+    _cli_verbs,  # noqa: F401 - registers lowrank, depth and finetune on the group
     _io,
     _signals,
 )

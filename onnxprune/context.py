@@ -6,13 +6,14 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxprune._scratch import Scratch
 from onnxprune.analysis.manager import AnalysisManager
 from onnxprune.calibration.collect import ProgressFn, StatRequest, collect_stats
 from onnxprune.calibration.sequential import BlockFn, SequentialOptions, Step, run_blocks
-from onnxprune.calibration.sources import CalibrationSource
+from onnxprune.calibration.sources import CalibrationSource, input_specs
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import CalibrationError
 
@@ -51,6 +52,17 @@ class PassContext:
     def is_sequential(self, preferred: bool = True) -> bool:
         """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""
         return bool(self.sequential.resolve(preferred).sequential)
+
+    def data_shapes(self, model: ir.Model) -> dict[str, tuple[int, ...]]:
+        """Input shapes of one calibration sample where the model has dynamic dims besides the batch.
+
+        Shapes and MACs are then those of the data (an OCR model's H and W), not of every dynamic dim set to 1.
+        """
+        specs = input_specs(model)
+        if self.calibration is None or all(sum(d is None for d in s.shape) <= 1 for s in specs):
+            return {}
+        sample = next(iter(self.calibration.batches(1)), {})
+        return {s.name: tuple(int(d) for d in np.shape(sample[s.name])) for s in specs if s.name in sample}
 
     def stats(self, model: ir.Model, requests: Sequence[StatRequest], *, needed_by: str) -> dict[str, ChannelStats]:
         """Return activation statistics for ``requests``, collected once per model and request set."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from onnxprune.errors import CalibrationError
 
-__all__ = ["OutputFidelity", "OutputTracker", "check_labels", "class_count"]
+__all__ = ["OutputFidelity", "OutputTracker", "check_labels", "class_count", "sample_cosine"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,7 @@ def check_labels(labels: np.ndarray, classes: Mapping[str, int]) -> tuple[str, .
     return fit
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def sample_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-sample cosine of two ``[N, ...]`` arrays (both zero: 1)."""
     a = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
     b = b.reshape(a.shape)
@@ -103,7 +103,7 @@ class OutputTracker:
         a_clean, b_clean = np.where(both, a, 0.0), np.where(both, b, 0.0)
         diff = np.abs(a_clean - b_clean)
         self.max_diff = max(self.max_diff, float(diff.max()) if diff.size else 0.0)
-        cos = _cosine(a_clean, b_clean)
+        cos = sample_cosine(a_clean, b_clean)
         self.cosines.append(np.where((~both).reshape(cos.shape[0], -1).any(axis=1), np.nan, cos))
         if classes is None:
             return

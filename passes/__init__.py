@@ -7,6 +7,7 @@ importing a module never registers anything behind your back.
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
+from onnxprune.passes.depth import DepthPruneConfig, DepthPrunePass
 from onnxprune.passes.finetune import FinetuneConfig, FinetunePass
 from onnxprune.passes.lowrank import LowRankConfig, LowRankPass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
@@ -18,6 +19,7 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     SparseGPTPass.name: SparseGPTPass,
     ChannelPrunePass.name: ChannelPrunePass,
     LowRankPass.name: LowRankPass,
+    DepthPrunePass.name: DepthPrunePass,
     FinetunePass.name: FinetunePass,
     CleanupPass.name: CleanupPass,
 }
@@ -28,6 +30,8 @@ __all__ = [
     "ChannelPrunePass",
     "CleanupConfig",
     "CleanupPass",
+    "DepthPruneConfig",
+    "DepthPrunePass",
     "FinetuneConfig",
     "FinetunePass",
     "LowRankConfig",

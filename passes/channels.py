@@ -23,7 +23,7 @@ from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_chann
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import complete_shapes
 from onnxprune.calibration.sequential import Step, each_step
-from onnxprune.calibration.sources import input_specs, open_source
+from onnxprune.calibration.sources import open_source
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError, ValidationError
@@ -196,7 +196,7 @@ class ChannelPrunePass(OnnxPrunePass):
         start = time.perf_counter()
         config: ChannelPruneConfig = self.config
         report = self.new_report()
-        inputs = _data_shapes(model, self.context)
+        inputs = self.context.data_shapes(model)
         shapes = complete_shapes(model, inputs)
         analysis = analyze_channels(
             model, shapes, allow_inexact=config.allow_inexact, restore_outputs=config.restore_outputs
@@ -372,18 +372,6 @@ def _restored(analysis: ChannelAnalysis, keep: Mapping[int, np.ndarray]) -> dict
         if kept is not None and len(kept) < analysis.layouts[value].width:
             found[name] = kept
     return found
-
-
-def _data_shapes(model: ir.Model, context: PassContext) -> dict[str, tuple[int, ...]]:
-    """Input shapes of one calibration sample where the model has dynamic dims besides the batch.
-
-    Shapes and MACs are then those of the data (an OCR model's H and W), not of every dynamic dim set to 1.
-    """
-    specs = input_specs(model)
-    if context.calibration is None or all(sum(d is None for d in s.shape) <= 1 for s in specs):
-        return {}
-    sample = next(iter(context.calibration.batches(1)), {})
-    return {s.name: tuple(int(d) for d in np.shape(sample[s.name])) for s in specs if s.name in sample}
 
 
 def _verify(masked: ir.Model, shrunk: ir.Model, context: PassContext, tolerance: float) -> float:

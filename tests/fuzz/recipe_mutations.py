@@ -21,6 +21,7 @@ BASE_PASSES: dict[str, dict[str, Any]] = {
     "sparsegpt": {"sparsity": 0.5},
     "channels": {"ratio": 0.5},
     "lowrank": {"energy": 0.9},
+    "depth": {"blocks": 1, "criterion": "angular"},
 }
 TOP_KEYS = (
     "model", "output", "validate", "validation_data", "latency_runs", "threads", "external_data", "report",
@@ -30,6 +31,7 @@ CALIB_KEYS = ("path", "samples", "batch_size", "input_shapes", "seed", "sequenti
 CONFIG_KEYS = (
     "sparsity", "n", "m", "ratio", "energy", "rank", "importance", "scope", "allocation", "include", "exclude",
     "round_to", "min_channels", "percdamp", "blocksize", "target_flops", "target_params", "max_ratio", "ridge",
+    "blocks", "criterion", "unit", "max_error",
 )  # fmt: skip
 WEIRD = (
     None, True, False, 0, -1, -5, 0.5, 1.5, 1e308, math.nan, math.inf, -math.inf, "", "abc", "0.5", [], [1, 2],
