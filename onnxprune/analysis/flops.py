@@ -142,15 +142,15 @@ def _attention(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | No
 
 
 def _multi_head_attention(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
-    """com.microsoft MultiHeadAttention/GroupQueryAttention (Q, K, V of rank 3): Q·Kᵀ and the V sum."""
+    """com.microsoft MultiHeadAttention/GroupQueryAttention (Q, K, V of rank 3, no past): Q·Kᵀ and the V sum.
+
+    Every query head reads L keys and values of its head size (GQA: a shared KV head), so both products cost
+    S·L·(query width).
+    """
     q, k, out = _shape(node, 0, shapes), _shape(node, 1, shapes), shapes.get(node.outputs[0].name or "")
     if q is None or k is None or out is None or len(q) != 3 or len(k) != 3 or len(out) != 3:
         return None
-    heads = node.attributes.get_int("num_heads", 1)
-    kv_heads = node.attributes.get_int("kv_num_heads", heads)
-    # GQA's K holds kv_heads heads; every query head reads one of them: Q·Kᵀ costs S·L·(query width)
-    q_width = q[2] if node.op_type == "MultiHeadAttention" else k[2] * heads // max(kv_heads, 1)
-    return q[0] * q[1] * k[1] * q_width + math.prod(out) * k[1]
+    return math.prod(q) * k[1] + math.prod(out) * k[1]
 
 
 _MacRule = Callable[[ir.Node, Mapping[str, tuple[int, ...]]], int | None]

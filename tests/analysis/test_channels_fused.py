@@ -243,6 +243,9 @@ def test_multi_head_attention_couples_q_k_v_by_whole_heads() -> None:
     analysis = analyze_channels(to_ir(proto))
     (group,) = analysis.prunable()
     assert sorted(group.producers) == ["k", "q", "v"] and (group.units, group.block) == (C, C // 4)
+    model = to_ir(proto)
+    (node,) = [n for n in model.graph if n.op_type == "MultiHeadAttention"]
+    assert node_macs(node, complete_shapes(model)) == 2 * S * S * C  # Q·Kᵀ and the V sum, batch 1
     shrunk, _ = _masked_vs_shrunk(proto)
     (node,) = [n for n in shrunk.graph if n.op_type == "MultiHeadAttention"]
     assert node.attributes["num_heads"].as_int() == 2 and node.inputs[3].const_value.shape == (3 * C // 2,)

@@ -124,6 +124,8 @@ _MHA_STATE = {5: "attention_bias", 6: "past_key", 7: "past_value", 8: "past_sequ
 
 def _mha_refusal(node: ir.Node, a: ChannelAnalysis, layouts: list[Layout | None]) -> str | None:
     """Why the heads of a MultiHeadAttention cannot be followed (``None``: they can)."""
+    if not _given(node, 1) or not _given(node, 2):
+        return "MultiHeadAttention with a packed QKV or KV input"
     if any(lay is None for lay in layouts):
         return "MultiHeadAttention removes a head from Q, K and V together, and not all three carry prunable channels"
     if any(lay.axis != 2 or lay.rank != 3 for lay in layouts):  # type: ignore[union-attr]
