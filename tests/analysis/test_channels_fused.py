@@ -17,13 +17,15 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.analysis.channels import ChannelAnalysis, analyze_channels, mask, shrink
+from onnxprune.analysis.channels import ChannelAnalysis, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model, node_macs
 from onnxprune.analysis.shapes import complete_shapes
+from onnxprune.calibration.sources import ArraySource, input_specs
 from onnxprune.cli import cli
 from onnxprune.context import PassContext
 from onnxprune.inspect import channel_groups
 from onnxprune.passes import ChannelPruneConfig, ChannelPrunePass
+from onnxprune.passes._reconstruct import plan_refits
 from tests.conftest import ort_run, sha256, to_ir
 from tests.models.ort_fused import BERT, bert_inputs, fused_bert
 
@@ -143,6 +145,19 @@ def test_pass_with_verify_and_flops_target(bert_files: tuple[Path, Path]) -> Non
     summary = ChannelPrunePass(config, PassContext())(model).report.summary
     assert summary["pruned_groups"] > 0 and summary["verify_max_rel_diff"] < 1e-5
     assert abs(count_model(model, complete_shapes(model)).macs / before - 0.7) <= 0.02
+
+
+def test_refit_puts_the_intercept_into_the_fused_bias(bert_files: tuple[Path, Path]) -> None:
+    """Output projections and FFN outputs feed SkipLayerNormalization, whose bias input is their intercept."""
+    model = _load(bert_files[1])
+    calib = ArraySource(bert_inputs(16, seed=1), input_specs(model), "test arrays")
+    result = ChannelPrunePass(ChannelPruneConfig(ratio=0.5, verify=True), PassContext(calibration=calib))(model)
+    summary = result.report.summary
+    assert summary["refitted"] == 2 * BERT["layers"] and summary["verify_max_rel_diff"] < 1e-5
+    assert summary["refit_error_after"] < summary["refit_error_before"]
+    analysis = analyze_channels(_load(bert_files[1]))
+    plans, _ = plan_refits(analysis, record(analysis), _random_keep(analysis), 8192)
+    assert len(plans) == 2 * BERT["layers"] and {p.bias[0].op_type for p in plans} == {"SkipLayerNormalization"}
 
 
 def test_flops_of_fused_and_decomposed_graphs_agree(bert_files: tuple[Path, Path]) -> None:
