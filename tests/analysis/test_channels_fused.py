@@ -266,6 +266,33 @@ def test_multi_head_attention_couples_q_k_v_by_whole_heads() -> None:
     assert node.attributes["num_heads"].as_int() == 2 and node.inputs[3].const_value.shape == (3 * C // 2,)
 
 
+def _attention_model(sizes: list[int]) -> onnx.ModelProto:
+    """x -> MatMul h (a group the Attention consumes) -> Attention -> MatMul y."""
+    h, h_w = _matmul("h", "x", C, C)
+    node = helper.make_node(
+        "Attention", ["h", "qkv_w", "qkv_b"], ["o"], name="att", domain=MS, num_heads=4, qkv_hidden_sizes=sizes
+    )
+    out, out_w = _matmul("y", "o", sizes[2], 8)
+    return _graph_model([h, node, out], [h_w, _w("qkv_w", C, sum(sizes)), _w("qkv_b", sum(sizes)), out_w], 8)
+
+
+def test_attention_consumes_hidden_channels_and_rewrites_qkv_hidden_sizes() -> None:
+    shrunk, keep = _masked_vs_shrunk(_attention_model([C, C, C]))
+    (node,) = [n for n in shrunk.graph if n.op_type == "Attention"]
+    assert [len(k) for k in keep.values()] == [C // 2, C // 2] and node.attributes["num_heads"].as_int() == 2
+    assert list(node.attributes["qkv_hidden_sizes"].as_ints()) == [C // 2] * 3
+    assert node.inputs[1].const_value.shape == (C // 2, 3 * C // 2)  # rows: the consumed h; columns: 2 heads
+
+
+def test_attention_with_a_narrower_v_blocks() -> None:
+    analysis = analyze_channels(to_ir(_attention_model([C, C, C // 2])), {"h": (1, S, C), "o": (1, S, C // 2)})
+    assert [g.producers for g in analysis.groups.roots()] == [["h"], ["y"]]
+    (h,) = analysis.groups.roots()[:1]
+    assert [str(b) for b in h.blockers] == [
+        "Attention 'att': Attention with Q/K/V widths [16, 16, 8] and 4 heads (only equal widths are followed)"
+    ]
+
+
 def test_group_query_attention_blocks_with_the_kv_group_reason() -> None:
     nodes, inits = zip(_matmul("q", "x", C, C), _matmul("k", "x", C, C // 2), _matmul("v", "x", C, C // 2), strict=True)
     gqa = helper.make_node(
