@@ -34,6 +34,7 @@ REAL = ROOT / "bench" / "_models" / "real"
 if not REAL.is_dir():  # a worktree: the models live in the main checkout (gitignored)
     REAL = Path("/work/main/bench/_models/real")
 HEADS, HIDDEN, RATIO = 12, 384, 0.3
+_SUMMARY = ("pruned_groups", "channels_removed", "refitted", "refit_error_before", "refit_error_after")
 
 logger = logging.getLogger("bench_fused")
 
@@ -105,8 +106,9 @@ def _row(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     calib = _arrays("minilm_calib64.npz")
     started = time.perf_counter()
     pruned = prune(proto, {"ratio": RATIO}, array_source(dense, calib, "minilm_calib64.npz"), threads=None)
-    if "error" in pruned:
-        return {"model": name, "error": pruned["error"]}
+    plain = prune(proto, {"ratio": RATIO, "reconstruct": False}, threads=None)
+    if "error" in pruned or "error" in plain:
+        return {"model": name, "error": pruned.get("error") or plain["error"]}
     shapes = batch1_shapes(dense)
     feed = {k: v[:1] for k, v in _arrays("minilm_eval.npz").items()}
     row = {
@@ -116,11 +118,12 @@ def _row(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
         **_groups(dense),
         "dense": counts(dense, shapes),
         "pruned": counts(pruned["model"], shapes),
-        "summary": {k: pruned["summary"].get(k) for k in ("pruned_groups", "channels_removed", "refitted")},
+        "summary": {k: pruned["summary"].get(k) for k in _SUMMARY},
         "skipped": pruned["skipped"],
         "prune_seconds": time.perf_counter() - started,
         "spearman_dense": _spearman(dense, REAL / "minilm_eval.npz"),
         "spearman_pruned": _spearman(pruned["model"], REAL / "minilm_eval.npz"),
+        "spearman_no_refit": _spearman(plain["model"], REAL / "minilm_eval.npz"),
         "latency": {str(t): latency(dense, pruned["model"], feed, t, args.runs, args.rounds) for t in args.threads},
     }
     logger.info("%s: %s", name, {k: row[k] for k in ("prunable", "prunable_heads", "spearman_pruned")})
@@ -145,7 +148,8 @@ def _markdown(rows: list[dict[str, Any]], fusion: list[dict[str, Any]], args: ar
     lines = [
         "# Structured pruning on onnxruntime-fused MiniLM (`bench/bench_fused.py`)",
         "",
-        f"all-MiniLM-L6-v2 (trained), `--channels {RATIO}` (ChannelPrunePass, refit on 64 calibration sentences), "
+        f"all-MiniLM-L6-v2 (trained), `--channels {RATIO}` (ChannelPrunePass, L2 importance, refit on 64 calibration "
+        "sentences; in brackets the same without refit, `--no-reconstruct`), "
         "batch 1 × 32 tokens. *ts*: `minilm_ts.onnx` (sdpa attention); *eager*: the same weights exported with "
         "eager attention; *+ORT*: fused by `onnxruntime.transformers.optimizer` (bert, 12 heads, hidden 384). "
         "Spearman: pairwise-cosine ranking of 100 held-out sentences against the dense torch model. Latency: "
@@ -153,7 +157,7 @@ def _markdown(rows: list[dict[str, Any]], fusion: list[dict[str, Any]], args: ar
         "median; speedup = median over rounds of dense/pruned.",
         "",
         "| model | fused com.microsoft ops | prunable groups (heads) | params dense → pruned | MACs dense → pruned "
-        "| Spearman dense / pruned | "
+        "| Spearman dense / pruned (no refit) | "
         + " | ".join(f"{t} thr: dense → pruned ms (speedup)" for t in args.threads)
         + " |",
         "|---|---|---|---|---|---|" + "---|" * len(args.threads),
@@ -172,7 +176,7 @@ def _markdown(rows: list[dict[str, Any]], fusion: list[dict[str, Any]], args: ar
             f"| {r['model']} | {ops} | {r['prunable']} of {r['groups']} ({r['prunable_heads']}) "
             f"| {r['dense']['params'] / 1e6:.2f}M → {r['pruned']['params'] / 1e6:.2f}M "
             f"| {r['dense']['macs'] / 1e6:.1f}M → {r['pruned']['macs'] / 1e6:.1f}M "
-            f"| {r['spearman_dense']:.4f} / {r['spearman_pruned']:.4f} | {lat} |"
+            f"| {r['spearman_dense']:.4f} / {r['spearman_pruned']:.4f} ({r['spearman_no_refit']:.4f}) | {lat} |"
         )
     lines += ["", "Dense decomposed vs dense fused (the optimizer alone):", ""]
     lines += ["| pair | threads | decomposed ms | fused ms | speedup |", "|---|---|---|---|---|"]
