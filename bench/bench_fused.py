@@ -157,10 +157,10 @@ def _markdown(rows: list[dict[str, Any]], fusion: list[dict[str, Any]], args: ar
         "median; speedup = median over rounds of dense/pruned.",
         "",
         "| model | fused com.microsoft ops | prunable groups (heads) | params dense → pruned | MACs dense → pruned "
-        "| Spearman dense / pruned (no refit) | "
+        "| Spearman dense / pruned (no refit) | refit error before → after (calibration) | "
         + " | ".join(f"{t} thr: dense → pruned ms (speedup)" for t in args.threads)
         + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(args.threads),
+        "|---|---|---|---|---|---|---|" + "---|" * len(args.threads),
     ]
     for r in rows:
         if "error" in r:
@@ -176,8 +176,18 @@ def _markdown(rows: list[dict[str, Any]], fusion: list[dict[str, Any]], args: ar
             f"| {r['model']} | {ops} | {r['prunable']} of {r['groups']} ({r['prunable_heads']}) "
             f"| {r['dense']['params'] / 1e6:.2f}M → {r['pruned']['params'] / 1e6:.2f}M "
             f"| {r['dense']['macs'] / 1e6:.1f}M → {r['pruned']['macs'] / 1e6:.1f}M "
-            f"| {r['spearman_dense']:.4f} / {r['spearman_pruned']:.4f} ({r['spearman_no_refit']:.4f}) | {lat} |"
+            f"| {r['spearman_dense']:.4f} / {r['spearman_pruned']:.4f} ({r['spearman_no_refit']:.4f}) "
+            f"| {r['summary']['refit_error_before']:.4f} → {r['summary']['refit_error_after']:.4f} | {lat} |"
         )
+    loads = [
+        load[0]
+        for r in rows
+        for v in r.get("latency", {}).values()
+        for load in v["loadavg_before_after"]
+        if load is not None
+    ]
+    if loads:
+        lines += ["", f"1-minute load average around the latency runs: {min(loads):.1f}–{max(loads):.1f}."]
     lines += ["", "Dense decomposed vs dense fused (the optimizer alone):", ""]
     lines += ["| pair | threads | decomposed ms | fused ms | speedup |", "|---|---|---|---|---|"]
     lines += [
