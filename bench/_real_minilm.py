@@ -41,14 +41,17 @@ class _Encoder:
     """``BertModel`` returning only ``last_hidden_state`` (a torch module built lazily)."""
 
     @staticmethod
-    def build() -> Any:
+    def build(attention: str | None = None) -> Any:
+        """The encoder; ``attention`` picks transformers' attention implementation (default: its own choice)."""
         import torch
         from transformers import AutoModel
+
+        options = {} if attention is None else {"attn_implementation": attention}
 
         class Encoder(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.bert = AutoModel.from_pretrained(str(model_dir()))
+                self.bert = AutoModel.from_pretrained(str(model_dir()), **options)
 
             def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
                 return self.bert(
@@ -58,8 +61,12 @@ class _Encoder:
         return Encoder().eval()
 
 
-def export(path: Path, dynamo: bool) -> None:
-    """Export the encoder to ``path`` (TorchScript exporter at opset 17, or dynamo at its default opset)."""
+def export(path: Path, dynamo: bool, attention: str | None = None) -> None:
+    """Export the encoder to ``path`` (TorchScript exporter at opset 17, or dynamo at its default opset).
+
+    ``attention="eager"`` exports the attention as plain ops that onnxruntime's transformer optimizer fuses
+    into ``Attention``; the default (sdpa) builds its mask with ``IsNaN``/``Where``, which it does not fuse.
+    """
     import onnx
     import torch
 
@@ -69,7 +76,7 @@ def export(path: Path, dynamo: bool) -> None:
     example = tokenize(("An example sentence to trace the encoder.", "A second one, so that the batch is two."))
     args = tuple(torch.from_numpy(example[name]) for name in INPUTS)
     proto = torch_export(
-        _Encoder.build(),
+        _Encoder.build(attention),
         args,
         dynamo=dynamo,
         opset=None if dynamo else 17,

@@ -40,14 +40,28 @@ class Refit:
     features: int = 0  # Gram width (input channels × kernel)
 
 
+#: onnxruntime's fused ops that add a constant bias to their input: op -> (inputs the bias adds to, bias index)
+_FUSED_BIAS = {
+    "BiasGelu": ((0,), 1),
+    "FastGelu": ((0,), 1),
+    "SkipLayerNormalization": ((0, 1), 4),
+    "SkipSimplifiedLayerNormalization": ((0, 1), 3),
+}
+
+
 def _bias_add(node: ir.Node, analysis: ChannelAnalysis, n: int) -> tuple[ir.Node, int] | None:
-    """The ``Add(MatMul, const[n])`` that carries a MatMul's bias."""
+    """The ``Add(MatMul, const[n])`` (or fused com.microsoft op with a bias input) that carries a MatMul's bias."""
     uses = node.outputs[0].uses()
-    if len(uses) != 1 or uses[0][0].op_type != "Add":
+    if len(uses) != 1:
         return None
-    add = uses[0][0]
-    other = 1 - uses[0][1]
-    const = analysis.const(add.inputs[other])
+    add, index = uses[0]
+    if add.op_type == "Add" and add.domain in ("", "ai.onnx"):
+        other = 1 - index
+    elif add.domain == "com.microsoft" and index in _FUSED_BIAS.get(add.op_type, ((), 0))[0]:
+        other = _FUSED_BIAS[add.op_type][1]
+    else:
+        return None
+    const = analysis.const(add.inputs[other]) if other < len(add.inputs) else None
     if const is None or const.size != n or const.shape[-1] != n:
         return None
     return add, other

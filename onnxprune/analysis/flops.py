@@ -13,10 +13,21 @@ from onnxprune.analysis.weights import constant_behind
 
 __all__ = ["ModelCounts", "NodeCost", "count_model", "count_params", "node_macs"]
 
+_MS = "com.microsoft"
+#: (domain, op) of ops counted as one FLOP per output element
 _ELEMENTWISE = frozenset(
-    "Add Sub Mul Div Relu LeakyRelu Sigmoid Tanh Clip HardSigmoid HardSwish Erf Gelu Exp Log Sqrt Pow "
-    "BatchNormalization LayerNormalization InstanceNormalization Softmax MaxPool AveragePool "
-    "GlobalAveragePool GlobalMaxPool ReduceMean ReduceSum Max Min Where Neg Abs".split()
+    ("", op)
+    for op in (
+        "Add Sub Mul Div Relu LeakyRelu Sigmoid Tanh Clip HardSigmoid HardSwish Erf Gelu Exp Log Sqrt Pow "
+        "BatchNormalization LayerNormalization InstanceNormalization Softmax MaxPool AveragePool "
+        "GlobalAveragePool GlobalMaxPool ReduceMean ReduceSum Max Min Where Neg Abs SimplifiedLayerNormalization"
+    ).split()
+) | frozenset(
+    (_MS, op)
+    for op in (
+        "SkipLayerNormalization SkipSimplifiedLayerNormalization EmbedLayerNormalization BiasGelu FastGelu "
+        "Gelu QuickGelu BiasAdd BiasSoftmax"
+    ).split()
 )
 
 
@@ -109,21 +120,62 @@ def _matmul(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
     out = shapes.get(node.outputs[0].name or "")
     if a is None or out is None or not a:
         return None
-    k = a[-1] if not (node.op_type == "Gemm" and node.attributes.get_int("transA", 0)) else a[0]
+    transposed = node.op_type in ("Gemm", "FusedMatMul") and node.attributes.get_int("transA", 0)
+    k = a[-1] if not transposed else a[-2]
     return math.prod(out) * k
 
 
-_MAC_RULES: dict[str, Callable[[ir.Node, Mapping[str, tuple[int, ...]]], int | None]] = {
-    "Conv": _conv,
-    "ConvTranspose": _conv_transpose,
-    "Gemm": _matmul,
-    "MatMul": _matmul,
+def _shape(node: ir.Node, index: int, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    value = node.inputs[index] if index < len(node.inputs) else None
+    return None if value is None else shapes.get(value.name or "")
+
+
+def _attention(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    """com.microsoft Attention: the packed QKV projection, then Q·Kᵀ and the weighted sum of V (no past)."""
+    x, weight = _shape(node, 0, shapes), _shape(node, 1, shapes)
+    if x is None or weight is None or len(x) != 3 or len(weight) != 2:
+        return None
+    sizes = node.attributes.get_ints("qkv_hidden_sizes", None) or [weight[1] // 3] * 3
+    batch, seq = x[0], x[1]
+    # per head S·S·head_size for Q·Kᵀ and for the V sum: summed over heads, the Q and V widths
+    return batch * seq * x[2] * weight[1] + batch * seq * seq * (sizes[0] + sizes[2])
+
+
+def _multi_head_attention(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    """com.microsoft MultiHeadAttention/GroupQueryAttention (Q, K, V of rank 3, no past): Q·Kᵀ and the V sum.
+
+    Every query head reads L keys and values of its head size (GQA: a shared KV head), so both products cost
+    S·L·(query width).
+    """
+    q, k, out = _shape(node, 0, shapes), _shape(node, 1, shapes), shapes.get(node.outputs[0].name or "")
+    if q is None or k is None or out is None or len(q) != 3 or len(k) != 3 or len(out) != 3:
+        return None
+    return math.prod(q) * k[1] + math.prod(out) * k[1]
+
+
+_MacRule = Callable[[ir.Node, Mapping[str, tuple[int, ...]]], int | None]
+_MAC_RULES: dict[tuple[str, str], _MacRule] = {
+    ("", "Conv"): _conv,
+    ("", "ConvTranspose"): _conv_transpose,
+    ("", "Gemm"): _matmul,
+    ("", "MatMul"): _matmul,
+    (_MS, "FusedMatMul"): _matmul,
+    (_MS, "Attention"): _attention,
+    (_MS, "MultiHeadAttention"): _multi_head_attention,
+    (_MS, "GroupQueryAttention"): _multi_head_attention,
 }
 
 
+def _key(node: ir.Node) -> tuple[str, str]:
+    return ("" if node.domain == "ai.onnx" else node.domain, node.op_type)
+
+
 def node_macs(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
-    """Dense MACs of a Conv/ConvTranspose/Gemm/MatMul node (``None``: other op or shapes unknown)."""
-    rule = _MAC_RULES.get(node.op_type)
+    """Dense MACs of a Conv/ConvTranspose/Gemm/MatMul node or an onnxruntime attention op.
+
+    ``None``: another op, or shapes unknown.
+    """
+    rule = _MAC_RULES.get(_key(node))
     return None if rule is None else rule(node, shapes)
 
 
@@ -134,7 +186,7 @@ def count_model(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> Model
     unknown: list[str] = []
     macs = sparse = elementwise = 0
     for node in model.graph:
-        rule = _MAC_RULES.get(node.op_type)
+        rule = _MAC_RULES.get(_key(node))
         if rule is not None:
             node_macs = rule(node, shapes)
             if node_macs is None:
@@ -144,7 +196,7 @@ def count_model(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> Model
             costs.append(NodeCost(node.name or "", node.op_type, node_macs, node_sparse))
             macs += node_macs
             sparse += node_sparse
-        elif node.op_type in _ELEMENTWISE and node.outputs:
+        elif _key(node) in _ELEMENTWISE and node.outputs:
             out = shapes.get(node.outputs[0].name or "")
             elementwise += math.prod(out) if out is not None else 0
     return ModelCounts(params, nonzero, macs, sparse, 2 * macs + elementwise, tuple(costs), tuple(unknown))

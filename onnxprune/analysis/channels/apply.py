@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.analysis.channels.graph import ChannelAnalysis
-from onnxprune.analysis.channels.rules import RULES
+from onnxprune.analysis.channels.rules import find_rule
 from onnxprune.analysis.weights import constant_behind
 
 __all__ = [
@@ -216,7 +216,8 @@ class Shrinker(Executor):
 
 def _run(executor: Executor) -> None:
     for node in executor.analysis.nodes:
-        slice_ = RULES[node.op_type].slice
+        found = find_rule(node)
+        slice_ = found.slice if found is not None else None
         if slice_ is not None:
             slice_(node, executor)
 

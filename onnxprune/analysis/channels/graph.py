@@ -11,7 +11,7 @@ import onnx_ir as ir
 from onnxprune.analysis.channels.couple import couple_atoms
 from onnxprune.analysis.channels.groups import Blocker, Group, GroupSet
 from onnxprune.analysis.channels.layout import Layout, Segment
-from onnxprune.analysis.channels.rules import RULES
+from onnxprune.analysis.channels.rules import Rule, find_rule
 from onnxprune.analysis.shapes import complete_shapes
 from onnxprune.analysis.weights import constant_behind
 
@@ -224,18 +224,16 @@ def _subgraph_captures(node: ir.Node) -> Iterable[ir.Value]:
                         yield value
 
 
-def _check_surroundings(node: ir.Node, analysis: ChannelAnalysis) -> bool:
-    """Block and skip nodes that no rule may handle: subgraph ops, other domains, missing rules."""
+def _check_surroundings(node: ir.Node, analysis: ChannelAnalysis) -> Rule | None:
+    """The node's rule; block subgraph captures, and block and skip nodes without a rule."""
     captured = [analysis.layout(v) for v in _subgraph_captures(node)]
     if any(captured):
         analysis.block(node, captured, "channels are read inside a subgraph")
-    if node.domain not in _ONNX_DOMAINS:
-        analysis.block_inputs(node, f"no channel rule for custom-domain op {node.domain}::{node.op_type}")
-        return False
-    if node.op_type not in RULES:
-        analysis.block_inputs(node, f"no channel rule for {node.op_type}")
-        return False
-    return True
+    found = find_rule(node)
+    if found is None:
+        op = node.op_type if node.domain in _ONNX_DOMAINS else f"custom-domain op {node.domain}::{node.op_type}"
+        analysis.block_inputs(node, f"no channel rule for {op}")
+    return found
 
 
 def analyze_channels(
@@ -255,11 +253,12 @@ def analyze_channels(
     """
     analysis = ChannelAnalysis(model, shapes if shapes is not None else complete_shapes(model), allow_inexact)
     for node in model.graph:
-        if not _check_surroundings(node, analysis):
+        found = _check_surroundings(node, analysis)
+        if found is None:
             continue
         before = len(analysis.layouts)
         has_input = any(analysis.layout(v) is not None for v in node.inputs)
-        RULES[node.op_type].propagate(node, analysis)
+        found.propagate(node, analysis)
         if has_input or len(analysis.layouts) != before:
             analysis.nodes.append(node)
     for value in model.graph.outputs:

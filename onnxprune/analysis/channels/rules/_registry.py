@@ -1,4 +1,4 @@
-"""The rule table and the decorator that fills it."""
+"""The rule table and the decorator that fills it; rules are keyed by (domain, op type)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ if TYPE_CHECKING:
     from onnxprune.analysis.channels.apply import Executor
     from onnxprune.analysis.channels.graph import ChannelAnalysis
 
-__all__ = ["RULES", "Rule", "rule"]
+__all__ = ["ONNX_DOMAIN", "RULES", "Rule", "find_rule", "rule"]
 
 Propagate = Callable[[ir.Node, "ChannelAnalysis"], None]
 Slice = Callable[[ir.Node, "Executor"], None]
+
+#: the default ONNX domain ("ai.onnx" is the same domain spelled out)
+ONNX_DOMAIN = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,23 +28,34 @@ class Rule:
     op: str
     propagate: Propagate
     slice: Slice | None = None
+    domain: str = ONNX_DOMAIN
 
 
-RULES: dict[str, Rule] = {}
+RULES: dict[tuple[str, str], Rule] = {}
 
 
 def _no_slice(node: ir.Node, executor: Executor) -> None:
     del node, executor
 
 
-def rule(*ops: str, slice: Slice | None = None) -> Callable[[Propagate], Propagate]:
-    """Register ``propagate`` (the decorated function) and ``slice`` for each op type in ``ops``."""
+def _domain(domain: str) -> str:
+    return ONNX_DOMAIN if domain == "ai.onnx" else domain
+
+
+def rule(*ops: str, domain: str = ONNX_DOMAIN, slice: Slice | None = None) -> Callable[[Propagate], Propagate]:
+    """Register ``propagate`` (the decorated function) and ``slice`` for each op type in ``ops`` of ``domain``."""
 
     def register(propagate: Propagate) -> Propagate:
         for op in ops:
-            if op in RULES:
-                raise ValueError(f"two channel rules for {op}")
-            RULES[op] = Rule(op, propagate, slice or _no_slice)
+            key = (_domain(domain), op)
+            if key in RULES:
+                raise ValueError(f"two channel rules for {domain + '::' if domain else ''}{op}")
+            RULES[key] = Rule(op, propagate, slice or _no_slice, key[0])
         return propagate
 
     return register
+
+
+def find_rule(node: ir.Node) -> Rule | None:
+    """The rule registered for ``node``'s domain and op type (``None``: none)."""
+    return RULES.get((_domain(node.domain), node.op_type))

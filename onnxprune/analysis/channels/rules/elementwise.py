@@ -41,7 +41,8 @@ def _aligned_axis(a: ChannelAnalysis, value: ir.Value, out_rank: int, out_axis: 
     return axis if axis >= 0 else None
 
 
-def _binary_slice(node: ir.Node, ex: Executor) -> None:
+def binary_slice(node: ir.Node, ex: Executor) -> None:
+    """Constant operands broadcast along the output's channel axis follow the channels."""
     y = node.outputs[0]
     layout = ex.analysis.layout(y)
     if layout is None:
@@ -55,7 +56,7 @@ def _binary_slice(node: ir.Node, ex: Executor) -> None:
             ex.param(node, i, axis, y, role="const")
 
 
-@rule(*BINARY, slice=_binary_slice)
+@rule(*BINARY, slice=binary_slice)
 def binary(node: ir.Node, a: ChannelAnalysis) -> None:
     """Broadcasting ops: couple the channel-carrying operands, slice broadcast constants."""
     y = node.outputs[0]

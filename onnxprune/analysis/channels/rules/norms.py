@@ -12,9 +12,20 @@ from onnxprune.analysis.channels.rules._registry import rule
 if TYPE_CHECKING:
     from onnxprune.analysis.channels.apply import Executor
     from onnxprune.analysis.channels.graph import ChannelAnalysis
+    from onnxprune.analysis.channels.layout import Layout
 
-#: set by the caller that accepts LayerNorm over pruned channels (statistics change: not exact)
-INEXACT = "LayerNormalization normalizes over the pruned axis (pruning changes its statistics)"
+__all__ = ["layer_norm", "layer_norm_slice", "normalized_over"]
+
+
+def normalized_over(node: ir.Node, a: ChannelAnalysis, layout: Layout) -> None:
+    """``node`` normalizes over ``layout``'s channel axis: pruning changes its statistics.
+
+    Such groups are blocked, unless the caller accepts it (``allow_inexact``): then they are marked inexact.
+    """
+    if a.allow_inexact:
+        a.mark_inexact(layout)
+    else:
+        a.block(node, [layout], f"{node.op_type} normalizes over the pruned axis (pruning changes its statistics)")
 
 
 def _per_channel_slice(node: ir.Node, ex: Executor) -> None:
@@ -57,7 +68,8 @@ def group_norm(node: ir.Node, a: ChannelAnalysis) -> None:
         keep_axis(node, a, lx)
 
 
-def _layer_norm_slice(node: ir.Node, ex: Executor) -> None:
+def layer_norm_slice(node: ir.Node, ex: Executor) -> None:
+    """Scale (input 1) and bias (input 2, if any) follow the channels when they lie in the normalized axes."""
     y = node.outputs[0]
     layout = ex.analysis.layout(y)
     if layout is None:
@@ -68,7 +80,7 @@ def _layer_norm_slice(node: ir.Node, ex: Executor) -> None:
             ex.param(node, i, layout.axis - start, y, role="scale" if i == 1 else "norm")
 
 
-@rule("LayerNormalization", "RMSNormalization", slice=_layer_norm_slice)
+@rule("LayerNormalization", "RMSNormalization", slice=layer_norm_slice)
 def layer_norm(node: ir.Node, a: ChannelAnalysis) -> None:
     """LayerNorm over other axes passes channels; over the channel axis it is inexact."""
     lx = a.layout(node.inputs[0])
@@ -76,8 +88,5 @@ def layer_norm(node: ir.Node, a: ChannelAnalysis) -> None:
         return
     start = attr_int(node, "axis", -1) % lx.rank
     if lx.axis >= start:
-        if a.allow_inexact:
-            a.mark_inexact(lx)
-        else:
-            a.block(node, [lx], INEXACT)
+        normalized_over(node, a, lx)
     keep_axis(node, a, lx)
