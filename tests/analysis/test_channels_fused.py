@@ -293,27 +293,54 @@ def test_attention_with_a_narrower_v_blocks() -> None:
     ]
 
 
-def test_group_query_attention_blocks_with_the_kv_group_reason() -> None:
-    nodes, inits = zip(_matmul("q", "x", C, C), _matmul("k", "x", C, C // 2), _matmul("v", "x", C, C // 2), strict=True)
+def _gqa_model(present: bool = False) -> onnx.ModelProto:
+    head = 8  # onnxruntime's kernel wants a multiple of 8
+    q, k, v = _matmul("q", "x", C, 4 * head), _matmul("k", "x", C, 2 * head), _matmul("v", "x", C, 2 * head)
+    nodes, inits = zip(q, k, v, strict=True)
+    outputs = ["o", "present_k", "present_v"] if present else ["o"]
     gqa = helper.make_node(
         "GroupQueryAttention",
         ["q", "k", "v", "", "", "seqlens", "total"],
-        ["o"],
+        outputs,
         name="gqa",
         domain=MS,
         num_heads=4,
         kv_num_heads=2,
     )
-    out, out_w = _matmul("y", "o", C, 8)
+    out, out_w = _matmul("y", "o", 4 * head, 8)
     proto = _graph_model([*nodes, gqa, out], [*inits, out_w], 8)
+    if present:
+        proto.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs[1:]])
     proto.graph.initializer.extend(
-        [numpy_helper.from_array(np.array([S - 1], np.int32), "seqlens"), numpy_helper.from_array(np.int32(S), "total")]
+        [
+            numpy_helper.from_array(np.full(2, S - 1, np.int32), "seqlens"),
+            numpy_helper.from_array(np.array([S], np.int32), "total"),
+        ]
     )
-    analysis = analyze_channels(to_ir(proto), {"q": (1, S, C), "k": (1, S, C // 2), "v": (1, S, C // 2)})
+    return proto
+
+
+def test_group_query_attention_removes_kv_groups_with_their_query_heads() -> None:
+    analysis = analyze_channels(to_ir(_gqa_model()))
+    (group,) = analysis.prunable()
+    assert sorted(group.producers) == ["k", "q", "v"] and group.describe() == "2 KV groups × 8"
+    shrunk, keep = _masked_vs_shrunk(_gqa_model())
+    (node,) = [n for n in shrunk.graph if n.op_type == "GroupQueryAttention"]
+    assert node.attributes["num_heads"].as_int() == 2 and node.attributes["kv_num_heads"].as_int() == 1
+    assert [
+        v.const_value.shape for v in (node.inputs[0].producer().inputs[1], node.inputs[1].producer().inputs[1])
+    ] == [
+        (C, 16),
+        (C, 8),
+    ]
+
+
+def test_group_query_attention_with_a_cache_output_blocks() -> None:
+    analysis = analyze_channels(to_ir(_gqa_model(present=True)))
     reasons = {str(b) for g in analysis.unprunable() for b in g.blockers if g.producers != ["y"]}
     assert reasons == {
-        "GroupQueryAttention 'gqa': GroupQueryAttention: KV-group coupling (each of 2 KV heads of 4 channels "
-        "serves 2 query heads) is not supported"
+        "GroupQueryAttention 'gqa': GroupQueryAttention's present key/value outputs index the KV heads "
+        "(a cache's signature)"
     }
 
 

@@ -43,6 +43,11 @@ def _given(node: ir.Node, index: int, outputs: bool = False) -> bool:
     return index < len(values) and values[index] is not None and bool(values[index].name)
 
 
+def _read(value: ir.Value | None) -> bool:
+    """Whether an output is used (by a node or as a graph output)."""
+    return value is not None and (value.is_graph_output() or bool(value.uses()))
+
+
 def _state_refusal(node: ir.Node, inputs: dict[int, str], outputs: dict[int, str]) -> str | None:
     """Why the heads cannot be removed: an input or output that indexes heads and is not sliced."""
     for index, what in inputs.items():
@@ -192,23 +197,47 @@ def gqa_geometry(node: ir.Node, a: ChannelAnalysis) -> tuple[int, int, int] | st
     return heads, kv_heads, head
 
 
-@rule("GroupQueryAttention", domain=MS_DOMAIN)
+_GQA_STATE = {3: "past_key", 4: "past_value"}
+
+
+def _gqa_slice(node: ir.Node, ex: Executor) -> None:
+    query, key, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if ex.analysis.layout(y) is None or not ex.changed(y):
+        return
+    head = ex.width(key) // attr_int(node, "kv_num_heads", 1)
+    ex.set_attr(node, ir.AttrInt64("num_heads", len(ex.kept(query)) // head))  # type: ignore[arg-type]
+    ex.set_attr(node, ir.AttrInt64("kv_num_heads", len(ex.kept(key)) // head))  # type: ignore[arg-type]
+
+
+@rule("GroupQueryAttention", domain=MS_DOMAIN, slice=_gqa_slice)
 def group_query_attention(node: ir.Node, a: ChannelAnalysis) -> None:
-    """Blocked: a KV head and its group of query heads go together (a coupling across group sizes)."""
-    layouts = [a.layout(v) for v in node.inputs]
+    """A KV head goes with the query heads it serves: the query group is rebased onto the KV group."""
+    layouts = [a.layout(node.inputs[i]) if i < len(node.inputs) else None for i in range(3)]
+    others = [a.layout(v) for v in node.inputs[3:]]
+    if any(others):
+        a.block(node, others, "channels reach GroupQueryAttention's cache, lengths or rotary tables")
     if not any(layouts):
         return
     geometry = gqa_geometry(node, a)
-    if isinstance(geometry, str):
-        a.block(node, layouts, geometry)
+    refusal = geometry if isinstance(geometry, str) else _state_refusal(node, _GQA_STATE, {})
+    if refusal is None and any(lay is None or lay.axis != lay.rank - 1 for lay in layouts):
+        refusal = "GroupQueryAttention removes a KV head from Q, K and V together; not all three carry channels"
+    if refusal is None and any(_read(node.outputs[i]) for i in (1, 2) if i < len(node.outputs)):
+        refusal = "GroupQueryAttention's present key/value outputs index the KV heads (a cache's signature)"
+    if refusal is not None:
+        a.block(node, layouts, refusal)
         return
-    heads, kv_heads, head = geometry
-    a.block(
-        node,
-        layouts,
-        f"GroupQueryAttention: KV-group coupling (each of {kv_heads} KV heads of {head} channels serves "
-        f"{heads // kv_heads} query heads) is not supported",
-    )
+    heads, kv_heads, head = geometry  # type: ignore[misc]
+    lq, lk, lv = layouts
+    reason = f"GroupQueryAttention removes whole heads of {head} channels"
+    if not all(a.coarsen(node, lay, head, reason, unit="head") for lay in (lq, lk, lv)):  # type: ignore[arg-type]
+        return
+    kv = a.couple(node, [lk, lv], "GroupQueryAttention pairs K and V heads with")  # type: ignore[list-item]
+    repeated: list = []
+    for j in range(kv_heads):  # K's heads as they meet the query heads: each repeated for its group
+        repeated += list(kv.cut(j * head, (j + 1) * head) or ()) * (heads // kv_heads)
+    query = a.couple(node, [lq, Layout(lq.axis, lq.rank, tuple(repeated))], "GroupQueryAttention's query heads follow")  # type: ignore[union-attr]
+    keep_axis(node, a, query)
 
 
 # -- residual + norm, embeddings + norm ---------------------------------------------------------------
