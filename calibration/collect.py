@@ -124,6 +124,21 @@ def _run(sess: ort.InferenceSession | None, fetch: list[str], batch: dict[str, n
     return values
 
 
+#: a [batch, tokens] input marking real tokens (HF's convention); padding rows are left out of the statistics
+TOKEN_MASK = "attention_mask"
+
+
+def _real_tokens(array: np.ndarray, axis: int, mask: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """``array`` [B, S, ..., C] with channels last reduced to the rows of real tokens, and its channel axis.
+
+    Padding positions carry hidden states no output reads; in a short-sentence calibration set they are
+    most of the rows, and fitting them (refits, Grams) fits the padding, not the sentences.
+    """
+    if mask is None or array.ndim < 3 or axis % array.ndim != array.ndim - 1 or array.shape[:2] != mask.shape:
+        return array, axis
+    return array[np.asarray(mask) != 0], -1
+
+
 def _accumulate(entry: ChannelStats, request: StatRequest, array: np.ndarray, ref: np.ndarray | None) -> None:
     entry.update(array)
     if not request.gram:
@@ -186,16 +201,19 @@ def collect_stats(
             ref_values = _run(ref_sess, paired, batch) if reference is not None else {}
         for name, request in merged.items():
             array = np.asarray(values[request.value])
+            if not -array.ndim <= request.axis < array.ndim:
+                raise UnsupportedModelError(
+                    f"value '{request.value}' has shape {list(array.shape)} on the calibration data, "
+                    f"with no channel axis {request.axis} for the weight that reads it (malformed model?)"
+                )
+            ref = np.asarray(ref_values[request.value]) if request.paired else None
+            mask = batch.get(TOKEN_MASK)
+            array, axis = _real_tokens(array, request.axis, mask)
+            ref = None if ref is None else _real_tokens(ref, request.axis, mask)[0]
             entry = stats.get(name)
             if entry is None:
-                if not -array.ndim <= request.axis < array.ndim:
-                    raise UnsupportedModelError(
-                        f"value '{request.value}' has shape {list(array.shape)} on the calibration data, "
-                        f"with no channel axis {request.axis} for the weight that reads it (malformed model?)"
-                    )
-                entry = stats[name] = ChannelStats(request.axis, array.shape[request.axis], sums=request.sums)
-            ref = np.asarray(ref_values[request.value]) if request.paired else None
-            _accumulate(entry, request, array, ref)
+                entry = stats[name] = ChannelStats(axis, array.shape[axis], sums=request.sums)
+            _accumulate(entry, dataclasses.replace(request, axis=axis), array, ref)
         done += next(iter(batch.values())).shape[0] if batch else 1
         if progress is not None:
             progress(min(done, total), total)

@@ -165,3 +165,28 @@ def test_reference_first_gives_the_same_paired_statistics() -> None:
     for field in ("gram", "delta", "ref_gram", "gram_sum", "ref_sum"):
         assert np.allclose(getattr(cached, field), getattr(together, field), rtol=1e-6), field
     assert np.any(cached.delta)
+
+
+def test_padding_tokens_are_left_out_of_the_statistics() -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Identity", ["attention_mask"], ["m"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 3]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", 5]),
+        ],
+        [
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("m", TensorProto.INT64, None),
+        ],
+    )
+    model = to_ir(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5, 3)).astype(np.float32)
+    mask = (np.arange(5)[None, :] < rng.integers(1, 6, (6, 1))).astype(np.int64)
+    source = ArraySource({"x": x, "attention_mask": mask}, input_specs(model), "test")
+    stats = collect_stats(model, source, [StatRequest("h", 2, gram=True)], batch_size=4)["h"]
+    real = np.maximum(x, 0)[mask != 0].astype(np.float64)
+    assert stats.count == len(real) and np.allclose(stats.gram, real.T @ real, rtol=1e-5, atol=1e-6)
