@@ -175,6 +175,11 @@ class _Moments:
         cross = _augmented(entry.cross, entry.gram_sum, entry.ref_sum, entry.rows)
         return cls(now, cross, _augmented(entry.ref_gram, entry.ref_sum, entry.ref_sum, entry.rows))
 
+    @property
+    def samples(self) -> float:
+        """Rows the moments were summed over (the intercept's diagonal)."""
+        return float(self.now[-1, -1])
+
     def error(self, theta: np.ndarray, target: np.ndarray) -> float:
         """Σ over samples of ‖[X̂,1]·theta − [X,1]·target‖²."""
         value = (
@@ -218,24 +223,63 @@ def refit(
     channels = analysis.positions(plan.use.by, keep)
     assert channels is not None
     cols = (channels[:, None] * plan.kernel + np.arange(plan.kernel)[None, :]).ravel()
-    rows = np.append(cols, features) if bias_now is not None else cols
-    a = moments.now[np.ix_(rows, rows)]
-    damp = ridge * float(np.mean(np.diag(a)[: len(cols)])) if len(cols) else 0.0
-    a[np.arange(len(cols)), np.arange(len(cols))] += damp
-    solution = np.linalg.solve(a, moments.cross[rows] @ original)
-    fitted = np.zeros_like(original)
-    fitted[rows] = solution
-    if bias_now is None:
-        fitted[-1] = original[-1]
     masked = original.copy()
     masked[np.setdiff1d(np.arange(features), cols)] = 0.0
     reference = max(moments.error(np.zeros_like(original), original), 1e-30)
-    before, after = moments.error(masked, original) / reference, moments.error(fitted, original) / reference
-    if after > before:  # ridge can only help on the data it saw; keep the plain slice otherwise
-        fitted = masked
-        after = before
+    before = moments.error(masked, original) / reference
+    fitted, after, strength = masked, before, None
+    best = before  # the plain slice fits no parameter: its GCV score is its error
+    path = _RidgePath(moments, cols, features, original, intercept=bias_now is not None)
+    for scale in _RIDGE_SCALES:
+        candidate, dof = path.solve(ridge * scale)
+        error = moments.error(candidate, original) / reference
+        score = error / max(1.0 - dof / max(moments.samples, 1.0), 1e-6) ** 2
+        if score < best:
+            fitted, after, best, strength = candidate, error, score, ridge * scale
     replace_constant(node, 1, _from_matrix(node, fitted[:features], weight.shape).astype(weight.dtype))
     if plan.bias is not None and bias_now is not None:
         holder, index = plan.bias
         replace_constant(holder, index, fitted[-1].reshape(bias_now.shape).astype(weight.dtype))
-    return {"error_before": before, "error_after": after}
+    return {"error_before": before, "error_after": after, "ridge": strength}
+
+
+#: ridge strengths tried (times the configured one); generalized cross-validation picks among them,
+#: and keeps the plain slice when no fit is expected to generalize (few rows for many features)
+_RIDGE_SCALES = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+class _RidgePath:
+    """Ridge fits of the kept columns for any strength, from one eigendecomposition.
+
+    With an intercept the problem is centered (the intercept is not shrunk); ``solve`` returns the full
+    ``[W; b]`` and the effective degrees of freedom (``Σ d/(d+λ)``, +1 for the intercept).
+    """
+
+    def __init__(self, moments: _Moments, cols: np.ndarray, features: int, original: np.ndarray, intercept: bool):
+        self.cols, self.features, self.original, self.intercept = cols, features, original, intercept
+        n = max(moments.samples, 1.0)
+        gram = moments.now[np.ix_(cols, cols)]
+        target = moments.cross @ original  # [X̂,1]ᵀ[X,1]·θ: features' and ones' products with the target
+        self.scale = float(np.mean(np.diag(gram))) if len(cols) else 0.0
+        rhs = target[cols]
+        if intercept:
+            mean_x = moments.now[cols, -1] / n
+            self.mean_x, self.mean_y = mean_x, target[-1] / n
+            gram = gram - n * np.outer(mean_x, mean_x)
+            rhs = rhs - n * np.outer(mean_x, self.mean_y)
+        self.eigen, vectors = np.linalg.eigh(gram)
+        self.eigen = np.clip(self.eigen, 0.0, None)
+        self.vectors, self.projected = vectors, vectors.T @ rhs
+
+    def solve(self, ridge: float) -> tuple[np.ndarray, float]:
+        damp = ridge * self.scale
+        weights = self.vectors @ (self.projected / (self.eigen + damp)[:, None])
+        fitted = np.zeros_like(self.original)
+        fitted[self.cols] = weights
+        dof = float(np.sum(self.eigen / (self.eigen + damp))) if damp > 0 else float(len(self.cols))
+        if self.intercept:
+            fitted[self.features] = self.mean_y - self.mean_x @ weights
+            dof += 1.0
+        else:
+            fitted[self.features] = self.original[self.features]
+        return fitted, dof
