@@ -125,8 +125,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Measured {results['date']}: Python {env['python']} on {env['platform']} ({env['machine']}), "
         f"{env['cpu_count']} cores shared with other jobs (load average at the end {results.get('loadavg_end')}); "
         f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, onnx-ir {env['onnx_ir']}, numpy {env['numpy']}, "
-        f"torch {env['torch']}; prune commands with `--threads {results['prune_threads']}`; whole run "
-        f"{results['seconds'] / 60:.1f} min.",
+        f"torch {env['torch']}; prune commands with `--threads {results['prune_threads']}`; the cases took "
+        f"{sum(r.get('seconds', 0) for r in results['rows']) / 60:.1f} min in all.",
     ]
     for name in cases:
         case = BY_NAME[name]

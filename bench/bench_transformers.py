@@ -24,6 +24,7 @@ import argparse
 import datetime
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -87,15 +88,11 @@ def _latency(dense: Path, pruned: Path, data: Path, args: argparse.Namespace) ->
 
 
 def skip_reasons(report: dict[str, Any], top: int = 4) -> list[tuple[str, int]]:
-    """The most frequent reasons the prune passes gave for skipping a group (node names cut off), with counts."""
+    """The most frequent reasons the prune passes gave for skipping a group (names as ``'…'``), with counts."""
     from collections import Counter
 
-    reasons = Counter(
-        skip["reason"].split("': ", 1)[-1]
-        for p in report["passes"]
-        for skip in p.get("skipped") or ()
-        if "reason" in skip
-    )
+    skipped = [skip for p in report["passes"] for skip in p.get("skipped") or ()]
+    reasons = Counter(re.sub(r"'[^']*'", "'…'", skip["reason"]) for skip in skipped if "reason" in skip)
     return reasons.most_common(top)
 
 
@@ -181,12 +178,13 @@ def run_case(model: str, case: Case, subjects: Subjects, args: argparse.Namespac
     return row
 
 
-def _cached(folder: Path, steps: int) -> dict[str, Any] | None:
+def _cached(folder: Path, case: Case, steps: int) -> dict[str, Any] | None:
+    """The case's row measured before with these sources (and, if it fine-tunes, as many steps)."""
     path = folder / "row.json"
     if not path.is_file():
         return None
     row = json.loads(path.read_text())
-    return row if row.get("steps") == steps else None
+    return row if not case.finetune or row.get("steps") == steps else None
 
 
 def _write(rows: list[dict[str, Any]], args: argparse.Namespace, extra: dict[str, Any]) -> str:
@@ -222,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per onnxprune command")
     parser.add_argument("--fresh", action="store_true", help="remeasure cases cached for these sources")
+    parser.add_argument("--cached-only", action="store_true", help="only rewrite the results from cached cases")
+    parser.add_argument("--code", help="the cache of this source hash (default: the current sources')")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     args = parser.parse_args(argv)
@@ -230,19 +230,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     setup_logging("transformers")
     sys.path.insert(0, str(ROOT))
-    args.work = WORK / code_hash(ROOT)
+    args.work = WORK / (args.code or code_hash(ROOT))
     help_text, subjects = _prune_help(), Subjects()
-    started, rows = time.perf_counter(), []
+    rows: list[dict[str, Any]] = []
     for name in args.cases:
         for model in args.models:
-            row = None if args.fresh else _cached(args.work / f"{model}_{name}", args.steps)
+            row = None if args.fresh else _cached(args.work / f"{model}_{name}", BY_NAME[name], args.steps)
+            if row is None and args.cached_only:
+                logger.warning("%s/%s: not cached for sources %s, left out", model, name, args.work.name)
+                continue
             if row is None:
                 row = {**run_case(model, BY_NAME[name], subjects, args, help_text), "steps": args.steps}
                 write_json(row, args.work / f"{model}_{name}" / "row.json")
             rows.append(row)
-            extra = {"code": args.work.name, "steps": args.steps, "seconds": time.perf_counter() - started}
-            text = _write(rows, args, extra)
-    sys.stdout.write(text)
+            _write(rows, args, {"code": args.work.name, "steps": args.steps})
+    sys.stdout.write((args.out / "transformers.md").read_text() if rows else "no case measured\n")
     return 0
 
 

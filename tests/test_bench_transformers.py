@@ -72,7 +72,6 @@ def test_markdown_marks_goals_and_failures(bench):
         "prune_threads": 2,
         "code": "abc",
         "steps": 200,
-        "seconds": 60.0,
         "rows": rows,
     }
     text = report.markdown(results)
