@@ -56,7 +56,8 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
     """Per export: the commands that reproduce the row, fused ops, why groups were left alone, failures."""
     lines = []
     for row in rows:
-        lines.append(f"- **{row['model']}** ({TITLES.get(row['model'], row['model'])}):")
+        source = f", sources `{row['code']}`" if "code" in row else ""
+        lines.append(f"- **{row['model']}** ({TITLES.get(row['model'], row['model'])}{source}):")
         for step, command in row.get("commands", {}).items():
             prefix = "made by `onnxprune ... --dump-recipe`, channels options set, from" if step == "recipe" else step
             lines.append(f"  - {prefix}: `onnxprune {command}`")
@@ -90,6 +91,7 @@ def markdown(results: dict[str, Any]) -> str:
     env, latency = results["environment"], results["latency"]
     models = sorted({r["model"] for r in results["rows"]}, key=list(MODELS).index)
     cases = [c for c in BY_NAME if any(r["case"] == c for r in results["rows"])]
+    codes = ", ".join(f"`{c}`" for c in sorted({r.get("code", results["code"]) for r in results["rows"]}))
     fusion = ", ".join(f"{k}={v!r}" for k, v in FUSION.items())
     lines = [
         "# Transformer benchmark: all-MiniLM-L6-v2",
@@ -119,8 +121,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Reproduce: `nice -n 10 python bench/bench_transformers.py --models "
         f"{' '.join(models)} --cases {' '.join(cases)} --steps {results['steps']}` (cached per case under "
-        f"`bench/_models/transformers/<hash of the onnxprune sources>/`, this run `{results['code']}`; "
-        "`--fresh` remeasures).",
+        f"`bench/_models/transformers/<hash of the onnxprune sources>/`; rows measured with sources {codes}; "
+        "`--fresh` remeasures, `--cached-only --code HASH` rewrites these files from a cache).",
         "",
         f"Measured {results['date']}: Python {env['python']} on {env['platform']} ({env['machine']}), "
         f"{env['cpu_count']} cores shared with other jobs (load average at the end {results.get('loadavg_end')}); "

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             if row is None:
                 row = {**run_case(model, BY_NAME[name], subjects, args, help_text), "steps": args.steps}
                 write_json(row, args.work / f"{model}_{name}" / "row.json")
-            rows.append(row)
+            rows.append({"code": args.work.name, **row})
             _write(rows, args, {"code": args.work.name, "steps": args.steps})
     sys.stdout.write((args.out / "transformers.md").read_text() if rows else "no case measured\n")
     return 0
