@@ -81,7 +81,7 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"  - fine-tune: {s.get('steps')} steps, lr {s.get('lr', float('nan')):.2g}, kept step "
                 f"{s.get('kept_step', 'last')}, held-out loss {s.get('heldout_start', float('nan')):.4g} → "
-                f"{s.get('heldout_kept', float('nan')):.4g}"
+                f"{s.get('heldout_kept', float('nan')):.4g}{'; ' + s['note'] if s.get('note') else ''}"
             )
     return lines
 
@@ -106,7 +106,7 @@ def markdown(results: dict[str, Any]) -> str:
         "- **speedup**: batch-1 latency dense / pruned in onnxruntime CPU at 1 and 2 intra-op threads, both sessions "
         f"in one process run alternately (spinning off), median over {latency['rounds']} rounds of "
         f"{latency['runs'] // latency['rounds']} runs (`bench/_structured_common.py: latency`); the speed goal "
-        "must hold at both thread counts;",
+        "must hold at both thread counts (the milliseconds are those of a loaded machine: compare the ratios);",
         "- **Spearman**: correlation of all pairwise cosine similarities of the mean-pooled embeddings against the "
         "dense torch model's, on 100 evaluation sentences disjoint from the calibration ones "
         "(`bench/_real_metrics.py: similarity_spearman`); *dense* is the unpruned ONNX graph of the row;",
