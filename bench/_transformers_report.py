@@ -106,7 +106,8 @@ def markdown(results: dict[str, Any]) -> str:
         "- **speedup**: batch-1 latency dense / pruned in onnxruntime CPU at 1 and 2 intra-op threads, both sessions "
         f"in one process run alternately (spinning off), median over {latency['rounds']} rounds of "
         f"{latency['runs'] // latency['rounds']} runs (`bench/_structured_common.py: latency`); the speed goal "
-        "must hold at both thread counts (the milliseconds are those of a loaded machine: compare the ratios);",
+        "must hold at both thread counts (the milliseconds are those of a loaded machine: compare the ratios; rows "
+        "with the same MACs kept have the same shapes, so their spread is the measurement's noise);",
         "- **Spearman**: correlation of all pairwise cosine similarities of the mean-pooled embeddings against the "
         "dense torch model's, on 100 evaluation sentences disjoint from the calibration ones "
         "(`bench/_real_metrics.py: similarity_spearman`); *dense* is the unpruned ONNX graph of the row;",
