@@ -91,3 +91,24 @@ def test_list(bench, capsys):
     _, _, script = bench
     assert script.main(["--list"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("channels: ")
+
+
+def test_skip_reasons_elide_names(bench):
+    _, _, script = bench
+    skipped = [
+        {"reason": "Reshape 'a': Reshape with a computed (non-constant) shape"},
+        {"reason": "Reshape 'b': Reshape with a computed (non-constant) shape"},
+        {"reason": "Add 'x': combines with 'y', whose channels cannot be pruned"},
+    ]
+    report = {"passes": [{"name": "channels", "skipped": skipped}, {"name": "cleanup", "skipped": []}]}
+    assert script.skip_reasons(report) == [
+        ("Reshape '…': Reshape with a computed (non-constant) shape", 2),
+        ("Add '…': combines with '…', whose channels cannot be pruned", 1),
+    ]
+
+
+def test_an_option_with_a_flag_is_passed_on_the_command_line(bench, tmp_path):
+    cases, _, script = bench
+    case, help_text = cases.BY_NAME["inexact"], "  --allow-inexact  Also prune ..."
+    words = script._commands(case, tmp_path / "m.onnx", tmp_path / "c.npz", tmp_path, help_text)
+    assert list(words) == ["prune"] and "--allow-inexact" in words["prune"] and words["prune"][0] == "prune"
