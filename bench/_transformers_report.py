@@ -25,6 +25,10 @@ def _speed(row: dict[str, Any], threads: str) -> str:
     return f"{lat['speedup']:.2f}× ({lat['ref_ms']:.2f} → {lat['cand_ms']:.2f} ms)"
 
 
+def _untouched(row: dict[str, Any]) -> str:
+    return " (nothing pruned)" if row["params_kept"] >= 1 and row["macs_kept"] >= 1 else ""
+
+
 def _seconds(row: dict[str, Any]) -> str:
     prune = row.get("prune", {}).get("wall_s")
     tune = row.get("finetune", {}).get("wall_s")
@@ -46,7 +50,7 @@ def _table(case: Case, rows: list[dict[str, Any]]) -> list[str]:
         tuned = row.get("finetune")
         finetuned = _spearman(row.get("finetuned")) if tuned is None or "finetuned" in row else "**failed**"
         cells = [row["model"], _pct(row["params_kept"]), _pct(row["macs_kept"]), _speed(row, "1"), _speed(row, "2"),
-                 _spearman(row["dense_metric"]), _spearman(row["one_shot"]), finetuned,
+                 _spearman(row["dense_metric"]), _spearman(row["one_shot"]) + _untouched(row), finetuned,
                  *(MARK[row["goals"].get(name)] for name in goals), _seconds(row)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -125,7 +129,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"`bench/_models/transformers/<hash of the onnxprune sources>/`; rows measured with sources {codes}; "
         "`--fresh` remeasures, `--cached-only --code HASH` rewrites these files from a cache).",
         "",
-        f"Measured {results['date']}: Python {env['python']} on {env['platform']} ({env['machine']}), "
+        f"Written {results['date']}: Python {env['python']} on {env['platform']} ({env['machine']}), "
         f"{env['cpu_count']} cores shared with other jobs (load average at the end {results.get('loadavg_end')}); "
         f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, onnx-ir {env['onnx_ir']}, numpy {env['numpy']}, "
         f"torch {env['torch']}; prune commands with `--threads {results['prune_threads']}`; the cases took "
