@@ -83,8 +83,10 @@ def environment() -> dict[str, Any]:
 
 def rel(path: Path) -> str:
     """``path`` relative to the repository root where it lies inside it."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+    for candidate in (Path(path).absolute(), Path(path).resolve()):  # a link inside the repository stays inside
+        if candidate.is_relative_to(ROOT):
+            return str(candidate.relative_to(ROOT))
+    return str(path)
 
 
 def model_path(name: str) -> Path:

@@ -1,4 +1,4 @@
-"""Shape and indexing ops: Reshape, Transpose, Concat, Split, Slice, Gather, Shape, ... and constants."""
+"""Shape and indexing ops: Reshape, Transpose, Concat, Split, Slice, Gather(ND), Shape, ... and constants."""
 
 from __future__ import annotations
 
@@ -160,6 +160,21 @@ def gather_elements(inputs: list[Any], attrs: dict[str, Any]) -> torch.Tensor:
     x, indices = inputs
     axis = attrs.get("axis", 0) % x.dim()
     return torch.gather(x, axis, torch.where(indices < 0, indices + x.shape[axis], indices).long())
+
+
+@op("GatherND", since=11)
+def gather_nd(inputs: list[Any], attrs: dict[str, Any]) -> torch.Tensor:
+    x, indices = inputs
+    b, k = attrs.get("batch_dims", 0), indices.shape[-1]
+    sizes = torch.tensor(x.shape[b : b + k], dtype=torch.int64)
+    indices = torch.where(indices < 0, indices + sizes, indices).long()
+    batch = 1
+    for d in x.shape[:b]:
+        batch *= d
+    flat = indices.reshape(batch, -1, k)  # [batch, lookups, k]
+    rows = torch.arange(batch).unsqueeze(1).expand(batch, flat.shape[1])
+    out = x.reshape(batch, *x.shape[b:])[(rows, *flat.unbind(-1))]  # [batch, lookups, *x.shape[b + k :]]
+    return out.reshape(*indices.shape[:-1], *x.shape[b + k :])
 
 
 @op("Expand")

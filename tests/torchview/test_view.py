@@ -74,6 +74,28 @@ def test_view_equals_onnxruntime_on_opset18_ops() -> None:
     assert _max_diff(proto, feeds) <= TOLERANCE
 
 
+@pytest.mark.parametrize(
+    ("batch_dims", "indices", "out_shape"),
+    [
+        (0, [[[0, -1], [1, 2]], [[1, 0], [-2, 2]]], [2, 2, 4]),  # k = 2 over x's [2, 3]
+        (1, [[[0, -1], [2, 3]], [[1, 0], [-3, 2]]], [2, 2]),  # per batch row, k = 2 over x's [3, 4]
+    ],
+)
+def test_view_equals_onnxruntime_on_gather_nd(batch_dims: int, indices: list, out_shape: list[int]) -> None:
+    """GatherND (the dynamo export of a BERT encoder has one), negative indices and ``batch_dims`` included."""
+    node = helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=batch_dims)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [onnx.numpy_helper.from_array(np.array(indices, dtype=np.int64), "i")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    assert _max_diff(proto, {"x": x}) == 0.0
+
+
 def handbuilt_inputs(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     from tests.models.inputs import random_inputs
 
