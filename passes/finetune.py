@@ -53,7 +53,8 @@ class FinetuneConfig:
         epochs: Passes over the calibration samples instead of ``steps``.
         batch_size: Samples per step.
         lr: Learning rate (the base for ``silo``); ``None``: chosen by a held-out probe -- each of
-            ``lr_max`` x 10^(-k/2), k = 0..4, trains ``probe_steps`` steps (default: a twentieth of the
+            ``lr_max`` x 10^(-k/2), k = 0..6 (1e-3 down to 1e-6: trained transformers want the low end),
+            trains ``probe_steps`` steps (default: a twentieth of the
             run, at least 5) from the same start and the one with the lowest held-out loss is used.
         optimizer: ``adam`` or ``sgd`` (momentum ``momentum``); ``weight_decay`` for both.
         schedule: ``constant``, ``cosine``, ``warmup_cosine`` (10% linear warm-up, then cosine), ``slr``
@@ -280,7 +281,7 @@ class FinetunePass(OnnxPrunePass):
             masks = Masks(view, prunable)
             probe: list[dict[str, float]] = []
             if config.lr is None:
-                candidates = [config.lr_max * 10 ** (-k / 2) for k in range(5)]
+                candidates = [config.lr_max * 10 ** (-k / 2) for k in range(7)]
                 probe_steps = config.probe_steps or max(5, steps // 20)
                 lr, probe = probe_lr(
                     view, data, heldout, settings, masks, candidates, probe_steps, features=config.features

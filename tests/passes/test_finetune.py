@@ -314,7 +314,7 @@ def test_training_that_helps_keeps_a_later_step_with_masks_and_curve() -> None:
     assert summary["kept_step"] in {c["step"] for c in curve}
     assert min(c["heldout"] for c in curve) == summary["heldout_kept"]
     probe = details["lr_probe"]  # the learning rate was chosen by the held-out probe
-    assert len(probe) == 5 and summary["lr"] == min(probe, key=lambda r: r["heldout"])["lr"]
+    assert len(probe) == 7 and summary["lr"] == min(probe, key=lambda r: r["heldout"])["lr"]
     after = _tensors(model)
     for name, mask in zeros.items():
         assert np.all(after[name][mask] == 0), name
