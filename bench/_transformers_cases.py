@@ -115,11 +115,18 @@ CASES: tuple[Case, ...] = (
         ONE_SHOT,
     ),  # fmt: skip
     Case(
-        "inexact",
-        "`--channels 0.3` with `allow_inexact` (groups normalized by a LayerNorm: hidden size)",
-        ("--channels", "0.3"),
+        "hidden",
+        "`--channels 0.3 --hidden` (heads, FFN and the hidden size; the last hidden state restored), then fine-tune",
+        ("--channels", "0.3", "--hidden"),
         ONE_SHOT,
-        channels_config=(("allow_inexact", True),),
+        finetune=True,
+    ),  # fmt: skip
+    Case(
+        "wanda_ft",
+        "`--channels 0.3 --importance wanda`, then fine-tune",
+        ("--channels", "0.3", "--importance", "wanda"),
+        ONE_SHOT,
+        finetune=True,
     ),  # fmt: skip
     Case(
         "fused",

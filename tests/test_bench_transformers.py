@@ -32,7 +32,9 @@ def test_goals_direction(bench):
 
 def test_case_flags(bench):
     cases, _, _ = bench
-    inexact = cases.BY_NAME["inexact"]
+    inexact = cases.Case(
+        "inexact", "t", ("--channels", "0.3"), cases.ONE_SHOT, channels_config=(("allow_inexact", True),)
+    )
     assert inexact.flags() == ["--allow-inexact"]
     assert cases.BY_NAME["channels"].flags() == []
 
@@ -109,6 +111,7 @@ def test_skip_reasons_elide_names(bench):
 
 def test_an_option_with_a_flag_is_passed_on_the_command_line(bench, tmp_path):
     cases, _, script = bench
-    case, help_text = cases.BY_NAME["inexact"], "  --allow-inexact  Also prune ..."
+    case = cases.Case("inexact", "t", ("--channels", "0.3"), cases.ONE_SHOT, channels_config=(("allow_inexact", True),))
+    help_text = "  --allow-inexact  Also prune ..."
     words = script._commands(case, tmp_path / "m.onnx", tmp_path / "c.npz", tmp_path, help_text)
     assert list(words) == ["prune"] and "--allow-inexact" in words["prune"] and words["prune"][0] == "prune"
