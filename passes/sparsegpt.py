@@ -32,7 +32,7 @@ from onnxprune.passes._gram import (
     mean_gram,
     to_matrix,
 )
-from onnxprune.passes._linalg import output_error, upper_cholesky_of_inverse
+from onnxprune.passes._linalg import output_error, quadratic_form, relative_error, upper_cholesky_of_inverse
 from onnxprune.passes._select import nm_mask
 from onnxprune.passes._steps import each_weight
 from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, nm_by_sensitivity, select_weights
@@ -106,6 +106,17 @@ def _block_counts(sparsity: float, rows: int, cols: int, blocksize: int) -> list
     return [b - a for a, b in zip(upto[:-1], upto[1:], strict=True)]
 
 
+#: Float64 bytes of the weight rows pruned at once when rows are independent (N:M): the working
+#: copies of a large matrix (a language model's head) stay this small.
+ROW_CHUNK_BYTES = 64 << 20
+
+
+def row_chunks(rows: int, cols: int, chunk_bytes: int = ROW_CHUNK_BYTES) -> list[slice]:
+    """Slices of consecutive rows of a ``[rows, cols]`` float64 matrix, about ``chunk_bytes`` each."""
+    step = max(1, chunk_bytes // max(8 * cols, 1))
+    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
 def sparsegpt_prune(
     w: np.ndarray,
     hessian: np.ndarray,
@@ -116,11 +127,13 @@ def sparsegpt_prune(
     blocksize: int = 128,
     percdamp: float = 0.01,
     correction: np.ndarray | None = None,
+    dtype: type = np.float64,
 ) -> np.ndarray:
-    """Prune ``w [rows, cols]`` with SparseGPT and return the reconstructed weights (float64).
+    """Prune ``w [rows, cols]`` with SparseGPT and return the reconstructed weights (``dtype``).
 
     Args:
-        w: Weights, one row per output, one column per input feature.
+        w: Weights, one row per output, one column per input feature (any float dtype; each row is
+            worked on in float64).
         hessian: ``XᵀX [cols, cols]`` of the inputs (any positive scale).
         sparsity: Fraction of weights zeroed (unstructured, ``m == 0``), exact in total; each
             block of ``blocksize`` columns gets its share, chosen by ``w² / diag(H⁻¹)²``.
@@ -132,12 +145,13 @@ def sparsegpt_prune(
         correction: Error correction ``X̂ᵀ(X − X̂)·Wᵀ [cols, rows]``: the weights are first moved to
             ``W + ((H+λI)⁻¹·correction)ᵀ`` (see :func:`corrected_target`), through the same factor
             ``(H+λI)⁻¹ = UᵀU`` that the pruning uses, so no second copy of ``H`` is needed.
+        dtype: Dtype of the result.
 
     Inputs that never fire (``H_ii == 0``) get ``H_ii = 1`` and their weights are zeroed, as in
     the reference implementation. With nothing to prune (and no correction), ``w`` is returned unchanged.
+    N:M rows are independent: they are pruned :data:`ROW_CHUNK_BYTES` at a time, through one factor.
     """
-    weights = np.array(w, dtype=np.float64)
-    rows, cols = weights.shape
+    rows, cols = w.shape
     if hessian.shape != (cols, cols):
         raise ValueError(f"Hessian shape {hessian.shape} does not match {cols} weight columns")
     if m > 0:
@@ -148,15 +162,25 @@ def sparsegpt_prune(
         blocksize = -(-blocksize // m) * m
     nothing = n == m if m > 0 else sparsity <= 0
     if nothing and correction is None:
-        return weights
+        return np.array(w, dtype=dtype)
     dead = np.diag(hessian) == 0
     hinv = upper_cholesky_of_inverse(hessian, percdamp, unit=dead)
-    if correction is not None:
-        weights += (hinv.T @ (hinv @ correction)).T
-    if nothing:
-        return weights
-    weights[:, dead] = 0.0
     counts = _block_counts(sparsity, rows, cols, blocksize) if m == 0 else []
+    result = np.empty((rows, cols), dtype=dtype)
+    for chunk in row_chunks(rows, cols) if m > 0 else [slice(0, rows)]:
+        weights = np.array(w[chunk], dtype=np.float64)
+        if correction is not None:
+            weights += (hinv.T @ (hinv @ correction[:, chunk])).T
+        if not nothing:
+            weights[:, dead] = 0.0
+            _prune_rows(weights, hinv, counts, n, m, blocksize)
+        result[chunk] = weights
+    return result
+
+
+def _prune_rows(weights: np.ndarray, hinv: np.ndarray, counts: list[int], n: int, m: int, blocksize: int) -> None:
+    """The SparseGPT sweep over the columns of ``weights`` (float64, changed in place)."""
+    cols = weights.shape[1]
     for b, i1 in enumerate(range(0, cols, blocksize)):
         i2 = min(i1 + blocksize, cols)
         w1 = weights[:, i1:i2].copy()
@@ -184,7 +208,6 @@ def sparsegpt_prune(
             err1[:, i] = err
         weights[:, i1:i2] = q1
         weights[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return weights
 
 
 def _magnitude(w: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
@@ -195,6 +218,26 @@ def _magnitude(w: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
     keep = np.ones(flat.size, dtype=bool)
     keep[np.argsort(flat, kind="stable")[: int(round(sparsity * flat.size))]] = False
     return np.where(keep.reshape(w.shape), w, 0.0)
+
+
+def _errors(
+    matrix: np.ndarray, written: np.ndarray, hessian: np.ndarray, sparsity: float, config: SparseGPTConfig
+) -> tuple[float, float]:
+    """Relative output errors of ``written`` and of magnitude pruning at the same sparsity or pattern.
+
+    N:M magnitude pruning is row by row, so both are summed over row chunks (:func:`row_chunks`).
+    """
+    n, m = config.n, config.m
+    chunks = row_chunks(*matrix.shape) if m else [slice(0, matrix.shape[0])]
+    sums = np.zeros(3)
+    for rows in chunks:
+        w = matrix[rows]
+        sums += (
+            quadratic_form(w - written[rows], hessian),
+            quadratic_form(w - _magnitude(w, sparsity, n, m), hessian),
+            quadratic_form(w, hessian),
+        )
+    return relative_error(sums[0], sums[2]), relative_error(sums[1], sums[2])
 
 
 # --------------------------------------------------------------------------- #
@@ -314,8 +357,8 @@ class SparseGPTPass(OnnxPrunePass):
             return
         order = _column_order(weight, config.m > 0)
         values = read_weight(weight)
-        matrix = to_matrix(weight, values.astype(np.float64), order)
-        correction = delta_times(entries, to_matrix(weight, values.astype(np.float64)))
+        matrix = to_matrix(weight, values, order)  # a view: rows are copied to float64 a chunk at a time
+        correction = delta_times(entries, to_matrix(weight, values))
         del entries
         if order is not None:
             hessian = hessian[np.ix_(order, order)]
@@ -330,18 +373,19 @@ class SparseGPTPass(OnnxPrunePass):
                 blocksize=config.blocksize,
                 percdamp=config.percdamp,
                 correction=correction,
+                dtype=values.dtype,
             )
         except np.linalg.LinAlgError as e:
             report.skip(weight.name, node, weight.op_type, f"SparseGPT failed: {e}")
             return
+        del correction
         write_weight(weight, from_matrix(weight, pruned, order))
+        del pruned
         written = read_weight(weight)
         if config.m:
             check_nm(weight, written, config.n, config.m)
-        extra = {
-            "reconstruction_error": output_error(matrix, to_matrix(weight, written.astype(np.float64), order), hessian),
-            "magnitude_error": output_error(matrix, _magnitude(matrix, sparsity, config.n, config.m), hessian),
-        }
+        reconstruction, magnitude = _errors(matrix, to_matrix(weight, written, order), hessian, sparsity, config)
+        extra = {"reconstruction_error": reconstruction, "magnitude_error": magnitude}
         if config.m:
             extra["pattern"] = f"{config.n}:{config.m}"
         report.changed.append(_entry(weight, int(np.count_nonzero(written == 0)), extra))
