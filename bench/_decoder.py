@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["DecoderConfig", "build_decoder", "calibration_ids", "weight_bytes"]
+__all__ = [
+    "DecoderConfig",
+    "build_decoder",
+    "calibration_ids",
+    "nm_violations",
+    "projection_names",
+    "weight_bytes",
+]
 
 OPSET = 17
 
@@ -227,3 +234,30 @@ def calibration_ids(config: DecoderConfig, samples: int = 16, seed: int = 1) -> 
     """Random token ids ``{"input_ids": [samples, seq]}`` for calibration (save with ``np.savez``)."""
     rng = np.random.default_rng(seed)
     return {"input_ids": rng.integers(0, config.vocab, size=(samples, config.seq), dtype=np.int64)}
+
+
+PROJECTIONS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+
+
+def projection_names(config: DecoderConfig) -> list[str]:
+    """Names of the MatMul weights (``[in, out]``): every layer's projections and the LM head."""
+    names = [f"layers.{i}.{p}.weight" for i in range(config.layers) for p in PROJECTIONS]
+    return [*names, "lm_head.weight"]
+
+
+def nm_violations(weights: dict[str, np.ndarray], n: int, m: int) -> dict[str, int]:
+    """MatMul weights ``[in, out]`` with a run of ``m`` inputs holding more than ``n`` nonzeros: name -> the most."""
+    bad = {}
+    for name, w in weights.items():
+        groups = np.count_nonzero(w.reshape(w.shape[0] // m, m, -1), axis=1)
+        if groups.max(initial=0) > n:
+            bad[name] = int(groups.max())
+    return bad

@@ -178,36 +178,50 @@ def sparsegpt_prune(
     return result
 
 
+#: Columns updated eagerly inside a block (rounded to a multiple of M); the rest of the block is
+#: updated once per this many columns, by a matrix product (two-level lazy batch updates).
+INNER_BLOCK = 16
+
+
 def _prune_rows(weights: np.ndarray, hinv: np.ndarray, counts: list[int], n: int, m: int, blocksize: int) -> None:
-    """The SparseGPT sweep over the columns of ``weights`` (float64, changed in place)."""
+    """The SparseGPT sweep over the columns of ``weights`` (float64, changed in place).
+
+    Each block of columns is worked on transposed (one contiguous row per column of the weight),
+    and inside it the error of a column reaches the next :data:`INNER_BLOCK` columns at once and
+    the block's later columns lazily, as the blocks reach the columns after them: the same updates
+    as column by column, with most of the arithmetic in matrix products.
+    """
     cols = weights.shape[1]
+    inner = max(m, INNER_BLOCK // m * m) if m else INNER_BLOCK
     for b, i1 in enumerate(range(0, cols, blocksize)):
         i2 = min(i1 + blocksize, cols)
-        w1 = weights[:, i1:i2].copy()
-        q1 = np.zeros_like(w1)
+        w1 = np.ascontiguousarray(weights[:, i1:i2].T)  # [block columns, rows]
         err1 = np.zeros_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
         d1 = np.diag(hinv1)
         if m == 0:
-            saliency = (w1**2 / d1[None, :] ** 2).ravel()
+            saliency = (w1.T**2 / d1[None, :] ** 2).ravel()  # ordered as the rows of the weight
             mask1 = np.zeros(w1.size, dtype=bool)
             mask1[np.argsort(saliency, kind="stable")[: counts[b]]] = True
-            mask1 = mask1.reshape(w1.shape)
+            mask1 = np.ascontiguousarray(mask1.reshape(w1.shape[::-1]).T)
         else:
             mask1 = np.zeros(w1.shape, dtype=bool)
-        for i in range(i2 - i1):
-            if m > 0 and i % m == 0:
-                saliency = w1[:, i : i + m] ** 2 / d1[None, i : i + m] ** 2
-                lowest = np.argsort(saliency, axis=1, kind="stable")[:, : m - n]
-                np.put_along_axis(mask1[:, i : i + m], lowest, True, axis=1)
-            col = w1[:, i]
-            q = np.where(mask1[:, i], 0.0, col)
-            err = (col - q) / d1[i]
-            w1[:, i:] -= np.outer(err, hinv1[i, i:])
-            q1[:, i] = q
-            err1[:, i] = err
-        weights[:, i1:i2] = q1
-        weights[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+        for j1 in range(0, i2 - i1, inner):
+            j2 = min(j1 + inner, i2 - i1)
+            for i in range(j1, j2):
+                if m > 0 and i % m == 0:
+                    saliency = w1[i : i + m] ** 2 / d1[i : i + m, None] ** 2
+                    lowest = np.argsort(saliency, axis=0, kind="stable")[: m - n]
+                    np.put_along_axis(mask1[i : i + m], lowest, True, axis=0)
+                row = w1[i]
+                q = np.where(mask1[i], 0.0, row)
+                err = (row - q) / d1[i]
+                w1[i + 1 : j2] -= np.outer(hinv1[i, i + 1 : j2], err)
+                w1[i] = q
+                err1[i] = err
+            w1[j2:] -= hinv1[j1:j2, j2:].T @ err1[j1:j2]
+        weights[:, i1:i2] = w1.T
+        weights[:, i2:] -= err1.T @ hinv[i1:i2, i2:]
 
 
 def _magnitude(w: np.ndarray, sparsity: float, n: int, m: int) -> np.ndarray:
