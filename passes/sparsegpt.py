@@ -33,7 +33,7 @@ from onnxprune.passes._gram import (
     to_matrix,
 )
 from onnxprune.passes._linalg import output_error, quadratic_form, relative_error, upper_cholesky_of_inverse
-from onnxprune.passes._select import nm_mask
+from onnxprune.passes._select import nm_mask, row_chunks
 from onnxprune.passes._steps import each_weight
 from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, nm_by_sensitivity, select_weights
 
@@ -106,17 +106,6 @@ def _block_counts(sparsity: float, rows: int, cols: int, blocksize: int) -> list
     return [b - a for a, b in zip(upto[:-1], upto[1:], strict=True)]
 
 
-#: Float64 bytes of the weight rows pruned at once when rows are independent (N:M): the working
-#: copies of a large matrix (a language model's head) stay this small.
-ROW_CHUNK_BYTES = 64 << 20
-
-
-def row_chunks(rows: int, cols: int, chunk_bytes: int = ROW_CHUNK_BYTES) -> list[slice]:
-    """Slices of consecutive rows of a ``[rows, cols]`` float64 matrix, about ``chunk_bytes`` each."""
-    step = max(1, chunk_bytes // max(8 * cols, 1))
-    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
-
-
 def sparsegpt_prune(
     w: np.ndarray,
     hessian: np.ndarray,
@@ -149,7 +138,7 @@ def sparsegpt_prune(
 
     Inputs that never fire (``H_ii == 0``) get ``H_ii = 1`` and their weights are zeroed, as in
     the reference implementation. With nothing to prune (and no correction), ``w`` is returned unchanged.
-    N:M rows are independent: they are pruned :data:`ROW_CHUNK_BYTES` at a time, through one factor.
+    N:M rows are independent: they are pruned a chunk at a time (:func:`row_chunks`), through one factor.
     """
     rows, cols = w.shape
     if hessian.shape != (cols, cols):
@@ -167,7 +156,7 @@ def sparsegpt_prune(
     hinv = upper_cholesky_of_inverse(hessian, percdamp, unit=dead)
     counts = _block_counts(sparsity, rows, cols, blocksize) if m == 0 else []
     result = np.empty((rows, cols), dtype=dtype)
-    for chunk in row_chunks(rows, cols) if m > 0 else [slice(0, rows)]:
+    for chunk in row_chunks(rows, 8 * cols) if m > 0 else [slice(0, rows)]:
         weights = np.array(w[chunk], dtype=np.float64)
         if correction is not None:
             weights += (hinv.T @ (hinv @ correction[:, chunk])).T
@@ -239,10 +228,10 @@ def _errors(
 ) -> tuple[float, float]:
     """Relative output errors of ``written`` and of magnitude pruning at the same sparsity or pattern.
 
-    N:M magnitude pruning is row by row, so both are summed over row chunks (:func:`row_chunks`).
+    N:M magnitude pruning is row by row, so both are summed over row chunks.
     """
     n, m = config.n, config.m
-    chunks = row_chunks(*matrix.shape) if m else [slice(0, matrix.shape[0])]
+    chunks = row_chunks(matrix.shape[0], 8 * matrix.shape[1]) if m else [slice(0, matrix.shape[0])]
     sums = np.zeros(3)
     for rows in chunks:
         w = matrix[rows]

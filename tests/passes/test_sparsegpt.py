@@ -25,7 +25,7 @@ from onnxprune.passes import (
     UnstructuredPruneConfig,
     UnstructuredPrunePass,
 )
-from onnxprune.passes import sparsegpt as sparsegpt_module
+from onnxprune.passes import _select as select_module
 from onnxprune.passes._linalg import upper_cholesky_of_inverse
 from onnxprune.passes._scores import to_rows
 from onnxprune.passes.sparsegpt import output_error, sparsegpt_prune
@@ -213,7 +213,7 @@ def test_two_level_sweep_and_row_chunks_match_the_column_by_column_sweep(
     got = sparsegpt_prune(w, h, sparsity, n=n, m=m, blocksize=blocksize)
     assert np.array_equal(got == 0, expected == 0)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    monkeypatch.setattr(sparsegpt_module, "ROW_CHUNK_BYTES", 8 * 72 * 5)  # 5 rows at a time (N:M only)
+    monkeypatch.setattr(select_module, "ROW_CHUNK_BYTES", 8 * 72 * 5)  # 5 rows at a time (N:M only)
     chunked = sparsegpt_prune(w, h, sparsity, n=n, m=m, blocksize=blocksize, dtype=np.float32)
     assert chunked.dtype == np.float32
     np.testing.assert_array_equal(chunked, got.astype(np.float32))
