@@ -26,9 +26,11 @@ from onnxprune.passes import (
     UnstructuredPrunePass,
 )
 from onnxprune.passes import _select as select_module
+from onnxprune.passes import sparsegpt as sparsegpt_module
 from onnxprune.passes._linalg import upper_cholesky_of_inverse
 from onnxprune.passes._scores import to_rows
 from onnxprune.passes.sparsegpt import output_error, sparsegpt_prune
+from tests.conftest import weight_array
 
 F = TensorProto.FLOAT
 
@@ -292,6 +294,19 @@ def test_reported_error_is_the_calibration_output_error() -> None:
     keep = np.abs(dense) > np.sort(np.abs(dense).ravel())[round(0.6 * dense.size) - 1]
     magnitude = np.linalg.norm(x @ (dense * ~keep)) / np.linalg.norm(x @ dense)
     assert entry["magnitude_error"] == pytest.approx(magnitude, rel=1e-6)
+
+
+def test_nm_errors_of_tall_weights_are_measured_on_evenly_spaced_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    proto = matmul_model(k=32, out=96)
+    whole, exact = prune(proto, SparseGPTPass, SparseGPTConfig(n=2, m=4))
+    monkeypatch.setattr(sparsegpt_module, "ERROR_ROWS", 24)
+    model, sampled = prune(proto, SparseGPTPass, SparseGPTConfig(n=2, m=4))
+    (a,), (b,) = exact.report.changed, sampled.report.changed
+    assert "error_rows" not in a and b["error_rows"] == 24
+    assert b["reconstruction_error"] == pytest.approx(a["reconstruction_error"], rel=0.3)
+    assert b["magnitude_error"] == pytest.approx(a["magnitude_error"], rel=0.3)
+    assert b["reconstruction_error"] < b["magnitude_error"]
+    assert np.array_equal(weight_array(model, "w"), weight_array(whole, "w"))  # the pruning itself is unchanged
 
 
 def test_shared_weight_and_one_activation_with_two_geometries() -> None:
