@@ -10,6 +10,8 @@ at most 45 minutes and at most 1.5x the model's bytes + 1 GB peak RSS. Random we
 time, memory and correctness only, nothing about accuracy.
 
     python bench/bench_scale.py --out bench/results [--only wanda] [--layers 1]
+
+``--only`` reruns one importance and keeps the other's row of the existing results.
 """
 
 from __future__ import annotations
@@ -192,6 +194,10 @@ def main() -> None:
     exe = ROOT / ".venv" / "bin" / "onnxprune"
     cli = str(exe if exe.is_file() else Path(sys.executable).with_name("onnxprune"))
     rows = [run_case(i, model, calib, config, cli) for i in IMPORTANCES if args.only in (None, i)]
+    previous = args.out / f"scale{args.tag}.json"
+    if args.only and previous.is_file():  # keep the other importance's figures from the last full run
+        kept = [r for r in json.loads(previous.read_text())["rows"] if r["importance"] != args.only]
+        rows = sorted(kept + rows, key=lambda r: IMPORTANCES.index(r["importance"]))
     meta = {
         "config": config,
         "model_mb": rows[0]["model_mb"],
