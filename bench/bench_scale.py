@@ -100,6 +100,10 @@ def run_case(importance: str, model: Path, calib: Path, config: dict[str, Any], 
         "command": " ".join(["onnxprune", "prune", "MODEL", "-o", "OUT", *args[4:-1], "CALIB"]),
         "model_mb": model_bytes / 1e6,
         "loadavg_before": loadavg(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip(),
+        "started": time.strftime("%Y-%m-%d %H:%M"),
     }
     logger.info("running %s", row["command"])
     started = time.perf_counter()
