@@ -387,16 +387,17 @@ class SparseGPTPass(OnnxPrunePass):
             report.skip(weight.name, node, weight.op_type, f"SparseGPT failed: {e}")
             return
         del correction
+        # measured before the write, which drops the pages of the original weights read so far: read
+        # afterwards, a memory-mapped original would stay resident (a 1.2 GB model: 1.2 GB of RSS)
+        reconstruction, magnitude, measured = _errors(matrix, pruned, hessian, sparsity, config)
+        rows = matrix.shape[0]
         write_weight(weight, from_matrix(weight, pruned, order))
-        del pruned
+        del pruned, matrix, values
         written = read_weight(weight)
         if config.m:
             check_nm(weight, written, config.n, config.m)
-        reconstruction, magnitude, measured = _errors(
-            matrix, to_matrix(weight, written, order), hessian, sparsity, config
-        )
         extra = {"reconstruction_error": reconstruction, "magnitude_error": magnitude}
-        if measured < matrix.shape[0]:
+        if measured < rows:
             extra["error_rows"] = measured
         if config.m:
             extra["pattern"] = f"{config.n}:{config.m}"
