@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import sys
 from pathlib import Path
@@ -79,6 +80,20 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         **versions,
     }
+
+
+def time_v(stderr: str, field: str) -> str:
+    """One field of ``/usr/bin/time -v``'s report (``""`` when absent)."""
+    match = re.search(rf"^\s*{re.escape(field)}: (.+)$", stderr, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def clock_seconds(clock: str) -> float:
+    """``/usr/bin/time`` elapsed ``[h:]m:ss.ss`` as seconds."""
+    total = 0.0
+    for part in clock.split(":"):
+        total = total * 60 + float(part)
+    return total
 
 
 def rel(path: Path) -> str:

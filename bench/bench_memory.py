@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import clock_seconds, time_v
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / "_models" / "memory"
@@ -78,19 +79,6 @@ def build(folder: Path) -> tuple[Path, Path]:
     return model, calib
 
 
-def _time_v(stderr: str, field: str) -> str:
-    match = re.search(rf"^\s*{re.escape(field)}: (.+)$", stderr, re.MULTILINE)
-    return match.group(1).strip() if match else ""
-
-
-def _seconds(clock: str) -> float:
-    """``/usr/bin/time`` elapsed ``[h:]m:ss.ss`` as seconds."""
-    total = 0.0
-    for part in clock.split(":"):
-        total = total * 60 + float(part)
-    return total
-
-
 def run_case(name: str, args: list[str], model: Path, calib: Path, threads: int, cli: list[str]) -> dict[str, Any]:
     """Run one CLI command (``cli``: the program) under ``/usr/bin/time -v``: peak RSS, wall time, exit status."""
     model_bytes = sum(p.stat().st_size for p in (model, model.with_name(model.name + ".data")))
@@ -109,8 +97,8 @@ def run_case(name: str, args: list[str], model: Path, calib: Path, threads: int,
             + f" --threads {threads}",
             "rc": done.returncode,
             "model_mb": model_bytes / 1e6,
-            "peak_rss_mb": int(_time_v(done.stderr, "Maximum resident set size (kbytes)") or 0) * 1024 / 1e6,
-            "wall_s": _seconds(_time_v(done.stderr, "Elapsed (wall clock) time (h:mm:ss or m:ss)") or str(outer)),
+            "peak_rss_mb": int(time_v(done.stderr, "Maximum resident set size (kbytes)") or 0) * 1024 / 1e6,
+            "wall_s": clock_seconds(time_v(done.stderr, "Elapsed (wall clock) time (h:mm:ss or m:ss)") or str(outer)),
         }
         row["ratio"] = row["peak_rss_mb"] / row["model_mb"]
         row["goal_mb"] = GOAL_FACTOR * row["model_mb"] + GOAL_EXTRA_MB

@@ -18,7 +18,10 @@ import numpy as np
 
 from onnxprune.errors import CalibrationError
 
-__all__ = ["OutputFidelity", "OutputTracker", "check_labels", "class_count", "sample_cosine"]
+__all__ = ["CHUNK_BYTES", "OutputFidelity", "OutputTracker", "check_labels", "class_count", "sample_cosine"]
+
+#: Float64 bytes of the samples :meth:`OutputTracker.add` compares at once (at least one sample).
+CHUNK_BYTES = 32 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +92,27 @@ class OutputTracker:
         self.correct: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add(self, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None = None) -> None:
-        """Compare one batch of reference ``a`` and candidate ``b`` (``labels``: one class per sample)."""
+        """Compare one batch of reference ``a`` and candidate ``b`` (``labels``: one class per sample).
+
+        The batch is compared a few samples at a time (:data:`CHUNK_BYTES` of float64 per chunk), so
+        the float64 copies and masks of large outputs (a language model's logits) stay small.
+        """
         if not np.issubdtype(a.dtype, np.number) or a.size == 0:
             return
         classes = class_count(a)
+        if a.ndim <= 1:  # one sample (a 1-D output's cosine is taken over all of it)
+            self._add(a.astype(np.float64), b.astype(np.float64), labels, classes)
+            return
         axis = self.batch_axis if a.ndim > self.batch_axis else 0
-        a = np.moveaxis(a.astype(np.float64), axis, 0) if a.ndim else a.astype(np.float64)
-        b = np.moveaxis(b.astype(np.float64), axis, 0) if b.ndim else b.astype(np.float64)
+        a, b = np.moveaxis(a, axis, 0), np.moveaxis(b, axis, 0)
+        step = max(1, CHUNK_BYTES // (8 * a[0].size))
+        for i in range(0, a.shape[0], step):
+            chunk = slice(i, i + step)
+            truth = labels[chunk] if labels is not None else None
+            self._add(a[chunk].astype(np.float64), b[chunk].astype(np.float64), truth, classes)
+
+    def _add(self, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, classes: int | None) -> None:
+        """:meth:`add` for float64 samples along axis 0."""
         finite_a, finite_b = np.isfinite(a), np.isfinite(b)
         both = finite_a & finite_b
         self.nonfinite_ref += int((~finite_a).sum())

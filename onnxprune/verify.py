@@ -27,6 +27,7 @@ __all__ = [
     "RecordedOutputs",
     "OutputFidelity",
     "Validation",
+    "affordable_runs",
     "assert_numerically_equal",
     "check_model",
     "compare_outputs",
@@ -46,6 +47,11 @@ RANDOM_NOTE = "random inputs: fidelity not measured (pass --data PATH with real 
 #: alive at once (each holds a prepacked copy of its weights, and building it reads every weight
 #: besides) but on lean sessions (no arena, no prepacking), one at a time, alternately.
 INTERLEAVED_LATENCY_BYTES = 256_000_000
+#: Above :data:`INTERLEAVED_LATENCY_BYTES`, the timed runs (warm-up included, both models) are
+#: fewer than asked where they would take longer than this, at the speed the fidelity runs showed
+#: (at least one per round): a 1.2 GB decoder runs a sample in seconds, and 30 runs of each model
+#: would take longer than its calibration.
+LATENCY_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +276,22 @@ def measure_latency_alternating(
     return 1000 * statistics.median(times[0]), 1000 * statistics.median(times[1])
 
 
+def affordable_runs(runs: int, seconds_per_run: float, *, warmup: int = 3, rounds: int = 3) -> tuple[int, int]:
+    """``(timed runs, warm-up runs)`` per model and round for :func:`measure_latency_alternating`.
+
+    At most ``runs`` and ``warmup``, fewer where both models' runs would take longer than
+    :data:`LATENCY_SECONDS`: first the timed runs (at least one per round), then the warm-up (at least one).
+    """
+    rounds = max(1, min(rounds, runs))
+    fits = int(LATENCY_SECONDS / max(2 * seconds_per_run, 1e-9))
+    timed = max(rounds, min(runs, fits - rounds * warmup))
+    if timed + rounds * warmup > fits:
+        warmup = max(1, min(warmup, (fits - timed) // rounds))
+    if timed < runs:
+        logger.info("latency: %d timed runs per model, not %d (%.1f s per run)", timed, runs, seconds_per_run)
+    return timed, warmup
+
+
 def _compare(
     ref: ir.Model,
     cand: ir.Model,
@@ -348,7 +370,9 @@ def validate(
     except ValidationError:
         check_model(ref, "reference model")  # a defect of the input is not the result's fault
         raise
+    started = time.perf_counter()
     comparison = _compare(ref, cand, source, batch_size, threads, progress, keep_outputs=metric is not None)
+    per_sample = (time.perf_counter() - started) / max(2 * comparison.samples, 1)
     release_free_memory()
     scores = None
     if metric is not None and data_path is not None:
@@ -364,11 +388,13 @@ def validate(
         del ref_sess, cand_sess
     else:
         mode = "alternating lean sessions"
+        latency_runs, warmup = affordable_runs(latency_runs, per_sample)
         ref_ms, cand_ms = measure_latency_alternating(
             lambda: _ort.session(ref, threads=threads, what="reference model", lean=True),
             lambda: _ort.session(cand, threads=threads, what="result", lean=True),
             first,
             runs=latency_runs,
+            warmup=warmup,
         )
     release_free_memory()
     return Validation(

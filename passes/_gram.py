@@ -111,14 +111,17 @@ def delta_times(stats: Sequence[ChannelStats], w: np.ndarray) -> np.ndarray | No
     float32, as the sums were kept, so no float64 copy of a Gram-sized matrix is made.
     """
     deltas = [s.delta for s in stats]
-    if any(d is None or d.shape[1] != w.shape[1] for d in deltas):
+    if not deltas or any(d is None or d.shape[1] != w.shape[1] for d in deltas):
         return None
     for s in stats:
         s.delta = None
     rows = max(sum(s.rows for s in stats), 1)
     w32 = np.ascontiguousarray(w.T, dtype=np.float32)
-    product = sum(np.asarray(d @ w32, dtype=np.float64) for d in deltas)
-    return product / rows if np.any(product) else None
+    product = (deltas[0] @ w32).astype(np.float64)  # summed and scaled in place: [features, outputs] is
+    for d in deltas[1:]:  # as large as the weight (a language model's head: 0.5 GB in float64)
+        product += d @ w32
+    product /= rows
+    return product if np.any(product) else None
 
 
 def corrected_target(w: np.ndarray, gram: np.ndarray, delta: np.ndarray, percdamp: float) -> np.ndarray:

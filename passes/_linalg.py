@@ -13,7 +13,14 @@ import numpy as np
 from scipy import linalg as sla
 from scipy.linalg import lapack
 
-__all__ = ["lower_cholesky_with_inverse", "output_error", "solve_spd", "upper_cholesky_of_inverse"]
+__all__ = [
+    "lower_cholesky_with_inverse",
+    "output_error",
+    "quadratic_form",
+    "relative_error",
+    "solve_spd",
+    "upper_cholesky_of_inverse",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +91,18 @@ def solve_spd(gram: np.ndarray, rhs: np.ndarray, percdamp: float) -> np.ndarray:
 
 def output_error(w: np.ndarray, approx: np.ndarray, hessian: np.ndarray) -> float:
     """Relative output error ‖(W−Ŵ)X‖/‖WX‖ from ``H = XᵀX``: sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))."""
-    delta = (w - approx).astype(hessian.dtype, copy=False)  # a float32 Hessian is not copied to float64
-    w = w.astype(hessian.dtype, copy=False)
-    num = float(np.sum((delta @ hessian) * delta, dtype=np.float64))
-    den = float(np.sum((w @ hessian) * w, dtype=np.float64))
+    return relative_error(quadratic_form(w - approx, hessian), quadratic_form(w, hessian))
+
+
+def quadratic_form(x: np.ndarray, hessian: np.ndarray) -> float:
+    """``tr(X H Xᵀ)`` in the Hessian's dtype (a float32 Hessian is not copied to float64), summed in float64.
+
+    A sum over the rows of ``X``: row chunks of a large weight can be added up.
+    """
+    x = x.astype(hessian.dtype, copy=False)
+    return float(np.sum((x @ hessian) * x, dtype=np.float64))
+
+
+def relative_error(num: float, den: float) -> float:
+    """``sqrt(num / den)`` of two :func:`quadratic_form` values (0 where ``den`` is 0)."""
     return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0

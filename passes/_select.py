@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["nm_mask", "prune_lowest", "row_mask", "split_count"]
+__all__ = ["ROW_CHUNK_BYTES", "nm_mask", "prune_lowest", "row_chunks", "row_mask", "split_count"]
 
 ScoreFn = Callable[[], np.ndarray]
 
@@ -79,6 +79,17 @@ def row_mask(scores: np.ndarray, n: int) -> np.ndarray:
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(cols)[None, :].repeat(rows, axis=0), axis=1)
     return ranks >= per_row[:, None]
+
+
+#: Bytes of the rows a large weight is worked on at once where its rows are independent (N:M):
+#: the working copies of a language model's head stay this small.
+ROW_CHUNK_BYTES = 64 << 20
+
+
+def row_chunks(rows: int, row_bytes: int, chunk_bytes: int | None = None) -> list[slice]:
+    """Slices of consecutive rows (``row_bytes`` each), about ``chunk_bytes`` (:data:`ROW_CHUNK_BYTES`) per slice."""
+    step = max(1, (chunk_bytes or ROW_CHUNK_BYTES) // max(row_bytes, 1))
+    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
 def nm_mask(scores: np.ndarray, n: int, m: int) -> np.ndarray:

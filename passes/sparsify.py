@@ -16,8 +16,8 @@ from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._allocators import check_allocation, nm_coverage, scope_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
-from onnxprune.passes._scores import WEIGHT_IMPORTANCES, from_rows, normalizer, score, to_rows
-from onnxprune.passes._select import nm_mask, prune_lowest, row_mask
+from onnxprune.passes._scores import WEIGHT_IMPORTANCES, normalizer, score, to_rows
+from onnxprune.passes._select import nm_mask, prune_lowest, row_chunks, row_mask
 from onnxprune.passes._steps import each_weight
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "UnstructuredPruneConfig",
     "UnstructuredPrunePass",
     "layer_keep",
+    "nm_pruned",
     "select_weights",
 ]
 
@@ -291,9 +292,7 @@ class NMPrunePass(OnnxPrunePass):
 
         def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
             values = read_weight(weight)
-            scores = to_rows(weight, importance.score(weight, values, stats))
-            keep = from_rows(weight, nm_mask(scores, config.n, config.m))
-            pruned = np.where(keep, values, 0)
+            pruned = nm_pruned(weight, values, lambda part: importance.score(weight, part, stats), config.n, config.m)
             write_weight(weight, pruned)
             check_nm(weight, pruned, config.n, config.m)
             report.changed.append(
@@ -305,6 +304,27 @@ class NMPrunePass(OnnxPrunePass):
         )
         modified = bool(report.changed) and config.n < config.m
         return finish(self, model, report, start, {"pattern": f"{config.n}:{config.m}"}, modified=modified)
+
+
+def nm_pruned(
+    weight: Weight, values: np.ndarray, score: Callable[[np.ndarray], np.ndarray], n: int, m: int
+) -> np.ndarray:
+    """``values`` with the ``n`` best of every ``m`` along the input axis kept (``score``: importance of a part).
+
+    The rows of a 2-D weight are independent: they are scored and masked a chunk at a time
+    (:func:`row_chunks`), so the scores, sort indices and masks of a large weight (a language
+    model's head) never exist whole. Other weights (a grouped Conv's scores need all its rows) in one go.
+    """
+    pruned = np.empty_like(values)
+    axis = weight.out_axis
+    chunks = row_chunks(values.shape[axis], values.size // values.shape[axis] * 8) if values.ndim == 2 else []
+    for rows in chunks or [slice(None)]:
+        index = (slice(None),) * axis + (rows,)
+        part = values[index]
+        scores = np.moveaxis(score(part), weight.in_axis, -1)
+        keep = np.moveaxis(nm_mask(scores, n, m), -1, weight.in_axis)
+        pruned[index] = np.where(keep, part, 0)
+    return pruned
 
 
 def nm_by_sensitivity(

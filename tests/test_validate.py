@@ -12,6 +12,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
+from onnxprune import fidelity
 from onnxprune import passes as passes_module
 from onnxprune.calibration.sources import ArraySource, input_specs, open_source, sample_shapes
 from onnxprune.errors import CalibrationError, FidelityError, MetricError, OptionError
@@ -21,7 +22,7 @@ from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import OnnxPrunePass, PruneResult
 from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, run_recipe
 from onnxprune.report import model_stats, write_json
-from onnxprune.verify import RANDOM_NOTE, validate
+from onnxprune.verify import LATENCY_SECONDS, RANDOM_NOTE, affordable_runs, validate
 from tests.conftest import ort_run, to_ir
 from tests.models.recognizers import OCR_HEIGHT, ocr_macs, ocr_recognizer, offset_classifier
 
@@ -254,3 +255,35 @@ def test_results_with_nan_outputs_are_never_written(tmp_path: Path, monkeypatch:
     with pytest.raises(FidelityError, match="NaN/inf values where the reference is finite; nothing written"):
         run_recipe(recipe)
     assert not out.exists()
+
+
+def test_latency_runs_of_large_models_fit_the_time_budget() -> None:
+    assert affordable_runs(30, 0.01) == (30, 3)  # fast models: as asked
+    for seconds in (1.0, 3.0, 10.0, 100.0):
+        timed, warmup = affordable_runs(30, seconds)
+        assert 3 <= timed < 30 and 1 <= warmup <= 3
+        assert timed == 3 or 2 * seconds * (timed + 3 * warmup) <= LATENCY_SECONDS  # at least one per round
+    assert affordable_runs(1, 100.0) == (1, 1)
+
+
+def test_large_outputs_are_compared_a_few_samples_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((7, 5, 11)).astype(np.float32)
+    cand = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.5
+    cand[2, 1, 3] = np.nan
+    whole = OutputTracker("logits")
+    whole.add(ref, cand)
+    monkeypatch.setattr(fidelity, "CHUNK_BYTES", 8 * 5 * 11 * 2)  # two samples at a time
+    chunked = OutputTracker("logits")
+    chunked.add(ref[:4], cand[:4])
+    chunked.add(ref[4:], cand[4:])
+    assert len(chunked.cosines) == 4
+    a, b = whole.result(), chunked.result()
+    assert dataclasses.asdict(a).keys() == dataclasses.asdict(b).keys()
+    for key, value in dataclasses.asdict(a).items():
+        other = dataclasses.asdict(b)[key]
+        if isinstance(value, float):
+            np.testing.assert_allclose(other, value, rtol=1e-12, err_msg=key)  # NaN where NaN
+        else:
+            assert other == value, key
+    assert math.isnan(a.mean_cosine) and a.nonfinite_cand == 1 and a.argmax_agreement is not None

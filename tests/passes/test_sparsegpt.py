@@ -25,8 +25,12 @@ from onnxprune.passes import (
     UnstructuredPruneConfig,
     UnstructuredPrunePass,
 )
+from onnxprune.passes import _select as select_module
+from onnxprune.passes import sparsegpt as sparsegpt_module
+from onnxprune.passes._linalg import upper_cholesky_of_inverse
 from onnxprune.passes._scores import to_rows
 from onnxprune.passes.sparsegpt import output_error, sparsegpt_prune
+from tests.conftest import weight_array
 
 F = TensorProto.FLOAT
 
@@ -169,6 +173,54 @@ def test_function_exact_counts_and_dead_inputs() -> None:
         sparsegpt_prune(w[:, :22], h[:22, :22], 0.0, n=2, m=4)
 
 
+def _column_by_column(w: np.ndarray, h: np.ndarray, sparsity: float, n: int, m: int, blocksize: int) -> np.ndarray:
+    """The reference implementation's sweep: every column's error reaches all later columns of its block at once."""
+    weights, (rows, cols) = np.array(w, dtype=np.float64), w.shape
+    dead = np.diag(h) == 0
+    hinv = upper_cholesky_of_inverse(h, 0.01, unit=dead)
+    weights[:, dead] = 0.0
+    edges = list(range(0, cols, blocksize)) + [cols]
+    upto = [int(round(sparsity * rows * e)) for e in edges]
+    for b, i1 in enumerate(edges[:-1]):
+        i2 = edges[b + 1]
+        w1, q1, err1 = weights[:, i1:i2].copy(), np.zeros((rows, i2 - i1)), np.zeros((rows, i2 - i1))
+        d1 = np.diag(hinv[i1:i2, i1:i2])
+        mask1 = np.zeros(w1.shape, dtype=bool)
+        if m == 0:
+            flat = np.argsort((w1**2 / d1[None, :] ** 2).ravel(), kind="stable")[: upto[b + 1] - upto[b]]
+            mask1.ravel()[flat] = True
+        for i in range(i2 - i1):
+            if m and i % m == 0:
+                lowest = np.argsort(w1[:, i : i + m] ** 2 / d1[None, i : i + m] ** 2, axis=1, kind="stable")
+                np.put_along_axis(mask1[:, i : i + m], lowest[:, : m - n], True, axis=1)
+            q = np.where(mask1[:, i], 0.0, w1[:, i])
+            err = (w1[:, i] - q) / d1[i]
+            w1[:, i:] -= np.outer(err, hinv[i1 + i, i1 + i : i2])
+            q1[:, i], err1[:, i] = q, err
+        weights[:, i1:i2] = q1
+        weights[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return weights
+
+
+@pytest.mark.parametrize(("sparsity", "n", "m", "blocksize"), [(0.5, 0, 0, 32), (0.6, 0, 0, 128), (0.0, 2, 4, 32)])
+def test_two_level_sweep_and_row_chunks_match_the_column_by_column_sweep(
+    sparsity: float, n: int, m: int, blocksize: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((37, 72)).astype(np.float32)
+    x = rng.standard_normal((400, 72)) @ rng.standard_normal((72, 72))
+    x[:, 9] = 0
+    h = x.T @ x
+    expected = _column_by_column(w, h, sparsity, n, m, blocksize)
+    got = sparsegpt_prune(w, h, sparsity, n=n, m=m, blocksize=blocksize)
+    assert np.array_equal(got == 0, expected == 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    monkeypatch.setattr(select_module, "ROW_CHUNK_BYTES", 8 * 72 * 5)  # 5 rows at a time (N:M only)
+    chunked = sparsegpt_prune(w, h, sparsity, n=n, m=m, blocksize=blocksize, dtype=np.float32)
+    assert chunked.dtype == np.float32
+    np.testing.assert_array_equal(chunked, got.astype(np.float32))
+
+
 def test_output_error_matches_definition() -> None:
     rng = np.random.default_rng(2)
     w, x = rng.standard_normal((6, 9)), rng.standard_normal((40, 9))
@@ -242,6 +294,19 @@ def test_reported_error_is_the_calibration_output_error() -> None:
     keep = np.abs(dense) > np.sort(np.abs(dense).ravel())[round(0.6 * dense.size) - 1]
     magnitude = np.linalg.norm(x @ (dense * ~keep)) / np.linalg.norm(x @ dense)
     assert entry["magnitude_error"] == pytest.approx(magnitude, rel=1e-6)
+
+
+def test_nm_errors_of_tall_weights_are_measured_on_evenly_spaced_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    proto = matmul_model(k=32, out=96)
+    whole, exact = prune(proto, SparseGPTPass, SparseGPTConfig(n=2, m=4))
+    monkeypatch.setattr(sparsegpt_module, "ERROR_ROWS", 24)
+    model, sampled = prune(proto, SparseGPTPass, SparseGPTConfig(n=2, m=4))
+    (a,), (b,) = exact.report.changed, sampled.report.changed
+    assert "error_rows" not in a and b["error_rows"] == 24
+    assert b["reconstruction_error"] == pytest.approx(a["reconstruction_error"], rel=0.3)
+    assert b["magnitude_error"] == pytest.approx(a["magnitude_error"], rel=0.3)
+    assert b["reconstruction_error"] < b["magnitude_error"]
+    assert np.array_equal(weight_array(model, "w"), weight_array(whole, "w"))  # the pruning itself is unchanged
 
 
 def test_shared_weight_and_one_activation_with_two_geometries() -> None:

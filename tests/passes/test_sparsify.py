@@ -13,6 +13,7 @@ from onnxprune.calibration.sources import ArraySource, input_specs
 from onnxprune.context import PassContext
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
+from onnxprune.passes import _select as select_module
 from onnxprune.passes._scores import to_rows
 from onnxprune.pipeline import Pipeline
 from tests import models
@@ -152,6 +153,18 @@ def test_nm_groups_hold(name: str, importance: str) -> None:
         assert (np.count_nonzero(groups, axis=-1) <= 2).all()
         assert entry["zeros"] >= entry["numel"] // 2
     ort_run(model, models.random_inputs(proto))
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "wanda"])
+@pytest.mark.parametrize("name", ["conv", "mlp"])
+def test_nm_rows_in_chunks_prune_as_in_one_go(name: str, importance: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    proto = HELPER_MODELS[name]()
+    whole, chunked = to_ir(proto), to_ir(proto)
+    NMPrunePass(NMPruneConfig(n=2, m=4, importance=importance), _context(whole))(whole)
+    monkeypatch.setattr(select_module, "ROW_CHUNK_BYTES", 1)  # one row at a time
+    NMPrunePass(NMPruneConfig(n=2, m=4, importance=importance), _context(chunked))(chunked)
+    for a, b in zip(find_weights(whole), find_weights(chunked), strict=True):
+        np.testing.assert_array_equal(read_weight(a), read_weight(b))
 
 
 def test_nm_runs_along_the_input_axis_of_each_layout() -> None:
