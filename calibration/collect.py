@@ -33,6 +33,8 @@ class StatRequest:
     same value of the reference model is unfolded alongside and the cross sums are kept (see
     :class:`ChannelStats`); ``paired_gram`` also keeps the reference's own Gram. Results are keyed
     by ``key`` (default: the value name), so one value can be unfolded for two different convs.
+    ``holdout`` also sums every other batch apart (``ChannelStats.holdout``), so that a fit on the
+    other batches can be checked on data it did not see.
     """
 
     value: str
@@ -43,6 +45,7 @@ class StatRequest:
     key: str | None = None
     paired: bool = False
     paired_gram: bool = False
+    holdout: bool = False
 
     @property
     def name(self) -> str:
@@ -109,7 +112,8 @@ def _merge(requests: Sequence[StatRequest]) -> dict[str, StatRequest]:
             merged[request.name] = request
         else:
             gram_of = request if request.gram else prior
-            merged[request.name] = dataclasses.replace(gram_of, sums=prior.sums | request.sums)
+            holdout = prior.holdout or request.holdout
+            merged[request.name] = dataclasses.replace(gram_of, sums=prior.sums | request.sums, holdout=holdout)
     return merged
 
 
@@ -213,7 +217,11 @@ def collect_stats(
             entry = stats.get(name)
             if entry is None:
                 entry = stats[name] = ChannelStats(axis, array.shape[axis], sums=request.sums)
+                if request.holdout:
+                    entry.holdout = ChannelStats(axis, array.shape[axis], sums=request.sums)
             _accumulate(entry, dataclasses.replace(request, axis=axis), array, ref)
+            if entry.holdout is not None and i % 2:
+                _accumulate(entry.holdout, dataclasses.replace(request, axis=axis), array, ref)
         done += next(iter(batch.values())).shape[0] if batch else 1
         if progress is not None:
             progress(min(done, total), total)

@@ -68,7 +68,8 @@ class ChannelStats:
     multiplies, ``gram_sum`` their column sums, with ``rows`` rows seen. Paired with the rows ``R``
     of a reference model at the same place (layer-sequential refits), ``delta`` accumulates
     Xᵀ(R − X) (so ``XᵀR = gram + delta``, see :attr:`cross`, without cancellation when ``R ≈ X``),
-    ``ref_gram`` RᵀR and ``ref_sum`` the column sums of ``R``.
+    ``ref_gram`` RᵀR and ``ref_sum`` the column sums of ``R``. ``holdout`` (optional) holds the same
+    sums over every other batch only, for checking a fit on data it was not fitted to.
 
     Gram-sized sums are float32 (each chunk's product is float32 anyway; half the memory of the
     widest layers' Grams), vectors float64.
@@ -87,6 +88,7 @@ class ChannelStats:
     delta: np.ndarray | None = None
     ref_gram: np.ndarray | None = None
     ref_sum: np.ndarray | None = None
+    holdout: ChannelStats | None = None
 
     def __post_init__(self) -> None:
         for name in ("sum_abs", "sum_sq", "nonzero"):

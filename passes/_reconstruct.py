@@ -100,8 +100,9 @@ def _plan_one(analysis: ChannelAnalysis, use: ParamUse, max_features: int) -> Re
     outputs = int(weight.shape[0] if node.op_type == "Conv" else _as_matrix(node, weight).shape[1])
     if bias is not None and not _bias_writable(analysis, *bias, outputs):
         bias = None  # a computed or broadcast bias: fit without an intercept
+    key = f"{use.by.name}@{node.name}"
     request = StatRequest(
-        use.by.name or "", layout.axis, gram=True, conv=geometry, sums=frozenset(), key=f"{use.by.name}@{node.name}"
+        use.by.name or "", layout.axis, gram=True, conv=geometry, sums=frozenset(), key=key, holdout=True
     )
     features = layout.width * kernel
     if features > max_features:
@@ -223,19 +224,13 @@ def refit(
     channels = analysis.positions(plan.use.by, keep)
     assert channels is not None
     cols = (channels[:, None] * plan.kernel + np.arange(plan.kernel)[None, :]).ravel()
-    masked = original.copy()
-    masked[np.setdiff1d(np.arange(features), cols)] = 0.0
+    path = _RidgePath(moments, cols, features, original, intercept=bias_now is not None)
+    masked = _masked(original, path)
     reference = max(moments.error(np.zeros_like(original), original), 1e-30)
     before = moments.error(masked, original) / reference
-    fitted, after, strength = masked, before, None
-    best = before  # the plain slice fits no parameter: its GCV score is its error
-    path = _RidgePath(moments, cols, features, original, intercept=bias_now is not None)
-    for scale in _RIDGE_SCALES:
-        candidate, dof = path.solve(ridge * scale)
-        error = moments.error(candidate, original) / reference
-        score = error / max(1.0 - dof / max(moments.samples, 1.0), 1e-6) ** 2
-        if score < best:
-            fitted, after, best, strength = candidate, error, score, ridge * scale
+    strength = _choose_ridge(stats[plan.request.name], moments, path, original, ridge)
+    fitted = masked if strength is None else path.solve(strength)[0]
+    after = before if strength is None else moments.error(fitted, original) / reference
     replace_constant(node, 1, _from_matrix(node, fitted[:features], weight.shape).astype(weight.dtype))
     if plan.bias is not None and bias_now is not None:
         holder, index = plan.bias
@@ -246,6 +241,38 @@ def refit(
 #: ridge strengths tried (times the configured one); generalized cross-validation picks among them,
 #: and keeps the plain slice when no fit is expected to generalize (few rows for many features)
 _RIDGE_SCALES = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+def _choose_ridge(
+    entry: ChannelStats, moments: _Moments, path: _RidgePath, original: np.ndarray, ridge: float
+) -> float | None:
+    """The ridge strength to refit with, or None to keep the plain slice.
+
+    With held-out batches (``entry.holdout``), each strength is fitted on the other batches and scored
+    on the held-out ones, as is the plain slice: a refit must lower the error on samples it did not
+    see. Otherwise generalized cross-validation scores the fits on the data they saw.
+    """
+    held = entry.holdout
+    if held is not None and 0 < held.rows < entry.rows and held.gram is not None:
+        test = _Moments.of(held)
+        train = _Moments(moments.now - test.now, moments.cross - test.cross, moments.original - test.original)
+        fold = _RidgePath(train, path.cols, path.features, original, path.intercept)
+        scores = {None: test.error(_masked(original, path), original)}
+        scores.update({ridge * k: test.error(fold.solve(ridge * k)[0], original) for k in _RIDGE_SCALES})
+    else:
+        reference = max(moments.error(np.zeros_like(original), original), 1e-30)
+        scores = {None: moments.error(_masked(original, path), original) / reference}
+        for scale in _RIDGE_SCALES:
+            fitted, dof = path.solve(ridge * scale)
+            error = moments.error(fitted, original) / reference
+            scores[ridge * scale] = error / max(1.0 - dof / max(moments.samples, 1.0), 1e-6) ** 2
+    return min(scores, key=lambda k: scores[k])
+
+
+def _masked(original: np.ndarray, path: _RidgePath) -> np.ndarray:
+    masked = original.copy()
+    masked[np.setdiff1d(np.arange(path.features), path.cols)] = 0.0
+    return masked
 
 
 class _RidgePath:
