@@ -123,6 +123,15 @@ def attention(node: ir.Node, a: ChannelAnalysis) -> None:
         a.set(node.inputs[1], Layout(1, 2, ly.segments * 3))  # the packed Q|K|V columns
 
 
+def _qkv_layouts(node: ir.Node, a: ChannelAnalysis, rest: str) -> list[Layout | None] | None:
+    """The layouts of the Q, K, V inputs (None when none carries channels); channels elsewhere block."""
+    layouts = [a.layout(node.inputs[i]) if i < len(node.inputs) else None for i in range(3)]
+    others = [a.layout(v) for v in node.inputs[3:]]
+    if any(others):
+        a.block(node, others, f"channels reach {node.op_type}'s {rest}")
+    return layouts if any(layouts) else None
+
+
 # -- MultiHeadAttention: Q, K, V given separately --------------------------------------------------------
 _MHA_STATE = {5: "attention_bias", 6: "past_key", 7: "past_value", 8: "past_sequence_length", 9: "cache_indirection"}
 
@@ -159,11 +168,8 @@ def _mha_slice(node: ir.Node, ex: Executor) -> None:
 @rule("MultiHeadAttention", domain=MS_DOMAIN, slice=_mha_slice)
 def multi_head_attention(node: ir.Node, a: ChannelAnalysis) -> None:
     """Couple Q, K and V head by head; the output carries V's layout."""
-    layouts = [a.layout(node.inputs[i]) if i < len(node.inputs) else None for i in range(3)]
-    others = [a.layout(v) for v in node.inputs[3:]]
-    if any(others):
-        a.block(node, others, "channels reach MultiHeadAttention's bias, mask or state")
-    if not any(layouts):
+    layouts = _qkv_layouts(node, a, "bias, mask or state")
+    if layouts is None:
         return
     refusal = _mha_refusal(node, a, layouts)
     if refusal is not None:
@@ -212,11 +218,8 @@ def _gqa_slice(node: ir.Node, ex: Executor) -> None:
 @rule("GroupQueryAttention", domain=MS_DOMAIN, slice=_gqa_slice)
 def group_query_attention(node: ir.Node, a: ChannelAnalysis) -> None:
     """A KV head goes with the query heads it serves: the query group is rebased onto the KV group."""
-    layouts = [a.layout(node.inputs[i]) if i < len(node.inputs) else None for i in range(3)]
-    others = [a.layout(v) for v in node.inputs[3:]]
-    if any(others):
-        a.block(node, others, "channels reach GroupQueryAttention's cache, lengths or rotary tables")
-    if not any(layouts):
+    layouts = _qkv_layouts(node, a, "cache, lengths or rotary tables")
+    if layouts is None:
         return
     geometry = gqa_geometry(node, a)
     refusal = geometry if isinstance(geometry, str) else _state_refusal(node, _GQA_STATE, {})
