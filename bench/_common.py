@@ -120,3 +120,11 @@ def write_json(data: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
+
+
+def write_results(out: Path, stem: str, meta: dict[str, Any], rows: list[dict[str, Any]], text: str) -> None:
+    """``OUT/STEM.json`` (``meta`` and ``rows``) and ``OUT/STEM.md`` (``text``), each written atomically."""
+    write_json({"meta": meta, "rows": rows}, out / f"{stem}.json")
+    tmp = out / f"{stem}.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / f"{stem}.md")

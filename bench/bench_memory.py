@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import clock_seconds, time_v
+from _common import clock_seconds, time_v, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / "_models" / "memory"
@@ -182,9 +182,7 @@ def main() -> None:
         "machine": f"{platform.machine()} Linux, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"memory{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / f"memory{args.tag}.md").write_text(markdown(rows, meta))
+    write_results(args.out, f"memory{args.tag}", meta, rows, markdown(rows, meta))
     print(markdown(rows, meta))
 
 

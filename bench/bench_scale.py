@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, clock_seconds, environment, loadavg, time_v
+from _common import ROOT, clock_seconds, environment, loadavg, time_v, write_results
 
 CACHE = ROOT / "bench" / "_models" / "scale"
 SAMPLES = 16
@@ -211,9 +211,7 @@ def main() -> None:
         "environment": environment(),
         "goals": {"wall_s": GOAL_MINUTES * 60, "rss": f"{GOAL_FACTOR}x model bytes + {GOAL_EXTRA_MB} MB"},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"scale{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / f"scale{args.tag}.md").write_text(markdown(rows, meta))
+    write_results(args.out, f"scale{args.tag}", meta, rows, markdown(rows, meta))
     print(markdown(rows, meta))
 
 

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / "_models"
 SAMPLES = 64
@@ -149,10 +151,8 @@ def main() -> None:
         logger.info("running %s", name)
         rows.append(_run(name, case, model, calib, args.threads, args.memory_mb))
         logger.info("%s", rows[-1])
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if not args.only else f"_{args.only}"
-    (args.out / f"sequential{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    (args.out / f"sequential{suffix}.md").write_text(_markdown(rows, meta))
+    write_results(args.out, f"sequential{suffix}", meta, rows, _markdown(rows, meta))
 
 
 if __name__ == "__main__":
