@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from onnxprune.calibration.collect import TOKEN_MASK
 from onnxprune.passes._schedules import cubic_sparsity, cycle_of, learning_rate
 from onnxprune.torchview import TorchView
 
@@ -153,12 +154,17 @@ def all_finite(view: TorchView) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in view.named_tensors().values())
 
 
-def _distill_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def _distill_loss(
+    kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float, tokens: torch.Tensor | None = None
+) -> torch.Tensor:
     if kind == "kl" and student.dim() == 2:
         t = temperature
         log_p = torch.log_softmax(student / t, dim=-1)
         q = torch.softmax(teacher / t, dim=-1)
         return torch.nn.functional.kl_div(log_p, q, reduction="batchmean") * t * t
+    if tokens is not None and student.dim() >= 3 and tuple(student.shape[:2]) == tuple(tokens.shape):
+        keep = tokens != 0  # padding positions: hidden states no output reads
+        student, teacher = student[keep], teacher[keep]
     scale = teacher.pow(2).mean().clamp_min(1e-12)
     return (student - teacher).pow(2).mean() / scale
 
@@ -203,8 +209,11 @@ def _loss(
     feeds = {k: torch.from_numpy(np.ascontiguousarray(v[index])) for k, v in data.inputs.items()}
     result = view(**feeds, _extra=tuple(features))
     names = [name for name in (*view.output_names, *features) if name in data.teacher]
+    tokens = feeds.get(TOKEN_MASK)
     terms = [
-        _distill_loss(settings.distill, result[n], torch.from_numpy(data.teacher[n][index]), settings.temperature)
+        _distill_loss(
+            settings.distill, result[n], torch.from_numpy(data.teacher[n][index]), settings.temperature, tokens
+        )
         for n in names
     ]
     loss = sum(terms) / max(len(terms), 1)

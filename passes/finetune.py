@@ -62,7 +62,8 @@ class FinetuneConfig:
         teacher: Path of the teacher model (default: the pipeline's input model).
         labels: ``.npz`` holding one array of N integer labels (aligned with the calibration samples):
             adds cross-entropy on the first output; distillation is weighted by ``distill_weight``.
-        distill: ``mse`` (relative squared error of every float output) or ``kl`` (on 2-D logits,
+        distill: ``mse`` (relative squared error of every float output; per-token outputs [B, S, ...]
+            leave out the padding positions of an ``attention_mask`` input) or ``kl`` (on 2-D logits,
             ``temperature``).
         features: Intermediate values (same name and shape in both models) also distilled.
         seed: Makes batches, dropout-free training and stochastic pruning deterministic.

@@ -338,3 +338,20 @@ def test_train_selects_the_tensors_that_train() -> None:
     assert all(np.array_equal(before[n], after[n]) for n in before if n not in written)
     with pytest.raises(RecipeError, match="held-out"):
         FinetunePass(FinetuneConfig(steps=1, holdout=0), context)(model)
+
+
+def test_distillation_ignores_padding_positions() -> None:
+    """Token outputs [B, S, H] at attention_mask == 0 carry nothing a model's user reads: no loss there."""
+    import torch
+
+    from onnxprune.passes._train import _distill_loss
+
+    teacher = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 4, 3)))
+    tokens = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    student = teacher.clone()
+    student[0, 2:] += 5.0
+    student[1, 3] -= 7.0
+    assert float(_distill_loss("mse", student, teacher, 1.0, tokens)) == 0.0
+    assert float(_distill_loss("mse", student, teacher, 1.0)) > 1.0
+    student[0, 0] += 1.0  # a real token still counts
+    assert float(_distill_loss("mse", student, teacher, 1.0, tokens)) > 0.0
