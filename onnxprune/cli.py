@@ -345,8 +345,9 @@ def validate_cmd(
     Exits 3 when the candidate gives NaN/inf where REF does not, or misses a --fail-below threshold.
     """
     from onnxprune.gates import missed_gates, parse_fail_below
+    from onnxprune.html.profile import compare_op_latency
     from onnxprune.metric import load_metric, metric_file
-    from onnxprune.report import write_report
+    from onnxprune.report import is_html, write_report
     from onnxprune.verify import validate
 
     gates = parse_fail_below(fail_below, metric=metric is not None) if fail_below else ()
@@ -382,6 +383,9 @@ def validate_cmd(
         write_report(
             {"ref": ref, "cand": cand, "before": before.as_dict(), "after": after.as_dict(), "validation": result},
             report,
+            op_latency=compare_op_latency(reference, candidate, source, threads=threads, labels=("REF", "CAND"))
+            if is_html(report)
+            else None,
         )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))

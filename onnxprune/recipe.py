@@ -26,6 +26,7 @@ from onnxprune.calibration.sources import CalibrationSource, open_source, sample
 from onnxprune.context import PassContext
 from onnxprune.errors import FidelityError, RecipeError
 from onnxprune.gates import low_agreement, nonfinite_outputs
+from onnxprune.html.profile import compare_op_latency
 from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
@@ -441,24 +442,6 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     if search is not None:
         report["budget_search"] = search.as_dict(recipe.max_drop)
     if recipe.report:
-        op_ms = _op_latency(recipe, reference, model, data) if is_html(recipe.report) else None
+        op_ms = compare_op_latency(reference, model, data, threads=recipe.threads) if is_html(recipe.report) else None
         write_report(report, recipe.report, op_latency=op_ms)
     return RunResult(output, before, after, report)
-
-
-def _op_latency(
-    recipe: Recipe, reference: ir.Model, model: ir.Model, data: CalibrationSource
-) -> dict[str, dict[str, float]] | None:
-    """Latency by op type of both models on one sample, for the HTML report.
-
-    ``None``, with a warning, when onnxruntime's profiler fails: the model is already written, and
-    the page says the figure is missing.
-    """
-    from onnxprune.html.profile import op_latency
-
-    try:
-        sample = next(iter(data.batches(1)))
-        return op_latency({"original": reference, "result": model}, sample, threads=recipe.threads)
-    except Exception as e:  # the profiler is a diagnostic: its failure must not turn a written run into an error
-        logger.warning("latency by op type not measured (%s: %s)", type(e).__name__, str(e)[:200])
-        return None

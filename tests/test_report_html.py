@@ -303,3 +303,15 @@ def test_chromium_renders_the_page(pruned_page: tuple[Path, Path, Path], tmp_pat
     for top, bottom in bands:  # each figure's region is drawn, not white
         region = pixels[top : bottom + 1]
         assert (region.sum(axis=2) < 600).mean() > 0.02
+
+
+def test_validate_writes_the_page(pruned_page: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    model, out, _ = pruned_page
+    page_path = tmp_path / "v.html"
+    result = _invoke("validate", model, out, "--data", DIGITS / "digits_test.npz", "--report", page_path)
+    assert result.exit_code == 0, result.output
+    page = page_path.read_text()
+    assert_self_contained(page)
+    latency = next(s for s in _svgs(page) if "latency by op type" in s)
+    assert ">REF<" in latency and ">CAND<" in latency
+    assert "<h2>Recipe</h2>" not in page and "top-1 agreement" in page

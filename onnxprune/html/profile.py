@@ -18,8 +18,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune import _ort, _scratch
+from onnxprune.calibration.sources import CalibrationSource
 
-__all__ = ["RUNS", "op_latency", "profile_events"]
+__all__ = ["RUNS", "compare_op_latency", "op_latency", "profile_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +89,24 @@ def op_latency(
             result[label] = _profile_one(model, feeds, folder, label, threads, budget_s)
             logger.debug("profiled %s: %d op types", label, len(result[label]))
     return result
+
+
+def compare_op_latency(
+    original: ir.Model,
+    result: ir.Model,
+    data: CalibrationSource,
+    *,
+    threads: int | None = None,
+    labels: tuple[str, str] = ("original", "result"),
+) -> dict[str, dict[str, float]] | None:
+    """:func:`op_latency` of both models on the data's first sample, for the HTML report.
+
+    ``None``, with a warning, when onnxruntime's profiler fails: the model is already written, and
+    the page says the figure is missing.
+    """
+    try:
+        sample = next(iter(data.batches(1)))
+        return op_latency(dict(zip(labels, (original, result), strict=True)), sample, threads=threads)
+    except Exception as e:  # the profiler is a diagnostic: its failure must not turn a written run into an error
+        logger.warning("latency by op type not measured (%s: %s)", type(e).__name__, str(e)[:200])
+        return None
