@@ -79,7 +79,7 @@ def test_page_figures_match_the_written_model(pruned_page: tuple[Path, Path, Pat
         sparsity = float(np.mean(array == 0))
         if sparsity > 0.4:
             pruned += 1
-            row = re.search(rf"<title>{re.escape(name)}</title>.*?</g>", page, flags=re.S)
+            row = re.search(rf"<title>{re.escape(name)} \(.*?</g>", page, flags=re.S)
             assert row is not None, name
             assert f">{100 * sparsity:.1f}%<" in row.group(0)
     assert pruned >= 3
@@ -170,7 +170,7 @@ def test_lowrank_page_shows_the_factor_ranks(tmp_path: Path, digits_model: Path,
         if name.endswith(".lowrank_b"):  # the first factor: [in, r] (MatMul) or [r, c, k, k] (Conv)
             rank = shape[1] if len(shape) == 2 else shape[0]
             tensor = name[: -len(".lowrank_b")]
-            row = re.search(rf"<title>{re.escape(tensor)}</title>.*?</g>", svg, flags=re.S).group(0)
+            row = re.search(rf"<title>{re.escape(tensor)} \(.*?</g>", svg, flags=re.S).group(0)
             assert f">{rank}<" in row
 
 

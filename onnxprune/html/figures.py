@@ -52,8 +52,20 @@ def _capped(chart: BarChart) -> list[str]:
         chart.fmt,
         chart.marks,
         chart.x_max,
+        list(chart.tooltips)[:MAX_ROWS] if chart.tooltips else None,
     )
     return [bar_chart(first)]
+
+
+def _weight_label(entry: Mapping[str, Any]) -> str:
+    """A weight's row label: its name, or its node's when the exporter generated the name (``onnx::MatMul_886``)."""
+    tensor, nodes = str(entry.get("tensor", "?")), entry.get("nodes") or []
+    return str(nodes[0]) if "::" in tensor and nodes else tensor
+
+
+def _weight_tooltip(entry: Mapping[str, Any]) -> str:
+    nodes = entry.get("nodes") or []
+    return f"{entry.get('tensor', '?')} ({', '.join(map(str, nodes))})" if nodes else str(entry.get("tensor", "?"))
 
 
 def _percent(value: float) -> str:
@@ -71,12 +83,13 @@ def _sparsity(report: Report) -> list[str]:
         marks[f"overall {_percent(summary['achieved_sparsity'])}"] = float(summary["achieved_sparsity"])
     chart = BarChart(
         f"{report['name']}: sparsity per weight ({len(rows)} tensors)",
-        [e["tensor"] for e in rows],
+        [_weight_label(e) for e in rows],
         {"sparsity": [float(e["sparsity"]) for e in rows]},
         "fraction of the weight's values that are zero",
         _percent,
         marks,
         1.0,
+        [_weight_tooltip(e) for e in rows],
     )
     return _capped(chart)
 
@@ -103,10 +116,11 @@ def _rank(report: Report) -> list[str]:
         return []
     chart = BarChart(
         f"{report['name']}: rank per factorized layer ({len(rows)} layers)",
-        [e.get("tensor", "?") for e in rows],
+        [_weight_label(e) for e in rows],
         {"full rank": [float(e["full_rank"]) for e in rows], "kept rank": [float(e["rank"]) for e in rows]},
         "rank",
         lambda v: f"{v:.0f}",
+        tooltips=[_weight_tooltip(e) for e in rows],
     )
     return _capped(chart)
 

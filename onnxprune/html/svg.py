@@ -107,6 +107,8 @@ class BarChart:
     fmt: Callable[[float], str] = _fmt
     marks: Mapping[str, float] = dataclasses.field(default_factory=dict)
     x_max: float | None = None
+    #: Per-category tooltip (default: the category).
+    tooltips: Sequence[str] | None = None
 
 
 def bar_chart(chart: BarChart, width: int = WIDTH) -> str:
@@ -136,7 +138,7 @@ def bar_chart(chart: BarChart, width: int = WIDTH) -> str:
     for i, category in enumerate(chart.categories):
         y0 = top + i * group + 4
         label = esc(shorten(category))
-        body.append(f"<g><title>{esc(category)}</title>")
+        body.append(f"<g><title>{esc(chart.tooltips[i] if chart.tooltips else category)}</title>")
         body.append(
             f'<text x="{left - 8}" y="{y0 + group / 2 + 0.5:.1f}" font-size="12" text-anchor="end" '
             f'dominant-baseline="middle">{label}</text>'
