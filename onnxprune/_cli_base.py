@@ -302,7 +302,11 @@ JOB_OPTIONS = (
         default=None,
         help="Force external data on or off (default: as the input model, else by size).",
     ),
-    click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
+    click.option(
+        "--report",
+        type=click.Path(dir_okay=False),
+        help="Write the report here: JSON, or one self-contained HTML page (figures, recipe) for a .html path.",
+    ),
     click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
     click.option(
         "--sequential/--one-shot",

@@ -283,7 +283,9 @@ def prune(
 @cli.command("run")
 @click.argument("recipe_path", metavar="RECIPE.yaml", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Override the recipe's output path.")
-@click.option("--report", type=click.Path(dir_okay=False), help="Override the recipe's report path.")
+@click.option(
+    "--report", type=click.Path(dir_okay=False), help="Override the recipe's report path (.html: the HTML page)."
+)
 @click.option("--metric", metavar="MODULE:FUNCTION", help="Override the recipe's task metric.")
 @click.option("--strict", is_flag=True, help="Refuse to write when agreement on real data is low (as the recipe's).")
 @click.pass_context
@@ -308,7 +310,9 @@ def run_cmd(
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable).")
 @click.option("--threads", type=click.IntRange(1))
-@click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option(
+    "--report", type=click.Path(dir_okay=False), help="Write the report here: JSON, or an HTML page for a .html path."
+)
 @click.option(
     "--metric",
     metavar="MODULE:FUNCTION",
@@ -341,8 +345,9 @@ def validate_cmd(
     Exits 3 when the candidate gives NaN/inf where REF does not, or misses a --fail-below threshold.
     """
     from onnxprune.gates import missed_gates, parse_fail_below
+    from onnxprune.html.profile import compare_op_latency
     from onnxprune.metric import load_metric, metric_file
-    from onnxprune.report import write_json
+    from onnxprune.report import is_html, write_report
     from onnxprune.verify import validate
 
     gates = parse_fail_below(fail_below, metric=metric is not None) if fail_below else ()
@@ -375,9 +380,12 @@ def validate_cmd(
     shapes = {**sample_shapes(source), **shapes}
     before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
     if report:
-        write_json(
+        write_report(
             {"ref": ref, "cand": cand, "before": before.as_dict(), "after": after.as_dict(), "validation": result},
             report,
+            op_latency=compare_op_latency(reference, candidate, source, threads=threads, labels=("REF", "CAND"))
+            if is_html(report)
+            else None,
         )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))

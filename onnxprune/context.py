@@ -37,6 +37,8 @@ class PassContext:
         sequential: Layer-sequential or one-shot statistics for data-fitted passes, and their memory budget.
         scratch: The run's scratch folder (weights spilled to disk live there until the model is saved);
             created on first use, removed by the run that owns it (see :func:`onnxprune.recipe.run_recipe`).
+        sensitivity: The measured sensitivity curves the running pass allocated by (kind -> unit ->
+            ``{"ratios", "errors"}``); the pipeline moves them into that pass's report (``details.sensitivity``).
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -48,6 +50,7 @@ class PassContext:
     train_progress: Callable[[int, int, float], None] | None = None
     sequential: SequentialOptions = dataclasses.field(default_factory=SequentialOptions)
     scratch: Scratch = dataclasses.field(default_factory=Scratch)
+    sensitivity: dict[str, dict[str, dict[str, list[float]]]] = dataclasses.field(default_factory=dict)
 
     def is_sequential(self, preferred: bool = True) -> bool:
         """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""

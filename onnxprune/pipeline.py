@@ -45,9 +45,13 @@ class Pipeline(ir.passes.InPlacePass):
         for index, p in enumerate(self.passes):
             start = time.perf_counter()
             logger.info("running pass %d/%d: %s", index + 1, len(self.passes), p.name)
+            p.context.sensitivity.clear()
             result = p(model)
             modified |= result.modified
             report = getattr(result, "report", None) or p.new_report()
             report.seconds = time.perf_counter() - start
+            if p.context.sensitivity:
+                report.details["sensitivity"] = dict(p.context.sensitivity)
+                p.context.sensitivity.clear()
             reports.append(report)
         return PipelineResult(model, modified, reports)

@@ -26,10 +26,11 @@ from onnxprune.calibration.sources import CalibrationSource, open_source, sample
 from onnxprune.context import PassContext
 from onnxprune.errors import FidelityError, RecipeError
 from onnxprune.gates import low_agreement, nonfinite_outputs
+from onnxprune.html.profile import compare_op_latency
 from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
-from onnxprune.report import ModelStats, model_stats, write_json
+from onnxprune.report import ModelStats, is_html, model_stats, write_report
 from onnxprune.verify import check_model, smoke_test, validate
 
 __all__ = [
@@ -441,5 +442,6 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     if search is not None:
         report["budget_search"] = search.as_dict(recipe.max_drop)
     if recipe.report:
-        write_json(report, recipe.report)
+        op_ms = compare_op_latency(reference, model, data, threads=recipe.threads) if is_html(recipe.report) else None
+        write_report(report, recipe.report, op_latency=op_ms)
     return RunResult(output, before, after, report)
