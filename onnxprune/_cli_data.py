@@ -14,7 +14,7 @@ import click
 
 from onnxprune.calibration.preprocess import LAYOUTS, PRESETS, ImagePreprocess, parse_resize
 from onnxprune.calibration.text import TextSpec
-from onnxprune.errors import OptionError
+from onnxprune.errors import OnnxPruneError, OptionError
 
 __all__ = ["CALIB_TEXT_OPTION", "SPEC_OPTIONS", "data_options", "pop_data_options"]
 
@@ -47,8 +47,16 @@ def _floats(option: str, text: str | None) -> tuple[float, ...] | None:
 def pop_data_options(kwargs: dict[str, Any]) -> tuple[ImagePreprocess | None, TextSpec | None]:
     """Remove the image and text options from a verb's ``kwargs`` and return them as specs (``None``: not given).
 
-    A ``calib_text`` entry, when present, becomes ``calib`` (one of the two may be given).
+    A ``calib_text`` entry, when present, becomes ``calib`` (one of the two may be given). Bad values
+    are click usage errors (one line, exit 2).
     """
+    try:
+        return _pop(kwargs)
+    except OnnxPruneError as e:
+        raise click.UsageError(str(e)) from e
+
+
+def _pop(kwargs: dict[str, Any]) -> tuple[ImagePreprocess | None, TextSpec | None]:
     raw = {key: kwargs.pop(key) for key in _IMAGE_KEYS}
     tokenizer, seq_len = kwargs.pop("tokenizer"), kwargs.pop("seq_len")
     if seq_len is not None and tokenizer is None:
