@@ -29,6 +29,7 @@ from onnxprune.calibration import ImagePreprocess, InputSpec, TextSpec, open_ima
 ROOT = Path(__file__).resolve().parents[1]
 REAL = Path("/work/main/bench/_models/real")
 IMAGES, TEXT_LINES, SEED = 256, 10_000, 0
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 logger = logging.getLogger("bench_calib_data")
 
@@ -49,7 +50,7 @@ def text_rows(folder: Path) -> list[dict]:
     source = open_text(sentences, model, spec)
     (batch,) = list(source.batches(64))
     stored = np.load(REAL / "minilm_calib64.npz")
-    same = {name: bool(np.array_equal(batch[name], stored[name])) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    same = {name: bool(np.array_equal(batch[name], stored[name])) for name in INPUTS}
     many = folder / "many.txt"
     many.write_text("\n".join(CALIBRATION[i % len(CALIBRATION)] for i in range(TEXT_LINES)), encoding="utf-8")
     start = time.perf_counter()
@@ -93,7 +94,7 @@ def render(rows: list[dict]) -> str:
         "|---|---:|---|---:|---:|",
     ]
     for row in rows:
-        same = "" if "input_ids" not in row else ", ".join(f"{k} {row[k]}" for k in ("input_ids", "attention_mask", "token_type_ids"))
+        same = ", ".join(f"{k} {row[k]}" for k in INPUTS if k in row)
         seconds = f"{row['seconds']:.2f}" if "seconds" in row else ""
         rate = f"{row['per_s']:.0f}" if "per_s" in row else ""
         lines.append(f"| {row['case']} | {row['samples']} | {same} | {seconds} | {rate} |")
