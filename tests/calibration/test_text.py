@@ -12,11 +12,19 @@ from onnxprune.calibration import TextSpec, open_source, open_text
 from onnxprune.calibration.text import embedding_rows
 from onnxprune.errors import CalibrationError
 from tests.calibration.data_models import WORDS, text_model, word_tokenizer
-from tests.conftest import ort_run, to_ir
+from tests.conftest import REPO, ort_run, to_ir
 
 pytest.importorskip("tokenizers")
 
-MINILM = Path("/work/main/bench/_models/real/minilm_ts.onnx")
+#: the exported real model (gitignored): this checkout's, else the main checkout's
+MINILM = next(
+    (
+        p
+        for p in (REPO / "bench/_models/real/minilm_ts.onnx", Path("/work/main/bench/_models/real/minilm_ts.onnx"))
+        if p.is_file()
+    ),
+    REPO / "bench/_models/real/minilm_ts.onnx",
+)
 
 
 @pytest.fixture
