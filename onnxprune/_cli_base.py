@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from onnxprune._cli_data import CALIB_TEXT_OPTION, SPEC_OPTIONS, pop_data_options
+from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import (
     check_input_shapes,
     input_specs,
@@ -29,6 +31,7 @@ from onnxprune.calibration.sources import (
     parse_input_shapes,
     sample_shapes,
 )
+from onnxprune.calibration.text import TextSpec
 from onnxprune.errors import FidelityError, OnnxPruneError
 from onnxprune.gates import low_agreement, nonfinite_outputs
 from onnxprune.metric import resolve_metric_spec
@@ -201,6 +204,9 @@ def run_and_show(ctx: click.Context, recipe: Recipe, inputs: dict[str, str] | No
     with progress_bars(not quiet) as factory:
         result = run_recipe(recipe, progress=factory, inputs=inputs)
     if not quiet:
+        for role, read in result.report["data"].items():
+            if read["path"] is not None and (role == "calibration" or read != result.report["data"]["calibration"]):
+                out.print(f"{role} data: {read['samples']} {read['kind']} from {read['path']}")
         out.print(comparison_table(result.before, result.after, result.report["validation"]))
         for report in result.report["passes"]:
             summary = ", ".join(
@@ -257,6 +263,8 @@ class Job:
     """The options every model-writing verb shares: data, selection, runtime and outputs."""
 
     calib: str | None
+    images: ImagePreprocess | None
+    text: TextSpec | None
     samples: int | None
     batch_size: int
     input_shape: tuple[str, ...]
@@ -287,8 +295,12 @@ class Job:
 
 
 JOB_OPTIONS = (
-    click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs)."),
-    click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples."),
+    click.option(
+        "--calib", type=click.Path(), help="Calibration .npz/.npy file or folder, or images (default: random inputs)."
+    ),
+    CALIB_TEXT_OPTION,
+    *SPEC_OPTIONS,
+    click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples (a seeded pick)."),
     click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
     click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable)."),
     click.option("--include", multiple=True, help="Only change nodes/tensors matching this glob (repeatable)."),
@@ -347,6 +359,7 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["images"], kwargs["text"] = pop_data_options(kwargs)
         job = Job(**{field.name: kwargs.pop(field.name) for field in dataclasses.fields(Job)})
         return fn(*args, job=job, **kwargs)
 
@@ -369,6 +382,8 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
             parse_input_shapes(job.input_shape),
             sequential=job.sequential,
             memory_mb=job.memory_mb,
+            images=job.images,
+            text=None if job.text is None else dataclasses.replace(job.text, tokenizer=path(job.text.tokenizer)),
         ),
         validation_data=path(job.data),
         threads=job.threads,

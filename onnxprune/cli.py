@@ -31,10 +31,13 @@ from onnxprune._cli_base import (
     real_shapes,
     run_and_show,
 )
+from onnxprune._cli_data import data_options
 from onnxprune._fields import short
 from onnxprune._paths import check_outputs, data_files
 from onnxprune._run_paths import model_inputs
+from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
+from onnxprune.calibration.text import TextSpec
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes._allocators import ALLOCATORS
 from onnxprune.passes._importance import CHANNEL_IMPORTANCES
@@ -305,8 +308,11 @@ def run_cmd(
 @cli.command("validate")
 @click.argument("ref", type=click.Path(dir_okay=False))
 @click.argument("cand", type=click.Path(dir_okay=False))
-@click.option("--data", type=click.Path(), help="Input data .npz/.npy file or folder (default: random inputs).")
+@click.option(
+    "--data", type=click.Path(), help="Input data .npz/.npy file or folder, images or text (default: random inputs)."
+)
 @click.option("--samples", type=click.IntRange(1))
+@data_options(calib_text=False)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable).")
 @click.option("--threads", type=click.IntRange(1))
@@ -339,6 +345,8 @@ def validate_cmd(
     report: str | None,
     metric: str | None,
     fail_below: str | None,
+    images: ImagePreprocess | None,
+    text: TextSpec | None,
 ) -> None:
     """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes.
 
@@ -360,12 +368,21 @@ def validate_cmd(
             **model_inputs(reference, "the reference model"),
             **model_inputs(candidate, "the candidate model"),
             "the data": data_files(data),
+            "the tokenizer": [text.tokenizer] if text else [],
             "the metric module": [module] if module else [],
         },
     )
     task_metric = load_metric(metric) if metric else None
-    source = open_source(data, reference, samples=samples, input_shapes=shapes)
     with progress_bars(not ctx.obj["quiet"]) as factory:
+        source = open_source(
+            data,
+            reference,
+            samples=samples,
+            input_shapes=shapes,
+            images=images,
+            text=text,
+            progress=factory("reading data"),
+        )
         result = validate(
             reference,
             candidate,

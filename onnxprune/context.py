@@ -28,7 +28,8 @@ class PassContext:
 
     Attributes:
         analyses: The analysis cache; passes invalidate it when they change the graph.
-        calibration: Where activation statistics come from (``None``: data-driven passes refuse).
+        calibration: Where activation statistics come from (``None``: data-driven passes refuse); an
+            onnxruntime ``CalibrationDataReader`` is read once when a :class:`Pipeline` runs.
         batch_size: Samples per onnxruntime call during calibration.
         threads: onnxruntime intra-op threads (``None``: onnxruntime's default).
         progress: Called with (done, total) samples while statistics are collected.

@@ -21,8 +21,10 @@ from onnxprune._run_paths import check_recipe_paths
 from onnxprune._scratch import Scratch
 from onnxprune.budget import budget_of, drop_points, search_budget
 from onnxprune.calibration.collect import ProgressFn
+from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sequential import SequentialOptions
 from onnxprune.calibration.sources import CalibrationSource, open_source, sample_shapes
+from onnxprune.calibration.text import TextSpec
 from onnxprune.context import PassContext
 from onnxprune.errors import FidelityError, RecipeError
 from onnxprune.gates import low_agreement, nonfinite_outputs
@@ -72,7 +74,9 @@ class CalibrationSpec:
     """Calibration data: a file or folder (``None``: random inputs with a warning).
 
     ``sequential`` and ``memory_mb`` say how data-fitted passes collect statistics
-    (see :class:`onnxprune.calibration.sequential.SequentialOptions`).
+    (see :class:`onnxprune.calibration.sequential.SequentialOptions`). ``images`` says how folders
+    of images become inputs, ``text`` how text files are tokenized; both apply to the calibration
+    and the validation data.
     """
 
     path: str | None = None
@@ -82,6 +86,8 @@ class CalibrationSpec:
     seed: int = 0
     sequential: bool | None = None
     memory_mb: int = 1024
+    images: ImagePreprocess | None = None
+    text: TextSpec | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, "calibration.")
@@ -130,6 +136,8 @@ class Recipe:
         data = dataclasses.asdict(self)
         data["passes"] = [{"name": p.name, "config": dict(p.config)} for p in self.passes]
         data["calibration"]["input_shapes"] = {k: list(v) for k, v in self.calibration.input_shapes.items()}
+        images = self.calibration.images
+        data["calibration"]["images"] = None if images is None else images.to_dict()
         return data
 
     def to_yaml(self) -> str:
@@ -175,6 +183,8 @@ class Recipe:
         if not isinstance(shapes, Mapping) or not all(isinstance(v, list | tuple) for v in shapes.values()):
             raise RecipeError(f"calibration.input_shapes must map input names to lists of dims, got {short(shapes)}")
         calib["input_shapes"] = {k: tuple(v) for k, v in shapes.items()}
+        calib["images"] = _sub_spec("calibration.images", calib.get("images"), ImagePreprocess)
+        calib["text"] = _sub_spec("calibration.text", calib.get("text"), TextSpec)
         recipe = cls(passes=tuple(passes), calibration=CalibrationSpec(**calib), **data)
         for spec in recipe.passes:
             build_pass(spec)  # fail early on bad names or configs
@@ -193,6 +203,7 @@ class Recipe:
         path = Path(path)
         recipe = cls.from_dict(_load_yaml(path), str(path))
         base = path.parent
+        text = recipe.calibration.text
 
         def rel(p: str | None) -> str | None:
             return None if p is None else str(base / p)  # an absolute p stays as it is
@@ -204,7 +215,11 @@ class Recipe:
             validation_data=rel(recipe.validation_data),
             report=rel(recipe.report),
             metric=None if recipe.metric is None else resolve_metric_spec(recipe.metric, base),
-            calibration=dataclasses.replace(recipe.calibration, path=rel(recipe.calibration.path)),
+            calibration=dataclasses.replace(
+                recipe.calibration,
+                path=rel(recipe.calibration.path),
+                text=None if text is None else dataclasses.replace(text, tokenizer=rel(text.tokenizer)),
+            ),
             passes=tuple(_relative_paths(spec, rel) for spec in recipe.passes),
         )
 
@@ -272,6 +287,16 @@ def _relative_paths(spec: PassSpec, rel: Callable[[str | None], str | None]) -> 
     return PassSpec(spec.name, {k: rel(v) if k in fields else v for k, v in spec.config.items()})
 
 
+def _sub_spec(origin: str, data: Any, cls: type[Any]) -> Any:
+    """A nested spec (``calibration.images``/``.text``) from a mapping, lists as tuples; ``None`` stays."""
+    if data is None or isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{origin} must be a mapping, got {short(data)}")
+    _no_unknown(origin, data, {f.name for f in dataclasses.fields(cls)})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
 def _no_unknown(origin: str, data: Mapping[str, Any], known: set[str]) -> None:
     unknown = sorted(set(data) - known, key=str)
     if unknown:
@@ -304,9 +329,24 @@ class RunResult:
     report: dict[str, Any]
 
 
-def _open(recipe: Recipe, model: Any, path: str | None) -> CalibrationSource:
+def _open(recipe: Recipe, model: Any, path: str | None, progress: ProgressFn | None = None) -> CalibrationSource:
     spec = recipe.calibration
-    return open_source(path, model, samples=spec.samples, input_shapes=spec.input_shapes, seed=spec.seed)
+    return open_source(
+        path,
+        model,
+        samples=spec.samples,
+        input_shapes=spec.input_shapes,
+        seed=spec.seed,
+        images=spec.images,
+        text=spec.text,
+        progress=progress,
+    )
+
+
+def _describe(source: CalibrationSource, path: str | None) -> dict[str, Any]:
+    """What a run read: the path, how many samples and of what kind (images, lines of text, ...)."""
+    kind = "random samples" if getattr(source, "random", False) else getattr(source, "kind", "samples")
+    return {"path": path, "samples": source.num_samples, "kind": kind}
 
 
 def _check_fidelity(recipe: Recipe, validation: dict[str, Any]) -> None:
@@ -365,9 +405,11 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     reference = _io.load(recipe.model)
     output = Path(recipe.output)
     require_finite_weights(model, recipe.model)
-    source = _open(recipe, model, recipe.calibration.path)
+    source = _open(recipe, model, recipe.calibration.path, progress("reading calibration data"))
     smoke_test(reference, source, origin=recipe.model, threads=recipe.threads)
-    data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
+    data = source
+    if recipe.validation_data:
+        data = _open(recipe, reference, recipe.validation_data, progress("reading validation data"))
     data_path = recipe.validation_data or recipe.calibration.path
     metric = load_metric(recipe.metric) if recipe.metric else None
     if (metric is not None or recipe.strict) and not recipe.validate:
@@ -437,6 +479,7 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         "after": after.as_dict(),
         "passes": [r.as_dict() for r in result.reports],
         "validation": validation,
+        "data": {"calibration": _describe(source, recipe.calibration.path), "validation": _describe(data, data_path)},
         "seconds": time.perf_counter() - started,
     }
     if search is not None:

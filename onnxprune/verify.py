@@ -16,6 +16,7 @@ from onnxprune import _io, _ort
 from onnxprune._memory import release_free_memory
 from onnxprune._ort import session
 from onnxprune.calibration.collect import ProgressFn
+from onnxprune.calibration.readers import CalibrationDataReader, as_source
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.errors import MetricError, ModelLoadError, OnnxPruneError, ValidationError
 from onnxprune.fidelity import OutputFidelity, OutputTracker, check_labels, class_count
@@ -339,7 +340,7 @@ def _compare(
 def validate(
     ref: ir.Model,
     cand: ir.Model,
-    source: CalibrationSource,
+    source: CalibrationSource | CalibrationDataReader,
     *,
     batch_size: int = 32,
     latency_runs: int = 30,
@@ -350,8 +351,9 @@ def validate(
 ) -> Validation:
     """Check ``cand`` and compare it with ``ref`` in onnxruntime on the same inputs.
 
-    With ``metric``, the task metric is evaluated on both models' outputs over all samples of
-    ``data_path`` (the file ``source`` reads). Latency is measured on default sessions (arena,
+    ``source`` may also be an onnxruntime ``CalibrationDataReader``. With ``metric``, the task
+    metric is evaluated on both models' outputs over all samples of ``data_path`` (the file
+    ``source`` reads). Latency is measured on default sessions (arena,
     prepacked weights), interleaved run by run; when both models' weights exceed
     :data:`INTERLEAVED_LATENCY_BYTES`, on lean sessions, one at a time
     (:func:`measure_latency_alternating`; ``latency_mode`` says which).
@@ -362,6 +364,7 @@ def validate(
         CalibrationError: the data's labels do not fit the model's class outputs.
         MetricError: a metric on random inputs, or a metric that fails (see :class:`TaskMetric`).
     """
+    source = as_source(source, ref)
     random_inputs = bool(getattr(source, "random", False))
     if metric is not None and (random_inputs or data_path is None):
         raise MetricError(f"--metric '{metric.spec}' needs real data (--data PATH)")
