@@ -37,6 +37,8 @@ class PassContext:
         sequential: Layer-sequential or one-shot statistics for data-fitted passes, and their memory budget.
         scratch: The run's scratch folder (weights spilled to disk live there until the model is saved);
             created on first use, removed by the run that owns it (see :func:`onnxprune.recipe.run_recipe`).
+        float_model: The model as it was just before ``quantize`` ran (set by that pass): the float
+            model the INT8 result is validated against besides the original.
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -48,6 +50,7 @@ class PassContext:
     train_progress: Callable[[int, int, float], None] | None = None
     sequential: SequentialOptions = dataclasses.field(default_factory=SequentialOptions)
     scratch: Scratch = dataclasses.field(default_factory=Scratch)
+    float_model: ir.Model | None = None
 
     def is_sequential(self, preferred: bool = True) -> bool:
         """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""
