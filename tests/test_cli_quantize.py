@@ -164,3 +164,16 @@ def test_dump_recipe_then_run_reproduces(tmp_path: Path, digits_model: Path, dig
     assert [w.float_name for w in quantized_weights(again)] == [
         w.float_name for w in quantized_weights(to_ir(onnx.load_from_string(first)))
     ]
+
+
+def test_pruning_a_qdq_model_prunes_float_weights_and_names_the_int8_ones(tmp_path: Path) -> None:
+    qdq, out, report = tmp_path / "qdq.onnx", tmp_path / "o.onnx", tmp_path / "r.json"
+    onnx.save(models.qdq_model(), qdq)
+    result = _invoke("prune", qdq, "-o", out, "--sparsity", "0.5", "--report", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert [e["tensor"] for e in data["passes"][0]["changed"]] == ["fc_w_float"]
+    reasons = {s["tensor"]: s["reason"] for s in data["passes"][0]["skipped"]}
+    assert "prune the float model, then quantize" in reasons["conv_w_q"]
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert np.isfinite(ort.InferenceSession(str(out)).run(None, feed)[0]).all()
