@@ -36,7 +36,7 @@ from onnxprune.errors import FidelityError, OnnxPruneError
 from onnxprune.gates import low_agreement, nonfinite_outputs
 from onnxprune.metric import resolve_metric_spec
 from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, build_pass, run_recipe
-from onnxprune.report import comparison_table
+from onnxprune.report import ModelStats, comparison_table
 
 __all__ = [
     "Job",
@@ -208,6 +208,10 @@ def run_and_show(ctx: click.Context, recipe: Recipe, inputs: dict[str, str] | No
             if read["path"] is not None and (role == "calibration" or read != result.report["data"]["calibration"]):
                 out.print(f"{role} data: {read['samples']} {read['kind']} from {read['path']}")
         out.print(comparison_table(result.before, result.after, result.report["validation"]))
+        for entry in result.references:
+            table = comparison_table(ModelStats(**entry["stats"]), result.after, entry["validation"])
+            table.title = f"onnxprune: {entry['what']} / after"
+            out.print(table)
         for report in result.report["passes"]:
             summary = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items()
@@ -368,8 +372,11 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec) -> None:
-    """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it."""
+def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec, reference: str | None = None) -> None:
+    """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it.
+
+    ``reference``: the original model, when MODEL is already pruned (the result is validated against both).
+    """
     path = absolute if job.dump_recipe else (lambda p: p)
     recipe = Recipe(
         model=path(model),
@@ -392,6 +399,7 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         metric=resolve_metric_spec(job.metric) if job.metric and job.dump_recipe else job.metric,
         strict=job.strict,
         max_drop=job.max_drop,
+        reference=path(reference),
     )
     for spec in recipe.passes:
         build_pass(spec)  # validates the pass configs before anything is printed or run

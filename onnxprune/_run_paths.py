@@ -64,6 +64,10 @@ def check_recipe_paths(
     }
     if recipe.calibration.text is not None:
         inputs["the tokenizer"] = [_tokenizer_file(recipe.calibration.text.tokenizer)]
+    if recipe.reference is not None:
+        original, *data = _io.model_input_files(recipe.reference)
+        inputs["the reference model"] = [original]
+        inputs["the reference model's external data"] = data
     module = metric_file(recipe.metric) if recipe.metric else None
     if module is not None:
         inputs["the metric module"] = [module]

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from onnxprune import (
     _cli_analyze,  # noqa: F401 - registers analyze on the group
+    _cli_quantize,  # noqa: F401 - registers quantize on the group
     _cli_verbs,  # noqa: F401 - registers lowrank, depth and finetune on the group
     _io,
     _signals,

@@ -40,6 +40,8 @@ class PassContext:
             created on first use, removed by the run that owns it (see :func:`onnxprune.recipe.run_recipe`).
         sensitivity: The measured sensitivity curves the running pass allocated by (kind -> unit ->
             ``{"ratios", "errors"}``); the pipeline moves them into that pass's report (``details.sensitivity``).
+        float_model: The model as it was just before ``quantize`` ran (set by that pass): the float
+            model the INT8 result is validated against besides the original.
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -52,6 +54,7 @@ class PassContext:
     sequential: SequentialOptions = dataclasses.field(default_factory=SequentialOptions)
     scratch: Scratch = dataclasses.field(default_factory=Scratch)
     sensitivity: dict[str, dict[str, dict[str, list[float]]]] = dataclasses.field(default_factory=dict)
+    float_model: ir.Model | None = None
 
     def is_sequential(self, preferred: bool = True) -> bool:
         """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""

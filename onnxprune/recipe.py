@@ -32,8 +32,9 @@ from onnxprune.html.profile import compare_op_latency
 from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
+from onnxprune.references import Reference, compare_references, load_reference, pruned_before_quantize
 from onnxprune.report import ModelStats, is_html, model_stats, write_report
-from onnxprune.verify import check_model, smoke_test, validate
+from onnxprune.verify import Validation, check_model, smoke_test, validate
 
 __all__ = [
     "MAX_RECIPE_BYTES",
@@ -105,7 +106,8 @@ class Recipe:
     :mod:`onnxprune.metric`). ``strict``: refuse to write a result whose argmax agreement on real
     data is below :data:`onnxprune.gates.LOW_AGREEMENT` (otherwise a warning). ``max_drop``: search
     the strongest compression of the budget pass whose measured drop stays within this many points
-    (see :mod:`onnxprune.budget`).
+    (see :mod:`onnxprune.budget`). ``reference``: the original model, when ``model`` is already pruned;
+    the result is validated against it as well (see :mod:`onnxprune.references`).
     """
 
     model: str
@@ -121,6 +123,7 @@ class Recipe:
     metric: str | None = None
     strict: bool = False
     max_drop: float | None = None
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -214,6 +217,7 @@ class Recipe:
             output=rel(recipe.output),
             validation_data=rel(recipe.validation_data),
             report=rel(recipe.report),
+            reference=rel(recipe.reference),
             metric=None if recipe.metric is None else resolve_metric_spec(recipe.metric, base),
             calibration=dataclasses.replace(
                 recipe.calibration,
@@ -327,6 +331,8 @@ class RunResult:
     before: ModelStats
     after: ModelStats
     report: dict[str, Any]
+    #: The result compared with more models than the input (see :mod:`onnxprune.references`).
+    references: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _open(recipe: Recipe, model: Any, path: str | None, progress: ProgressFn | None = None) -> CalibrationSource:
@@ -411,6 +417,8 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     if recipe.validation_data:
         data = _open(recipe, reference, recipe.validation_data, progress("reading validation data"))
     data_path = recipe.validation_data or recipe.calibration.path
+    original = load_reference(recipe.reference, reference) if recipe.reference else None
+    float_models: dict[int, ir.Model] = {}  # per result, the model before quantize (pruned, float)
     metric = load_metric(recipe.metric) if recipe.metric else None
     if (metric is not None or recipe.strict) and not recipe.validate:
         raise RecipeError("metric and strict need validation (validate: true)")
@@ -433,11 +441,17 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         )
         result = Pipeline([build_pass(spec, context) for spec in specs], context)(model)
         _refuse_emptied(result)
+        if context.float_model is not None and pruned_before_quantize([spec.name for spec in specs]):
+            float_models[id(model)] = context.float_model
         if not recipe.validate:
             _check_loadable(model)
             return model, result, None
-        validation = validate(
-            reference,
+        validation = validate_against(reference, model).as_dict()
+        return model, result, validation
+
+    def validate_against(ref: ir.Model, model: ir.Model) -> Validation:
+        return validate(
+            ref,
             model,
             data,
             batch_size=recipe.calibration.batch_size,
@@ -446,8 +460,7 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
             progress=progress("validation"),
             metric=metric,
             data_path=data_path,
-        ).as_dict()
-        return model, result, validation
+        )
 
     search = None
     if recipe.max_drop is None:
@@ -465,9 +478,16 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
 
         search = search_budget(budget, evaluate, recipe.max_drop)
         model, result, validation = search.result
+    shapes = {**sample_shapes(source), **recipe.calibration.input_shapes}
+    references: list[dict[str, Any]] = []
     if validation is not None:
         _check_fidelity(recipe, validation)
-    shapes = {**sample_shapes(source), **recipe.calibration.input_shapes}
+        others = [original] if original is not None else []
+        if id(model) in float_models:
+            others.append(Reference("pruned float model", float_models[id(model)]))
+        references = compare_references(others, model, shapes, validate_against)
+        for entry in references:
+            _check_fidelity(recipe, entry["validation"])
     before = model_stats(reference, shapes)
     _io.save(model, output, external_data=recipe.external_data)
     after = model_stats(model, shapes)
@@ -484,7 +504,9 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     }
     if search is not None:
         report["budget_search"] = search.as_dict(recipe.max_drop)
+    if references:
+        report["references"] = references
     if recipe.report:
         op_ms = compare_op_latency(reference, model, data, threads=recipe.threads) if is_html(recipe.report) else None
         write_report(report, recipe.report, op_latency=op_ms)
-    return RunResult(output, before, after, report)
+    return RunResult(output, before, after, report, references)
