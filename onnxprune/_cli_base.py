@@ -23,6 +23,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from onnxprune._field_docs import describe
+from onnxprune._providers import EP_CHOICES, EP_HELP
 from onnxprune.calibration.sources import (
     check_input_shapes,
     input_specs,
@@ -30,7 +32,6 @@ from onnxprune.calibration.sources import (
     parse_input_shapes,
     sample_shapes,
 )
-from onnxprune._field_docs import describe
 from onnxprune.errors import FidelityError, OnnxPruneError
 from onnxprune.gates import low_agreement, nonfinite_outputs
 from onnxprune.metric import resolve_metric_spec
@@ -44,6 +45,7 @@ __all__ = [
     "console",
     "described_by",
     "emit",
+    "ep_option",
     "fidelity_verdict",
     "handle_errors",
     "job_options",
@@ -279,6 +281,10 @@ def _long_flag(cmd: click.Command, name: str) -> str:
 
 def _default(config_class: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(config_class) if f.name == name)
+
+
+#: ``--ep cpu|cuda|tensorrt``: the verb receives the name; ``_providers.resolve_ep`` turns it into providers.
+ep_option = click.option("--ep", type=click.Choice(EP_CHOICES), default="cpu", show_default=True, help=EP_HELP)
 
 
 def absolute(path: str | None) -> str | None:

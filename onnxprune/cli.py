@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from onnxprune._cli_base import (
     cli,
     described_by,
     emit,
+    ep_option,
     fidelity_verdict,
     handle_errors,
     job_options,
@@ -37,6 +39,7 @@ from onnxprune._cli_base import (
 from onnxprune._field_docs import describe
 from onnxprune._fields import short
 from onnxprune._paths import check_outputs, data_files
+from onnxprune._providers import ExecutionTarget, resolve_ep
 from onnxprune._run_paths import model_inputs
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
 from onnxprune.errors import CalibrationError, RecipeError
@@ -48,6 +51,7 @@ from onnxprune.passes.channels import ChannelPruneConfig
 from onnxprune.passes.sparsify import NMPruneConfig, UnstructuredPruneConfig
 from onnxprune.recipe import PassSpec, Recipe
 from onnxprune.report import comparison_table, model_stats
+from onnxprune.sparse_kernels import TRT_OPTIONS, probe, sparse_kernel_report
 
 __all__ = ["cli", "main"]
 
@@ -118,7 +122,9 @@ def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
 def _check_words(normalize: str | None, aggregate: str | None, allocation: str, *, structured: bool) -> None:
     """Refuse ``--normalize``/``--aggregate`` where they would change nothing (never ignored silently)."""
     if aggregate is not None and not structured:
-        raise click.UsageError("--aggregate combines a channel group's scores: it is for structured pruning (--channels)")
+        raise click.UsageError(
+            "--aggregate combines a channel group's scores: it is for structured pruning (--channels)"
+        )
     if normalize is not None and allocation != "global":
         raise click.UsageError(
             f"--normalize {normalize} scales each layer's scores for one global threshold: it needs --scope global"
@@ -256,7 +262,9 @@ def prune(
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
     elif WEIGHT_IMPORTANCES[importance].method == "sparsegpt":
         if normalize is not None:
-            raise click.UsageError("--normalize is not a sparsegpt setting: its global allocation ranks plain magnitudes")
+            raise click.UsageError(
+                "--normalize is not a sparsegpt setting: its global allocation ranks plain magnitudes"
+            )
         target = {"sparsity": sparsity} if pattern is None else _nm_target(pattern, sparsity)
         spec = PassSpec("sparsegpt", {**target, **selection, "allocation": allocation})
     elif pattern is not None:
@@ -312,6 +320,7 @@ def run_cmd(
     help="Exit 3 when a figure misses its threshold. Keys: cos, agree, top1, seq, acc, metric "
     "(at least F); acc-drop, metric-drop (at most F). Example: cos=0.99,agree=0.95",
 )
+@ep_option
 @click.pass_context
 @handle_errors
 def validate_cmd(
@@ -326,9 +335,12 @@ def validate_cmd(
     report: str | None,
     metric: str | None,
     fail_below: str | None,
+    ep: str,
 ) -> None:
     """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes.
 
+    Both run on the execution provider --ep. With --ep tensorrt (sparse kernels on), the 2:4 weights
+    are listed with the layers TensorRT found eligible and picked a sparse kernel for.
     Exits 3 when the candidate gives NaN/inf where REF does not, or misses a --fail-below threshold.
     """
     from onnxprune.gates import missed_gates, parse_fail_below
@@ -337,6 +349,7 @@ def validate_cmd(
     from onnxprune.verify import validate
 
     gates = parse_fail_below(fail_below, metric=metric is not None) if fail_below else ()
+    resolve_ep(ep)  # an unavailable provider fails before any model is read
     shapes = parse_input_shapes(input_shape)
     reference, candidate = _io.load(ref), _io.load(cand)
     module = metric_file(metric) if metric else None
@@ -351,17 +364,24 @@ def validate_cmd(
     )
     task_metric = load_metric(metric) if metric else None
     source = open_source(data, reference, samples=samples, input_shapes=shapes)
-    with progress_bars(not ctx.obj["quiet"]) as factory:
-        result = validate(
-            reference,
-            candidate,
-            source,
-            batch_size=batch_size,
-            threads=threads,
-            progress=factory("validation"),
-            metric=task_metric,
-            data_path=data,
-        ).as_dict()
+    with tempfile.TemporaryDirectory(prefix="onnxprune-trt-") as cache:
+        target = resolve_ep(ep, {**TRT_OPTIONS, "trt_engine_cache_path": cache} if ep == "tensorrt" else None)
+        kernels = _probe_ep(reference, candidate, target, source, threads)
+        with progress_bars(not ctx.obj["quiet"]) as factory:
+            result = validate(
+                reference,
+                candidate,
+                source,
+                batch_size=batch_size,
+                threads=threads,
+                progress=factory("validation"),
+                metric=task_metric,
+                data_path=data,
+                providers=target.providers,
+            ).as_dict()
+    result["execution_provider"] = {"ep": target.ep, "provider": target.provider}
+    if kernels is not None:
+        result["sparse_kernels"] = kernels
     missed = missed_gates(result, gates)
     shapes = {**sample_shapes(source), **shapes}
     before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
@@ -372,7 +392,45 @@ def validate_cmd(
         )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))
+        out.print(f"execution provider: {target.provider} (--ep {target.ep})", highlight=False)
+        if kernels is not None:
+            _print_sparse_kernels(kernels)
     fidelity_verdict(result, missed)
+
+
+def _probe_ep(
+    reference: Any, candidate: Any, target: ExecutionTarget, source: Any, threads: int | None
+) -> dict[str, Any] | None:
+    """On a GPU provider, check both models load on it; on TensorRT, the candidate's sparse-kernel report."""
+    if target.ep == "cpu":
+        return None
+    feed = next(iter(source.batches(1)))
+    probe(reference, target, feed, "reference model", threads)
+    log = probe(candidate, target, feed, "candidate model", threads)
+    return sparse_kernel_report(candidate, log) if target.ep == "tensorrt" else None
+
+
+def _print_sparse_kernels(report: dict[str, Any]) -> None:
+    table = Table(title=f"2:4 weights and TensorRT sparse kernels ({report['two_four']} of {report['weights']} 2:4)")
+    for column in ("tensor", "op", "nodes", "2:4", "eligible", "sparse kernel"):
+        table.add_column(column)
+
+    def cell(value: bool | None) -> str:
+        return "?" if value is None else "yes" if value else "no"
+
+    for entry in report["layers"]:
+        nodes = ", ".join(entry["nodes"])
+        table.add_row(
+            entry["tensor"],
+            entry["op"],
+            nodes,
+            cell(entry["two_four"]),
+            cell(entry["eligible"]),
+            cell(entry["sparse_kernel"]),
+        )
+    out.print(table)
+    if report["log"] == "absent":
+        out.print("TensorRT's log had no sparsity lines: eligible/sparse kernel unknown (?)", highlight=False)
 
 
 @cli.command()
