@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from onnxprune._cli_examples import epilog
 from onnxprune._field_docs import describe
 from onnxprune._providers import EP_CHOICES, EP_HELP
 from onnxprune.calibration.sources import (
@@ -203,10 +204,13 @@ _GLOBAL_FLAGS = (
 class _Group(click.Group):
     """The ``onnxprune`` group: every click usage error (parsing or raised by a verb) is one line, exit 2.
 
-    Every verb added to it also takes ``--quiet`` and ``--debug`` after its name.
+    Every verb added to it also takes ``--quiet`` and ``--debug`` after its name, and its ``--help``
+    ends with its examples (``_cli_examples``).
     """
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if cmd.epilog is None:
+            cmd.epilog = epilog(name or cmd.name or "")
         taken = {opt for param in cmd.params for opt in param.opts}
         for opts, key, text in _GLOBAL_FLAGS:
             if not taken & set(opts):
