@@ -10,9 +10,10 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from onnxprune._cli_data import CALIB_TEXT_OPTION, SPEC_OPTIONS, pop_data_options
+from onnxprune._cli_examples import epilog
+from onnxprune._field_docs import describe
+from onnxprune._providers import EP_CHOICES, EP_HELP
 from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import (
     check_input_shapes,
@@ -43,7 +47,9 @@ __all__ = [
     "absolute",
     "cli",
     "console",
+    "described_by",
     "emit",
+    "ep_option",
     "fidelity_verdict",
     "handle_errors",
     "job_options",
@@ -101,7 +107,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = click.get_current_context().find_root().params.get("debug", False)
+        debug = _state(click.get_current_context())["debug"]
         try:
             return fn(*args, **kwargs)
         except OnnxPruneError as e:
@@ -171,8 +177,49 @@ def _usage_errors_on_one_line() -> Iterator[None]:
         raise _OneLineUsageError(e) from e
 
 
+def _state(ctx: click.Context) -> dict[str, Any]:
+    """The run's settings (``quiet``, ``debug``), kept on the root context (set by the group, updated by verbs)."""
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = {"quiet": False, "debug": False}
+    return root.obj
+
+
+def _late_flag(name: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+    """Callback of ``--quiet``/``--debug`` given after a verb: the same effect as before it."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            state = _state(ctx)
+            state[name] = True
+            _setup_logging(state["quiet"], state["debug"])
+
+    return callback
+
+
+#: Options every verb also takes after its name (``onnxprune prune ... --quiet``).
+_GLOBAL_FLAGS = (
+    (("--quiet", "-q"), "quiet", "Only errors; no progress bars (also accepted before the verb)."),
+    (("--debug",), "debug", "Debug logging and full tracebacks (also accepted before the verb)."),
+)
+
+
 class _Group(click.Group):
-    """The ``onnxprune`` group: every click usage error (parsing or raised by a verb) is one line, exit 2."""
+    """The ``onnxprune`` group: every click usage error (parsing or raised by a verb) is one line, exit 2.
+
+    Every verb added to it also takes ``--quiet`` and ``--debug`` after its name, and its ``--help``
+    ends with its examples (``_cli_examples``).
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if cmd.epilog is None:
+            cmd.epilog = epilog(name or cmd.name or "")
+        taken = {opt for param in cmd.params for opt in param.opts}
+        for opts, key, text in _GLOBAL_FLAGS:
+            if not taken & set(opts):
+                flag = click.Option(opts, is_flag=True, expose_value=False, callback=_late_flag(key), help=text)
+                cmd.params.append(flag)
+        super().add_command(cmd, name)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _usage_errors_on_one_line():
@@ -190,7 +237,61 @@ class _Group(click.Group):
 def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """Prune, validate and inspect ONNX models."""
     _setup_logging(quiet, debug)
-    ctx.obj = {"quiet": quiet}
+    ctx.obj = {"quiet": quiet, "debug": debug}
+
+
+def described_by(
+    configs: Mapping[str, type], fields: Mapping[str, str] | None = None
+) -> Callable[[click.Command], click.Command]:
+    """Give a verb's options without a help text their config field's description (and vocabulary).
+
+    ``configs`` maps a label (``structured``) to a config class; an option sets the field of its own
+    name (``--round-to``: ``round_to``) unless ``fields`` says otherwise. A field that only some of
+    the configs have is labelled (``Structured: ...``). The command keeps the mapping in
+    ``described`` (option name -> (config class, field)), for tests.
+    """
+
+    def apply(cmd: click.Command) -> click.Command:
+        described: dict[str, tuple[type, str]] = {}
+        for param in cmd.params:
+            if not isinstance(param, click.Option) or param.help is not None or param.name is None:
+                continue
+            field = (fields or {}).get(param.name, param.name)
+            owners = [(label, cls) for label, cls in configs.items() if describe(cls, field)]
+            if not owners:
+                continue
+            cls = owners[0][1]
+            text = describe(cls, field)
+            if len(owners) < len(configs):
+                label = ", ".join(lb for lb, _ in owners)
+                text = f"{label[0].upper()}{label[1:]}: {text[0].lower() if text[1:2].islower() else text[0]}{text[1:]}"
+            defaults = {lb: _default(c, field) for lb, c in owners}
+            if param.default in (None, getattr(click.core, "UNSET", None)) and len(set(defaults.values())) > 1:
+                text += " Default: " + "; ".join(f"{lb}: {v}" for lb, v in defaults.items()) + "."
+            param.help = text
+            described[param.name] = (cls, field)
+        flags = {field: _long_flag(cmd, name) for name, (_, field) in described.items() if "_" in field}
+        for param in cmd.params:
+            if param.name in described and isinstance(param, click.Option) and param.help:
+                for field, flag in flags.items():  # multi-word field names in the text become their flags
+                    param.help = re.sub(rf"(?<![\w-]){field}(?![\w-])", flag, param.help)
+        cmd.described = described  # type: ignore[attr-defined]
+        return cmd
+
+    return apply
+
+
+def _long_flag(cmd: click.Command, name: str) -> str:
+    param = next(p for p in cmd.params if p.name == name)
+    return max(param.opts, key=len)
+
+
+def _default(config_class: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(config_class) if f.name == name)
+
+
+#: ``--ep cpu|cuda|tensorrt``: the verb receives the name; ``_providers.resolve_ep`` turns it into providers.
+ep_option = click.option("--ep", type=click.Choice(EP_CHOICES), default="cpu", show_default=True, help=EP_HELP)
 
 
 def absolute(path: str | None) -> str | None:

@@ -12,6 +12,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import _io
+from onnxprune._providers import Provider
 from onnxprune.errors import ValidationError
 
 __all__ = ["needs_file", "session", "session_options"]
@@ -85,7 +86,7 @@ class _Mapper:
 
 
 def _session_by_reference(
-    model: ir.Model, extra: Sequence[str], only: bool, options: ort.SessionOptions, providers: Sequence[str]
+    model: ir.Model, extra: Sequence[str], only: bool, options: ort.SessionOptions, providers: Sequence[Provider]
 ) -> ort.InferenceSession:
     """A session whose large initializers onnxruntime reads in place: no copy of the model is written.
 
@@ -112,7 +113,7 @@ def session(
     extra_outputs: Sequence[str] = (),
     *,
     threads: int | None = None,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
+    providers: Sequence[Provider] = ("CPUExecutionProvider",),
     what: str = "model",
     only: bool = False,
     lean: bool = False,

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from onnxprune import (
     _cli_analyze,  # noqa: F401 - registers analyze on the group
@@ -23,7 +26,9 @@ from onnxprune import (
 from onnxprune._cli_base import (
     Job,
     cli,
+    described_by,
     emit,
+    ep_option,
     fidelity_verdict,
     handle_errors,
     job_options,
@@ -33,8 +38,10 @@ from onnxprune._cli_base import (
     run_and_show,
 )
 from onnxprune._cli_data import data_options
+from onnxprune._field_docs import describe
 from onnxprune._fields import short
 from onnxprune._paths import check_outputs, data_files
+from onnxprune._providers import ExecutionTarget, resolve_ep
 from onnxprune._run_paths import model_inputs
 from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
@@ -43,8 +50,12 @@ from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes._allocators import ALLOCATORS
 from onnxprune.passes._importance import CHANNEL_IMPORTANCES
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES
+from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS, SCOPES
+from onnxprune.passes.channels import ChannelPruneConfig
+from onnxprune.passes.sparsify import NMPruneConfig, UnstructuredPruneConfig
 from onnxprune.recipe import PassSpec, Recipe
 from onnxprune.report import comparison_table, model_stats
+from onnxprune.sparse_kernels import TRT_OPTIONS, probe, sparse_kernel_report
 
 __all__ = ["cli", "main"]
 
@@ -74,9 +85,7 @@ def _channel_spec(
     ratio: float | None,
     target_flops: float | None,
     target_params: float | None,
-    importance: str,
-    scope: str,
-    normalize: str,
+    words: dict[str, str | None],
     round_to: int,
     min_channels: int,
     *,
@@ -85,15 +94,14 @@ def _channel_spec(
     exclude: tuple[str, ...],
     hidden: bool = False,
 ) -> PassSpec:
-    if importance == "magnitude":
-        importance = "l2"  # documented: structured magnitude is the L2 norm
+    """The ``channels`` pass; ``words``: importance, scope, normalize, aggregate (``None``: the pass's default)."""
+    importance = words["importance"]
     if importance not in CHANNEL_IMPORTANCES:
-        choices = ", ".join(("magnitude", *CHANNEL_IMPORTANCES.names()))
+        choices = ", ".join(CHANNEL_IMPORTANCES.names(aliases=True))
         raise click.UsageError(f"--importance {importance} is not a structured importance (choose from {choices})")
     config: dict[str, Any] = {
         "ratio": ratio or 0.0,
-        "importance": importance,
-        "scope": "global" if scope == "global" else "uniform",
+        **{k: v for k, v in words.items() if v is not None},
         "round_to": round_to,
         "min_channels": min_channels,
         "reconstruct": reconstruct,
@@ -102,8 +110,6 @@ def _channel_spec(
     }
     if hidden:
         config["allow_inexact"] = config["restore_outputs"] = True
-    if normalize != "none":
-        config["normalize"] = "max" if normalize == "l2" else normalize
     if target_flops is not None:
         config["target_flops"] = target_flops
     if target_params is not None:
@@ -115,6 +121,19 @@ def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
     """``n``, ``m`` and the sparsity budget (default: every weight N:M) of ``--pattern``."""
     n, m = _parse_pattern(pattern)
     return {"n": n, "m": m, "sparsity": 1.0 - n / m if sparsity is None else sparsity}
+
+
+def _check_words(normalize: str | None, aggregate: str | None, allocation: str, *, structured: bool) -> None:
+    """Refuse ``--normalize``/``--aggregate`` where they would change nothing (never ignored silently)."""
+    if aggregate is not None and not structured:
+        raise click.UsageError(
+            "--aggregate combines a channel group's scores: it is for structured pruning (--channels)"
+        )
+    if normalize is not None and allocation != "global":
+        raise click.UsageError(
+            f"--normalize {normalize} scales each layer's scores for one global threshold: it needs --scope global"
+            " (with a per-layer budget every layer is ranked on its own scores)"
+        )
 
 
 def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) -> str:
@@ -132,6 +151,10 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     return allocation
 
 
+@described_by(
+    {"unstructured": UnstructuredPruneConfig, "N:M": NMPruneConfig, "structured": ChannelPruneConfig},
+    fields={"channels": "ratio"},
+)
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
@@ -142,33 +165,21 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     " that N:M must reach (the most sensitive layers stay dense).",
 )
 @click.option("--pattern", help="N:M semi-structured sparsity, e.g. 2:4.")
-@click.option(
-    "--channels",
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Structured: fraction of each coupled group's channels removed (tensors shrink).",
-)
-@click.option(
-    "--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Structured: keep this fraction of MACs."
-)
-@click.option(
-    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Structured: keep this fraction of parameters."
-)
+@click.option("--channels", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True))
 @click.option(
     "--importance",
-    type=click.Choice(list(dict.fromkeys((*WEIGHT_IMPORTANCES.names(), *CHANNEL_IMPORTANCES.names())))),
+    type=click.Choice(list(dict.fromkeys((*WEIGHT_IMPORTANCES.names(), *CHANNEL_IMPORTANCES.names(aliases=True))))),
     help="Unstructured/N:M: "
     + "; ".join(f"{e.name}: {e.description}" for e in WEIGHT_IMPORTANCES)
-    + ". Structured (magnitude = l2): "
+    + ". Structured ("
+    + ", ".join(f"{a} = {t}" for a, t in CHANNEL_IMPORTANCES.aliases().items())
+    + "): "
     + "; ".join(f"{e.name}: {e.description}" for e in CHANNEL_IMPORTANCES)
     + ". Default: sparsegpt with --calib, magnitude without (structured: l2).",
 )
-@click.option(
-    "--scope",
-    type=click.Choice(["global", "layer"]),
-    default="layer",
-    show_default=True,
-    help="layer: the same fraction everywhere; global: one threshold over normalized scores.",
-)
+@click.option("--scope", type=click.Choice(SCOPES.names()), default="layer", show_default=True)
 @click.option(
     "--allocation",
     type=click.Choice(ALLOCATORS.names()),
@@ -176,31 +187,14 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     + "; ".join(f"{e.name}: {e.description}" for e in ALLOCATORS)
     + ". Default: uniform (global with --scope global).",
 )
-@click.option(
-    "--normalize",
-    type=click.Choice(["none", "mean", "l2", "max"]),
-    default="none",
-    show_default=True,
-    help="With --scope global: per-layer score normalization.",
-)
-@click.option(
-    "--round-to",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Structured: kept channels are multiples of N.",
-)
-@click.option(
-    "--min-channels",
-    type=click.IntRange(0),
-    default=1,
-    show_default=True,
-    help="Structured: keep at least N per group.",
-)
+@click.option("--normalize", type=click.Choice(NORMALIZERS.names()))
+@click.option("--aggregate", type=click.Choice(AGGREGATES.names()))
+@click.option("--round-to", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--min-channels", type=click.IntRange(0), default=1, show_default=True)
 @click.option(
     "--no-reconstruct", is_flag=True, help="Structured: do not refit consumers on the calibration data (ridge)."
 )
-@click.option("--verify", is_flag=True, help="Structured: check that the shrunk model equals the masked model.")
+@click.option("--verify", is_flag=True)
 @click.option(
     "--hidden",
     is_flag=True,
@@ -228,7 +222,8 @@ def prune(
     importance: str | None,
     scope: str,
     allocation: str | None,
-    normalize: str,
+    normalize: str | None,
+    aggregate: str | None,
     round_to: int,
     min_channels: int,
     no_reconstruct: bool,
@@ -251,14 +246,14 @@ def prune(
     if budgeted_nm and allocation != "sensitivity":
         raise click.UsageError("--pattern with --sparsity needs --allocation sensitivity (which layers stay dense)")
     scope = "global" if allocation == "global" else scope
+    _check_words(normalize, aggregate, allocation, structured=structured)
     if structured:
+        words = {"importance": importance, "scope": scope, "normalize": normalize, "aggregate": aggregate}
         spec = _channel_spec(
             channels,
             target_flops,
             target_params,
-            importance,
-            scope,
-            normalize,
+            words,
             round_to,
             min_channels,
             reconstruct=job.calib is not None and not no_reconstruct,
@@ -270,13 +265,17 @@ def prune(
     elif importance not in WEIGHT_IMPORTANCES:
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
     elif WEIGHT_IMPORTANCES[importance].method == "sparsegpt":
+        if normalize is not None:
+            raise click.UsageError(
+                "--normalize is not a sparsegpt setting: its global allocation ranks plain magnitudes"
+            )
         target = {"sparsity": sparsity} if pattern is None else _nm_target(pattern, sparsity)
         spec = PassSpec("sparsegpt", {**target, **selection, "allocation": allocation})
     elif pattern is not None:
         target = _nm_target(pattern, sparsity)
         spec = PassSpec("nm", {**target, "importance": importance, "allocation": allocation, **selection})
     else:
-        config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize}
+        config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize or "none"}
         spec = PassSpec("unstructured", {**config, "allocation": allocation, **selection})
     specs = [spec]
     if finetune_steps is not None:
@@ -332,6 +331,7 @@ def run_cmd(
     help="Exit 3 when a figure misses its threshold. Keys: cos, agree, top1, seq, acc, metric "
     "(at least F); acc-drop, metric-drop (at most F). Example: cos=0.99,agree=0.95",
 )
+@ep_option
 @click.pass_context
 @handle_errors
 def validate_cmd(
@@ -348,9 +348,12 @@ def validate_cmd(
     fail_below: str | None,
     images: ImagePreprocess | None,
     text: TextSpec | None,
+    ep: str,
 ) -> None:
     """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes.
 
+    Both run on the execution provider --ep. With --ep tensorrt (sparse kernels on), the 2:4 weights
+    are listed with the layers TensorRT found eligible and picked a sparse kernel for.
     Exits 3 when the candidate gives NaN/inf where REF does not, or misses a --fail-below threshold.
     """
     from onnxprune.gates import missed_gates, parse_fail_below
@@ -360,6 +363,7 @@ def validate_cmd(
     from onnxprune.verify import validate
 
     gates = parse_fail_below(fail_below, metric=metric is not None) if fail_below else ()
+    resolve_ep(ep)  # an unavailable provider fails before any model is read
     shapes = parse_input_shapes(input_shape)
     reference, candidate = _io.load(ref), _io.load(cand)
     module = metric_file(metric) if metric else None
@@ -384,16 +388,24 @@ def validate_cmd(
             text=text,
             progress=factory("reading data"),
         )
-        result = validate(
-            reference,
-            candidate,
-            source,
-            batch_size=batch_size,
-            threads=threads,
-            progress=factory("validation"),
-            metric=task_metric,
-            data_path=data,
-        ).as_dict()
+    with tempfile.TemporaryDirectory(prefix="onnxprune-trt-") as cache:
+        target = resolve_ep(ep, {**TRT_OPTIONS, "trt_engine_cache_path": cache} if ep == "tensorrt" else None)
+        kernels = _probe_ep(reference, candidate, target, source, threads)
+        with progress_bars(not ctx.obj["quiet"]) as factory:
+            result = validate(
+                reference,
+                candidate,
+                source,
+                batch_size=batch_size,
+                threads=threads,
+                progress=factory("validation"),
+                metric=task_metric,
+                data_path=data,
+                providers=target.providers,
+            ).as_dict()
+    result["execution_provider"] = {"ep": target.ep, "provider": target.provider}
+    if kernels is not None:
+        result["sparse_kernels"] = kernels
     missed = missed_gates(result, gates)
     shapes = {**sample_shapes(source), **shapes}
     before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
@@ -407,7 +419,45 @@ def validate_cmd(
         )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))
+        out.print(f"execution provider: {target.provider} (--ep {target.ep})", highlight=False)
+        if kernels is not None:
+            _print_sparse_kernels(kernels)
     fidelity_verdict(result, missed)
+
+
+def _probe_ep(
+    reference: Any, candidate: Any, target: ExecutionTarget, source: Any, threads: int | None
+) -> dict[str, Any] | None:
+    """On a GPU provider, check both models load on it; on TensorRT, the candidate's sparse-kernel report."""
+    if target.ep == "cpu":
+        return None
+    feed = next(iter(source.batches(1)))
+    probe(reference, target, feed, "reference model", threads)
+    log = probe(candidate, target, feed, "candidate model", threads)
+    return sparse_kernel_report(candidate, log) if target.ep == "tensorrt" else None
+
+
+def _print_sparse_kernels(report: dict[str, Any]) -> None:
+    table = Table(title=f"2:4 weights and TensorRT sparse kernels ({report['two_four']} of {report['weights']} 2:4)")
+    for column in ("tensor", "op", "nodes", "2:4", "eligible", "sparse kernel"):
+        table.add_column(column)
+
+    def cell(value: bool | None) -> str:
+        return "?" if value is None else "yes" if value else "no"
+
+    for entry in report["layers"]:
+        nodes = ", ".join(entry["nodes"])
+        table.add_row(
+            entry["tensor"],
+            entry["op"],
+            nodes,
+            cell(entry["two_four"]),
+            cell(entry["eligible"]),
+            cell(entry["sparse_kernel"]),
+        )
+    out.print(table)
+    if report["log"] == "absent":
+        out.print("TensorRT's log had no sparsity lines: eligible/sparse kernel unknown (?)", highlight=False)
 
 
 @cli.command()
@@ -510,14 +560,28 @@ def _print_groups(model: str, groups: list[dict[str, Any]]) -> None:
 
 
 @cli.command()
-def passes() -> None:
-    """List the registered passes and their options."""
+@click.argument("names", nargs=-1, metavar="[PASS]...")
+@handle_errors
+def passes(names: tuple[str, ...]) -> None:
+    """List the registered passes (or only PASS...) with every option: default, description, choices.
+
+    The descriptions come from the pass configs; a recipe's ``passes:`` entries take these names and options.
+    """
     from onnxprune.passes import PASSES
 
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise RecipeError(f"unknown pass {short(unknown[0])} (known: {', '.join(PASSES)})")
     for name, cls in PASSES.items():
-        out.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        if names and name not in names:
+            continue
+        out.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}", highlight=False)
         for field in dataclasses.fields(cls.config_class):
-            out.print(f"    {field.name} = {field.default!r}")
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            out.print(f"    [bold]{field.name}[/bold] = {default!r}", highlight=False)
+            text = describe(cls.config_class, field.name)
+            if text:
+                out.print(Padding(Text(text, style="dim"), (0, 0, 0, 8), expand=False))
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import onnxruntime as ort
 from onnxprune import _io, _ort
 from onnxprune._memory import release_free_memory
 from onnxprune._ort import session
+from onnxprune._providers import Provider
 from onnxprune.calibration.collect import ProgressFn
 from onnxprune.calibration.readers import CalibrationDataReader, as_source
 from onnxprune.calibration.sources import CalibrationSource
@@ -301,6 +302,7 @@ def _compare(
     threads: int | None,
     progress: ProgressFn | None,
     keep_outputs: bool,
+    providers: Sequence[Provider] = ("CPUExecutionProvider",),
 ) -> Comparison:
     """Fidelity of ``cand`` against ``ref`` on every batch of ``source``.
 
@@ -308,7 +310,7 @@ def _compare(
     its session is released before the result's is built, so that one model's weights are mapped at
     a time. Otherwise both sessions run side by side, batch by batch.
     """
-    ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True)
+    ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True, providers=providers)
     labels = getattr(source, "labels", None)
     try:
         recorded = record_outputs(ref_sess, source.batches(batch_size), max(_io.model_nbytes(ref), 64 << 20))
@@ -320,7 +322,7 @@ def _compare(
     if recorded is not None:
         del ref_sess
         release_free_memory()
-    cand_sess = _ort.session(cand, threads=threads, what="result", lean=True)
+    cand_sess = _ort.session(cand, threads=threads, what="result", lean=True, providers=providers)
     try:
         return compare_outputs(
             recorded or ref_sess,
@@ -348,12 +350,15 @@ def validate(
     progress: ProgressFn | None = None,
     metric: TaskMetric | None = None,
     data_path: str | None = None,
+    providers: Sequence[Provider] = ("CPUExecutionProvider",),
 ) -> Validation:
     """Check ``cand`` and compare it with ``ref`` in onnxruntime on the same inputs.
 
-    ``source`` may also be an onnxruntime ``CalibrationDataReader``. With ``metric``, the task
-    metric is evaluated on both models' outputs over all samples of ``data_path`` (the file
-    ``source`` reads). Latency is measured on default sessions (arena,
+    ``source`` may also be an onnxruntime ``CalibrationDataReader``. Both run on ``providers``
+    (onnxruntime's list, first choice first; see ``_providers.resolve_ep``).
+
+    With ``metric``, the task metric is evaluated on both models' outputs over all samples of
+    ``data_path`` (the file ``source`` reads). Latency is measured on default sessions (arena,
     prepacked weights), interleaved run by run; when both models' weights exceed
     :data:`INTERLEAVED_LATENCY_BYTES`, on lean sessions, one at a time
     (:func:`measure_latency_alternating`; ``latency_mode`` says which).
@@ -374,7 +379,9 @@ def validate(
         check_model(ref, "reference model")  # a defect of the input is not the result's fault
         raise
     started = time.perf_counter()
-    comparison = _compare(ref, cand, source, batch_size, threads, progress, keep_outputs=metric is not None)
+    comparison = _compare(
+        ref, cand, source, batch_size, threads, progress, keep_outputs=metric is not None, providers=providers
+    )
     per_sample = (time.perf_counter() - started) / max(2 * comparison.samples, 1)
     release_free_memory()
     scores = None
@@ -385,16 +392,16 @@ def validate(
     first = next(iter(source.batches(1)))
     mode = "interleaved"
     if _io.model_nbytes(ref) + _io.model_nbytes(cand) <= INTERLEAVED_LATENCY_BYTES:
-        ref_sess = _ort.session(ref, threads=threads, what="reference model")
-        cand_sess = _ort.session(cand, threads=threads, what="result")
+        ref_sess = _ort.session(ref, threads=threads, what="reference model", providers=providers)
+        cand_sess = _ort.session(cand, threads=threads, what="result", providers=providers)
         ref_ms, cand_ms = measure_latency(ref_sess, cand_sess, first, runs=latency_runs)
         del ref_sess, cand_sess
     else:
         mode = "alternating lean sessions"
         latency_runs, warmup = affordable_runs(latency_runs, per_sample)
         ref_ms, cand_ms = measure_latency_alternating(
-            lambda: _ort.session(ref, threads=threads, what="reference model", lean=True),
-            lambda: _ort.session(cand, threads=threads, what="result", lean=True),
+            lambda: _ort.session(ref, threads=threads, what="reference model", lean=True, providers=providers),
+            lambda: _ort.session(cand, threads=threads, what="result", lean=True, providers=providers),
             first,
             runs=latency_runs,
             warmup=warmup,
