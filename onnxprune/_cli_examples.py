@@ -35,6 +35,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "onnxprune finetune pruned.onnx -o tuned.onnx --teacher model.onnx --calib calib.npz --steps 20"
         " --final-sparsity 0.7",
     ),
+    "quantize": (
+        "onnxprune quantize model.onnx -o int8.onnx --calib calib.npz --data test.npz",
+        "onnxprune quantize pruned.onnx -o pruned_int8.onnx --calib calib.npz --reference model.onnx --per-tensor",
+    ),
     "validate": (
         "onnxprune validate model.onnx pruned.onnx --data test.npz",
         "onnxprune validate model.onnx sparse24.onnx --data test.npz --fail-below agree=0.9 --report check.json",
