@@ -12,12 +12,34 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import _io
-from onnxprune.errors import ValidationError
+from onnxprune.errors import RecipeError, ValidationError
 
-__all__ = ["needs_file", "session", "session_options"]
+__all__ = ["EPS", "needs_file", "parse_ep", "session", "session_options"]
 
 logger = logging.getLogger(__name__)
 _INLINE_LIMIT = 1_500_000_000
+#: ``--ep`` names and the onnxruntime providers they stand for, preferred first (CPU runs what the others cannot)
+EPS: dict[str, tuple[str, ...]] = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+
+
+def parse_ep(name: str) -> list[str]:
+    """The onnxruntime providers of ``--ep name``; refused when this onnxruntime lacks the first.
+
+    Raises:
+        RecipeError: an unknown name, or a provider this onnxruntime build does not have.
+    """
+    providers = EPS.get(name.strip().lower())
+    if providers is None:
+        raise RecipeError(f"unknown execution provider '{name}' (choose from {', '.join(EPS)})")
+    available = ort.get_available_providers()
+    if providers[0] not in available:
+        hint = " (install onnxruntime-gpu)" if name != "cpu" else ""
+        raise RecipeError(f"--ep {name}: this onnxruntime has no {providers[0]}{hint}; it has {', '.join(available)}")
+    return [p for p in providers if p in available]
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:

@@ -1,0 +1,125 @@
+"""Kept widths from a latency table: fast steps, and the most importance kept within a latency budget.
+
+Both work on a group's measured widths only. The predicted latency of a model is its measured dense
+latency minus every group's saving (its subgraph's latency at full width minus at the kept width):
+additive, so that groups can be chosen independently; the caller measures the result to correct it.
+
+* :func:`fast_steps`: the widths where latency steps up, each the widest of its plateau;
+  :func:`fast_step`: the one a wanted width's plateau ends at (the channels up to it cost no time).
+* :func:`fit_saving`: per group a width, minimizing the summed importance removed while the summed
+  saving reaches a need (a multiple-choice knapsack: Lagrangian relaxation, then a greedy fill).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from onnxprune.passes._allocate import GroupScores
+from onnxprune.passes._latency_table import GroupLatency
+
+__all__ = ["NOISE", "Options", "fast_step", "fast_steps", "fit_saving", "options_for", "removal_loss"]
+
+#: latencies within this fraction of each other are taken as equal (timing noise on a loaded machine)
+NOISE = 0.03
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """A group's choices: widths (ascending), the latency each saves (ms) and the importance each removes."""
+
+    widths: tuple[int, ...]
+    saving: np.ndarray
+    loss: np.ndarray
+
+
+def removal_loss(group: GroupScores, widths: tuple[int, ...]) -> np.ndarray:
+    """Summed score of the units removed at each width (the lowest-scoring blocks go first)."""
+    blocks = np.sort(group.block_scores)
+    total = np.concatenate([[0.0], np.cumsum(blocks, dtype=np.float64)])
+    removed = [(group.units - w) // group.block for w in widths]
+    return total[np.asarray(removed, dtype=np.int64)]
+
+
+def fast_steps(table: GroupLatency, noise: float = NOISE) -> tuple[int, ...]:
+    """The widths where latency steps up: each is the widest of its plateau (the full width always)."""
+    ms = table.ms
+    return tuple(w for i, w in enumerate(table.widths) if i == len(ms) - 1 or ms[i + 1] > ms[i] * (1 + noise))
+
+
+def options_for(table: GroupLatency, group: GroupScores, lowest: int = 0, noise: float = NOISE) -> Options:
+    """The group's fast steps of at least ``lowest`` units (the full width always), with savings and losses."""
+    widths = tuple(w for w in fast_steps(table, noise) if w >= lowest or w == table.units)
+    saving = np.asarray([table.saving(w) for w in widths], dtype=np.float64)
+    return Options(widths, saving, removal_loss(group, widths))
+
+
+def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
+    """The width to keep instead of ``wanted`` units: the widest end of the plateau the wanted width is on.
+
+    The wanted width is taken down to the table's grid; from there, wider widths are kept while they
+    are no slower (within ``noise``): the channels they add cost no time.
+    """
+    start = max([i for i, w in enumerate(table.widths) if w <= wanted] or [0])
+    bound = table.ms[start] * (1 + noise)
+    end = start
+    while end + 1 < len(table.widths) and table.ms[end + 1] <= bound:
+        end += 1
+    return table.widths[end]
+
+
+def _pick(options: Options, price: float) -> int:
+    """Index of the width minimizing loss − price·saving (ties: the widest)."""
+    cost = options.loss - price * options.saving
+    best = np.flatnonzero(cost <= cost.min() + 1e-12)
+    return int(best[-1])
+
+
+def fit_saving(choices: Mapping[int, Options], need: float) -> tuple[dict[int, int], float]:
+    """Per group the kept width (by group id) minimizing the summed loss with summed saving ≥ ``need``.
+
+    Returns the widths and their summed saving; when even the largest savings fall short of ``need``,
+    the widths with the largest savings (the caller reports the shortfall).
+    """
+    if need <= 0 or not choices:
+        return {gid: o.widths[-1] for gid, o in choices.items()}, 0.0
+
+    def at(price: float) -> dict[int, int]:
+        return {gid: _pick(o, price) for gid, o in choices.items()}
+
+    def saving(picked: Mapping[int, int]) -> float:
+        return float(sum(choices[g].saving[i] for g, i in picked.items()))
+
+    low, high = 0.0, 1.0
+    while saving(at(high)) < need and high < 1e12:
+        low, high = high, high * 4
+    if saving(at(high)) < need:
+        picked = {gid: int(np.argmax(o.saving)) for gid, o in choices.items()}
+        return {g: choices[g].widths[i] for g, i in picked.items()}, saving(picked)
+    for _ in range(60):
+        middle = (low + high) / 2
+        if saving(at(middle)) >= need:
+            high = middle
+        else:
+            low = middle
+    picked = at(high)
+    slack = saving(picked) - need
+    while True:  # greedy fill: give importance back where the slack allows, cheapest first
+        best = None
+        for gid, index in picked.items():
+            o = choices[gid]
+            for j in range(len(o.widths)):
+                gain = o.loss[index] - o.loss[j]
+                cost = o.saving[index] - o.saving[j]
+                if gain > 1e-12 and cost <= slack + 1e-12:
+                    rate = gain / max(cost, 1e-12)
+                    if best is None or rate > best[0]:
+                        best = (rate, gid, j, cost)
+        if best is None:
+            break
+        _, gid, j, cost = best
+        picked[gid] = j
+        slack -= cost
+    return {g: choices[g].widths[i] for g, i in picked.items()}, saving(picked)
