@@ -118,36 +118,40 @@ def _budget_widths(
             f"--target-latency {target:g} ms is out of reach: the model takes {dense_ms:.3g} ms and the measured"
             f" widths save at most {most:.3g} ms (predicted {dense_ms - most:.3g} ms)"
         )
-    need = dense_ms - target
+    wanted = dense_ms - target
+    need, kappa = wanted, 1.0
     tries: list[dict[str, float]] = []
-    best: tuple[float, dict[int, int]] | None = None
+    found: list[tuple[bool, float, float, dict[int, int]]] = []  # (met, loss, measured ms, widths)
     for _ in range(TRIES):
         widths, saving = fit_saving(choices, need)
+        loss = sum(float(o.loss[o.widths.index(widths[gid])]) for gid, o in choices.items())
         widths = {**full, **widths}
         ref_ms, got_ms = _measure(setup, _shrunk(setup, _keep(groups, widths)))
-        tries.append({"need_ms": need, "predicted_ms": dense_ms - saving, "measured_ms": got_ms, "dense_ms": ref_ms})
-        logger.info("target latency %.3g ms: predicted %.3g, measured %.3g ms", target, dense_ms - saving, got_ms)
-        if got_ms <= target * (1 + NOISE):
-            best = (got_ms, widths)
-            break
-        if best is None or got_ms < best[0]:
-            best = (got_ms, widths)
-        if saving >= most - 1e-9:
-            break
-        need += got_ms - target
-    assert best is not None
-    met = best[0] <= target * (1 + NOISE)
-    if not met:
-        logger.warning("target latency %.3g ms not met: the closest pruned model measured %.3g ms", target, best[0])
+        predicted = dense_ms - kappa * saving
+        met = got_ms <= target * (1 + NOISE)
+        tries.append({"need_ms": need, "predicted_ms": predicted, "measured_ms": got_ms, "dense_ms": ref_ms})
+        found.append((met, loss, got_ms, widths))
+        logger.info("target latency %.3g ms: predicted %.3g, measured %.3g ms", target, predicted, got_ms)
+        if met and got_ms >= target * (1 - 2 * NOISE) or (not met and saving >= most - 1e-9):
+            break  # close to the budget, or nothing more to save
+        achieved = ref_ms - got_ms
+        kappa = achieved / saving if achieved > 0 and saving > 0 else kappa / 2
+        # the saving the table must promise for the model to save ``wanted``; more after a miss, less after an overshoot
+        need = min(max(wanted / kappa, need * 1.05) if not met else wanted / kappa, most)
+    feasible = [f for f in found if f[0]]
+    best = min(feasible, key=lambda f: f[1]) if feasible else min(found, key=lambda f: f[2])
+    if not best[0]:
+        logger.warning("target latency %.3g ms not met: the closest pruned model measured %.3g ms", target, best[2])
+    chosen = found.index(best)
     info = {
         "latency_dense_ms": dense_ms,
-        "latency_measured_ms": best[0],
-        "latency_predicted_ms": next(t["predicted_ms"] for t in tries if t["measured_ms"] == best[0]),
+        "latency_measured_ms": best[2],
+        "latency_predicted_ms": tries[chosen]["predicted_ms"],
         "target_latency_ms": target,
-        "target_latency_met": met,
+        "target_latency_met": best[0],
         "tries": tries,
     }
-    return best[1], info
+    return best[3], info
 
 
 def hardware_plan(
@@ -165,7 +169,8 @@ def hardware_plan(
     """
     providers = _ort.parse_ep(config.ep)
     inputs = {v.name or "": tuple(int(d) for d in shapes[v.name or ""]) for v in model.graph.inputs}
-    settings = LatencySettings(ep=config.ep, threads=context.threads, step=config.round_to)
+    around = 1.0 - config.ratio if config.target_latency is None else None
+    settings = LatencySettings(ep=config.ep, threads=context.threads, step=config.round_to, around=around)
     table, path = latency_table(model, analysis, groups, settings, shapes=inputs, cache=config.latency_cache)
     names = {gid: analysis.groups[gid].producers[0] for gid in groups}
     setup = _Setup(model, shapes, inputs, config, providers, context.threads)

@@ -57,17 +57,15 @@ def options_for(table: GroupLatency, group: GroupScores, lowest: int = 0, noise:
 
 
 def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
-    """The width to keep instead of ``wanted`` units: the widest end of the plateau the wanted width is on.
+    """The width to keep instead of ``wanted`` units: the widest one no slower than the wanted width.
 
-    The wanted width is taken down to the table's grid; from there, wider widths are kept while they
-    are no slower (within ``noise``): the channels they add cost no time.
+    The wanted width is taken down to the table's grid; the widest measured width whose latency is
+    within ``noise`` of it is kept: the channels it adds cost no time (a group whose latency does not
+    move with its width keeps them all).
     """
     start = max([i for i, w in enumerate(table.widths) if w <= wanted] or [0])
     bound = table.ms[start] * (1 + noise)
-    end = start
-    while end + 1 < len(table.widths) and table.ms[end + 1] <= bound:
-        end += 1
-    return table.widths[end]
+    return max(w for w, ms in zip(table.widths[start:], table.ms[start:], strict=True) if ms <= bound)
 
 
 def _pick(options: Options, price: float) -> int:

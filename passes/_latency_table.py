@@ -54,6 +54,8 @@ class LatencySettings:
         runs: Timed runs per width and round.
         rounds: Rounds of interleaved runs; a width's figure is the median of its rounds' medians.
         warmup: Untimed runs per width before each round.
+        around: A kept fraction (the ``ratio`` asked for) whose neighbourhood is measured finely too: the
+            wanted width rounded down and up to multiples of 8, 16, 32 and 64 (``None``: the grid only).
     """
 
     ep: str = "cpu"
@@ -64,6 +66,11 @@ class LatencySettings:
     runs: int = 10
     rounds: int = 3
     warmup: int = 2
+    around: float | None = None
+
+
+#: alignments measured around the wanted width (SIMD widths and channel blocks of CPU and GPU kernels)
+ALIGNMENTS = (8, 16, 32, 64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +124,20 @@ def grid(units: int, block: int, settings: LatencySettings) -> tuple[int, ...]:
     """The widths measured for a group, ascending, the full width last.
 
     Multiples of ``lcm(step, block)`` times the smallest power of two that leaves at most ``points``
-    of them, from ``floor`` of the group up.
+    of them, from ``floor`` of the group up; with ``around``, also the wanted width's neighbours at
+    each alignment of :data:`ALIGNMENTS` (and at ``lcm(step, block)``).
     """
     quantum = math.lcm(max(settings.step, 1), max(block, 1))
     while units // quantum > settings.points:
         quantum *= 2
     lowest = max(quantum, -(-math.ceil(settings.floor * units) // quantum) * quantum)
-    return (*range(lowest, units, quantum), units)
+    widths = {*range(lowest, units, quantum), units}
+    if settings.around is not None:
+        base = math.lcm(max(settings.step, 1), max(block, 1))
+        wanted = settings.around * units
+        for align in (base, *(math.lcm(base, a) for a in ALIGNMENTS)):
+            widths.update(w for w in (math.floor(wanted / align) * align, math.ceil(wanted / align) * align))
+    return tuple(sorted(w for w in widths if 0 < w <= units))
 
 
 def _machine() -> str:

@@ -16,7 +16,6 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from onnxprune.analysis.channels import ChannelAnalysis, analyze_channels, shrink
-from onnxprune.analysis.shapes import complete_shapes
 
 __all__ = ["GroupSubgraph", "cut_group", "feed_for", "random_feed", "shrunk_to"]
 
@@ -25,13 +24,14 @@ _FLOATS = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT1
 
 @dataclasses.dataclass(frozen=True)
 class GroupSubgraph:
-    """The cut-out model of one group, the group's producer and unit count, and its inputs' shapes."""
+    """The cut-out model of one group, the group's producer and unit count, its inputs' and values' shapes."""
 
     model: ir.Model
     producer: str
     units: int
     block: int
     input_shapes: dict[str, tuple[int, ...]]
+    shapes: dict[str, tuple[int, ...]]
 
 
 #: ops whose (first) output is an integer tensor whatever their inputs
@@ -133,7 +133,11 @@ def cut_group(model: ir.Model, analysis: ChannelAnalysis, gid: int) -> GroupSubg
     graph.inputs.extend(boundary.values())
     graph.remove([n for n in nodes if id(n) not in inside], safe=False)
     common_passes.RemoveUnusedNodesPass()(copy)
-    return GroupSubgraph(copy, group.producers[0], group.units, group.block, input_shapes)
+    for name in [n for n, v in graph.initializers.items() if not v.uses() and v not in graph.outputs]:
+        graph.initializers.pop(name)
+    names = {v.name for node in copy.graph for v in (*node.inputs, *node.outputs) if v is not None}
+    own = {name: tuple(shape) for name, shape in shapes.items() if name in names}
+    return GroupSubgraph(copy, group.producers[0], group.units, group.block, input_shapes, own)
 
 
 def shrunk_to(sub: GroupSubgraph, width: int) -> ir.Model:
@@ -141,7 +145,7 @@ def shrunk_to(sub: GroupSubgraph, width: int) -> ir.Model:
     copy = sub.model.clone()
     if width >= sub.units:
         return copy
-    analysis = analyze_channels(copy, complete_shapes(copy, sub.input_shapes))
+    analysis = analyze_channels(copy, sub.shapes)
     found = [g for g in analysis.prunable() if sub.producer in g.producers and g.units == sub.units]
     if not found:
         raise ValueError(f"group of '{sub.producer}' is not prunable in its own subgraph")
