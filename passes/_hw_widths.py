@@ -5,7 +5,7 @@ latency minus every group's saving (its subgraph's latency at full width minus a
 additive, so that groups can be chosen independently; the caller measures the result to correct it.
 
 * :func:`fast_steps`: the widths where latency steps up, each the widest of its plateau;
-  :func:`fast_step`: the one a wanted width's plateau ends at (the channels up to it cost no time).
+  :func:`fast_step`: near a wanted width, the fastest measured one (ties: the most aligned, the widest).
 * :func:`fit_saving`: per group a width, minimizing the summed importance removed while the summed
   saving reaches a need (a multiple-choice knapsack: Lagrangian relaxation, then a greedy fill).
 """
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from onnxprune.passes._allocate import GroupScores
-from onnxprune.passes._latency_table import GroupLatency
+from onnxprune.passes._latency_table import ALIGNMENTS, GroupLatency
 
 __all__ = ["NOISE", "Options", "fast_step", "fast_steps", "fit_saving", "options_for", "removal_loss"]
 
@@ -56,16 +56,27 @@ def options_for(table: GroupLatency, group: GroupScores, lowest: int = 0, noise:
     return Options(widths, saving, removal_loss(group, widths))
 
 
-def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
-    """The width to keep instead of ``wanted`` units: the widest one no slower than the wanted width.
+def _alignment(width: int) -> int:
+    """The largest power of two dividing ``width``."""
+    return width & -width
 
-    The wanted width is taken down to the table's grid; the widest measured width whose latency is
-    within ``noise`` of it is kept: the channels it adds cost no time (a group whose latency does not
-    move with its width keeps them all).
+
+def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
+    """The width to keep instead of ``wanted`` units: the widest near it that is no slower than it.
+
+    The wanted width is taken to the nearest measured width (the most aligned of equally near ones);
+    near means within the widest alignment step of at most a quarter of it (8, 16, 32 or 64; the
+    table's own spacing for small groups). Of the near widths within ``noise`` of its latency,
+    multiples of 8 come first (an unaligned width that times as fast is most likely a timing
+    accident), then the widest: the channels it adds cost no time.
     """
-    start = max([i for i, w in enumerate(table.widths) if w <= wanted] or [0])
+    widths = table.widths
+    spacing = min((b - a for a, b in zip(widths, widths[1:], strict=False)), default=table.units)
+    reach = max([spacing, *(a for a in ALIGNMENTS if 4 * a <= wanted)])
+    start = min(range(len(widths)), key=lambda i: (abs(widths[i] - wanted), -_alignment(widths[i])))
     bound = table.ms[start] * (1 + noise)
-    return max(w for w, ms in zip(table.widths[start:], table.ms[start:], strict=True) if ms <= bound)
+    near = [w for w, ms in zip(widths, table.ms, strict=True) if abs(w - wanted) <= reach and ms <= bound]
+    return max([widths[start], *near], key=lambda w: (min(_alignment(w), ALIGNMENTS[0]), w))
 
 
 def _pick(options: Options, price: float) -> int:

@@ -36,7 +36,7 @@ from onnxprune.verify import measure_latencies
 __all__ = ["GroupLatency", "LatencySettings", "LatencyTable", "grid", "latency_table", "table_path"]
 
 logger = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2
 #: a progress callback: (groups measured, groups to measure)
 Progress = Callable[[int, int], None]
 

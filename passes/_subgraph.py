@@ -62,20 +62,12 @@ def _dtypes(graph: ir.Graph) -> dict[int, ir.DataType | None]:
     return dtype
 
 
-def _members(analysis: ChannelAnalysis, gid: int, nodes: list[ir.Node]) -> set[int]:
-    """Indices (in ``nodes``) of the nodes that read or write the group, and of what their other inputs need."""
+def _with_inputs(chosen: set[int], nodes: list[ir.Node], dtypes: Mapping[int, ir.DataType | None]) -> set[int]:
+    """``chosen`` plus what computes their non-float inputs (shapes, indices) and their constants."""
     position = {id(n): i for i, n in enumerate(nodes)}
-    dtypes = _dtypes(analysis.model.graph)
-    chosen: set[int] = set()
-    for value, _ in analysis.values_of(analysis.groups[gid]):
-        producer = value.producer()
-        if producer is not None and id(producer) in position:
-            chosen.add(position[id(producer)])
-        for node, _ in value.uses():
-            if id(node) in position:
-                chosen.add(position[id(node)])
+    chosen = set(chosen)
     pending = list(chosen)
-    while pending:  # non-float inputs (shapes, indices) and constants are computed inside the subgraph
+    while pending:
         for value in nodes[pending.pop()].inputs:
             producer = value.producer() if value is not None else None
             if producer is None or id(producer) not in position:
@@ -85,6 +77,35 @@ def _members(analysis: ChannelAnalysis, gid: int, nodes: list[ir.Node]) -> set[i
                 chosen.add(index)
                 pending.append(index)
     return chosen
+
+
+def _members(analysis: ChannelAnalysis, gid: int, nodes: list[ir.Node]) -> set[int]:
+    """Indices (in ``nodes``) of the nodes that read or write the group, one ring of neighbours, and their needs.
+
+    The ring (the producers of the group's float inputs, the readers of its results) keeps the
+    layout changes onnxruntime makes at the group's borders inside the timing: an unaligned width
+    that takes the group off the blocked (NCHWc) kernels costs reorders there.
+    """
+    position = {id(n): i for i, n in enumerate(nodes)}
+    dtypes = _dtypes(analysis.model.graph)
+    core: set[int] = set()
+    for value, _ in analysis.values_of(analysis.groups[gid]):
+        producer = value.producer()
+        if producer is not None and id(producer) in position:
+            core.add(position[id(producer)])
+        for node, _ in value.uses():
+            if id(node) in position:
+                core.add(position[id(node)])
+    core = _with_inputs(core, nodes, dtypes)
+    ring = set()
+    for index in core:
+        for value in nodes[index].inputs:
+            producer = value.producer() if value is not None else None
+            if producer is not None and id(producer) in position and dtypes.get(id(value)) in _FLOATS:
+                ring.add(position[id(producer)])
+        for value in nodes[index].outputs:
+            ring.update(position[id(user)] for user, _ in value.uses() if id(user) in position)
+    return _with_inputs(core | ring, nodes, dtypes)
 
 
 def cut_group(model: ir.Model, analysis: ChannelAnalysis, gid: int) -> GroupSubgraph:

@@ -102,13 +102,22 @@ STAIRS = GroupLatency("conv", 64, (8, 16, 24, 32, 40, 48, 56, 64), (1.0, 1.0, 2.
 
 def test_fast_steps_are_the_plateau_ends() -> None:
     assert fast_steps(STAIRS) == (16, 40, 56, 64)
-    assert fast_step(STAIRS, 32) == 40  # 32 costs what 40 costs: the 8 channels are free
-    assert fast_step(STAIRS, 30) == 40  # down to the grid (24), then to its plateau's end
-    assert fast_step(STAIRS, 16) == 16 and fast_step(STAIRS, 64) == 64
     noisy = GroupLatency("conv", 64, STAIRS.widths, (1.0, 1.02, 2.0, 2.05, 1.99, 3.0, 3.0, 4.0))
-    assert fast_step(noisy, 24) == 40  # within the noise: one plateau
-    flat = GroupLatency("conv", 64, STAIRS.widths, (1.0, 1.01, 0.99, 1.0, 1.02, 1.0, 0.98, 1.01))
-    assert fast_step(flat, 32) == 64  # latency does not move with the width: nothing to gain by pruning
+    assert fast_steps(noisy) == (16, 40, 56, 64)  # within the noise: one plateau
+
+
+def test_fast_step_keeps_free_channels_near_the_wanted_width() -> None:
+    widths = (16, 24, 28, 30, 32, 36, 40, 48, 64)
+    linear = GroupLatency("c", 64, widths, tuple(w / 64 for w in widths))
+    assert fast_step(linear, 32) == 32 and fast_step(linear, 31) == 32  # no free channels: the nearest
+    unaligned = GroupLatency("c", 64, widths, (1.0, 1.5, 1.5, 1.5, 2.0, 2.5, 2.0, 2.0, 3.0))
+    assert fast_step(unaligned, 30) == 28  # within reach (28..32) as fast as 30, and more aligned
+    assert fast_step(unaligned, 34) == 40  # from 32 (nearest, most aligned): 40 is as fast; 28, 30 are unaligned
+    flat = GroupLatency("c", 64, widths, (1.0, 1.0, 1.01, 1.0, 1.02, 0.99, 1.0, 1.01, 1.0))
+    assert fast_step(flat, 32) == 40  # equally fast within reach (24..40): the widest multiple of 8
+    steps = GroupLatency("c", 64, widths, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0))
+    assert fast_step(steps, 40) == 48  # 48 is as fast as 40: 8 channels for free
+    assert fast_step(GroupLatency("c", 8, (2, 4, 6, 8), (1.0, 1.0, 2.0, 2.0)), 4) == 4
 
 
 def _brute_force(choices: dict, need: float) -> float:
