@@ -36,11 +36,20 @@ class Options:
 
 
 def removal_loss(group: GroupScores, widths: tuple[int, ...]) -> np.ndarray:
-    """Summed score of the units removed at each width (the lowest-scoring blocks go first)."""
-    blocks = np.sort(group.block_scores)
+    """Squared fraction of the group's importance removed at each width (the lowest-scoring blocks go first).
+
+    A fraction, so that groups compare whatever their width and score scale (a per-group
+    normalization of the scores does not change it): half of a narrow bottleneck weighs as much as
+    half of a wide expansion, as uniform pruning assumes. Squared, so that the knapsack spreads the
+    cuts: with latency and scores both nearly linear in the width, the plain fraction makes a linear
+    program whose optimum empties the groups with the cheapest channels and leaves the others whole
+    (measured on MobileNetV2: bottlenecks of 96, 144 and 160 channels cut to 16).
+    """
+    blocks = np.sort(np.maximum(group.block_scores, 0.0))
     total = np.concatenate([[0.0], np.cumsum(blocks, dtype=np.float64)])
     removed = [(group.units - w) // group.block for w in widths]
-    return total[np.asarray(removed, dtype=np.int64)]
+    scale = total[-1] if total[-1] > 0 else 1.0
+    return (total[np.asarray(removed, dtype=np.int64)] / scale) ** 2
 
 
 def fast_steps(table: GroupLatency, noise: float = NOISE) -> tuple[int, ...]:

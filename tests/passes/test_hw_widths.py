@@ -154,7 +154,7 @@ def test_fit_saving_meets_the_need_near_the_optimum() -> None:
 
 def test_removal_loss_takes_the_lowest_blocks_first() -> None:
     scores = GroupScores(4, 2, np.array([1.0, 1.0, 5.0, 5.0]))
-    assert removal_loss(scores, (2, 4)).tolist() == [2.0, 0.0]
+    assert removal_loss(scores, (2, 4)).tolist() == pytest.approx([(2 / 12) ** 2, 0.0])
 
 
 def _fake_ms(width: int, units: int) -> float:
@@ -180,8 +180,9 @@ def test_target_latency_is_respected_with_an_injected_table(monkeypatch: pytest.
     dense_ms = 1.0
 
     def fake_measure(setup: object, candidate: object) -> tuple[float, float]:
-        def widths(model: object) -> dict[str, int]:
-            return {n.name: n.inputs[1].const_value.shape[0] for n in model.graph if n.op_type == "Conv"}  # type: ignore[attr-defined]
+        def widths(model: object) -> dict[str, int]:  # output channels of every Conv/Gemm (the producers)
+            shapes = complete_shapes(model)  # type: ignore[arg-type]
+            return {n.name: shapes[n.outputs[0].name][1] for n in model.graph if n.op_type in ("Conv", "Gemm")}  # type: ignore[attr-defined]
 
         full, kept = widths(setup.model), widths(candidate)  # type: ignore[attr-defined]
         saving = sum(_fake_ms(full[n], full[n]) - _fake_ms(kept[n], full[n]) for n in full)
