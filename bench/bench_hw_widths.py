@@ -7,7 +7,7 @@ TorchScript exports cached in ``bench/_models/``), at 1 and 2 intra-op threads:
   rounded (the structured benchmark's rows);
 * ``measured``: ``ChannelPrunePass(ratio=0.5, widths='measured')``: a latency table is measured for that
   thread count (its build time is shown; a cold cache is used) and each group's half is moved to the widest
-  end of its latency plateau;
+  measured width no slower than it;
 * ``target``: ``ChannelPrunePass(target_latency=T)`` with T = the ``round_to=16`` model's measured latency:
   the measured widths keeping the most importance within it (predicted and measured latency shown).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import sys
 import tempfile
 import time
@@ -111,7 +112,7 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         "50% of the channels of every group (`ratio=0.5`, importance l2, no reconstruction), batch 1, 224x224.",
         "*round_to=N*: kept counts rounded to multiples of N; *measured*: `widths='measured'`, each group's half"
-        " moved to the widest end of its measured latency plateau (table measured at that thread count, cold cache,"
+        " moved to the widest measured width no slower than it (table measured at that thread count, cold cache,"
         " build time in *table s*); *target*: `target_latency` = the round_to=16 row's measured pruned latency."
         " *efficiency* = latency speedup / FLOPs speedup (target >= 0.9). *predicted / measured*: the pass's"
         " own additive prediction from the table and its measurement (dense and pruned interleaved), in ms.",
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.runs = args.runs or (10 if args.quick else 50)
     args.rounds = args.rounds or (2 if args.quick else 5)
     setup_logging("[hw_widths]")
+    logging.getLogger("onnxprune.analysis.channels.graph").setLevel(logging.WARNING)  # one line per width measured
     started = time.perf_counter()
     meta: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -71,20 +71,21 @@ def _alignment(width: int) -> int:
 
 
 def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
-    """The width to keep instead of ``wanted`` units: the widest near it that is no slower than it.
+    """The width to keep instead of ``wanted`` units: the widest one that is no slower than it.
 
-    The wanted width is taken to the nearest measured width (the most aligned of equally near ones);
-    near means within the widest alignment step of at most a quarter of it (8, 16, 32 or 64; the
-    table's own spacing for small groups). Of the near widths within ``noise`` of its latency,
-    multiples of 8 come first (an unaligned width that times as fast is most likely a timing
-    accident), then the widest: the channels it adds cost no time.
+    The wanted width is taken to the nearest measured width (the most aligned of equally near ones).
+    Of the widths within ``noise`` of its latency -- any wider one, or a narrower one within the widest
+    alignment step of at most a quarter of it (8, 16, 32 or 64; the table's own spacing for small
+    groups) -- multiples of 8 come first (an unaligned width that times as fast is most likely a
+    timing accident), then the widest: the channels it adds cost no time (a group whose pruned widths
+    time no faster than its full width is left whole).
     """
     widths = table.widths
     spacing = min((b - a for a, b in zip(widths, widths[1:], strict=False)), default=table.units)
     reach = max([spacing, *(a for a in ALIGNMENTS if 4 * a <= wanted)])
     start = min(range(len(widths)), key=lambda i: (abs(widths[i] - wanted), -_alignment(widths[i])))
     bound = table.ms[start] * (1 + noise)
-    near = [w for w, ms in zip(widths, table.ms, strict=True) if abs(w - wanted) <= reach and ms <= bound]
+    near = [w for w, ms in zip(widths, table.ms, strict=True) if w >= wanted - reach and ms <= bound]
     return max([widths[start], *near], key=lambda w: (min(_alignment(w), ALIGNMENTS[0]), w))
 
 

@@ -112,9 +112,9 @@ def test_fast_step_keeps_free_channels_near_the_wanted_width() -> None:
     assert fast_step(linear, 32) == 32 and fast_step(linear, 31) == 32  # no free channels: the nearest
     unaligned = GroupLatency("c", 64, widths, (1.0, 1.5, 1.5, 1.5, 2.0, 2.5, 2.0, 2.0, 3.0))
     assert fast_step(unaligned, 30) == 28  # within reach (28..32) as fast as 30, and more aligned
-    assert fast_step(unaligned, 34) == 40  # from 32 (nearest, most aligned): 40 is as fast; 28, 30 are unaligned
+    assert fast_step(unaligned, 34) == 48  # from 32 (nearest, most aligned): 40 and 48 are as fast
     flat = GroupLatency("c", 64, widths, (1.0, 1.0, 1.01, 1.0, 1.02, 0.99, 1.0, 1.01, 1.0))
-    assert fast_step(flat, 32) == 40  # equally fast within reach (24..40): the widest multiple of 8
+    assert fast_step(flat, 32) == 64  # pruning buys no time: the group stays whole
     steps = GroupLatency("c", 64, widths, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0))
     assert fast_step(steps, 40) == 48  # 48 is as fast as 40: 8 channels for free
     assert fast_step(GroupLatency("c", 8, (2, 4, 6, 8), (1.0, 1.0, 2.0, 2.0)), 4) == 4
