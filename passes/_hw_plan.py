@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
@@ -27,6 +27,9 @@ from onnxprune.passes._hw_widths import NOISE, fast_step, fit_saving, options_fo
 from onnxprune.passes._latency_table import LatencySettings, LatencyTable, latency_table
 from onnxprune.passes._subgraph import random_feed
 from onnxprune.verify import measure_latency
+
+if TYPE_CHECKING:  # channels imports this module
+    from onnxprune.passes.channels import ChannelPruneConfig
 
 __all__ = ["TRIES", "hardware_plan"]
 
@@ -42,7 +45,7 @@ class _Setup:
     model: ir.Model
     shapes: Mapping[str, tuple[int, ...]]
     inputs: dict[str, tuple[int, ...]]
-    config: Any  # ChannelPruneConfig (not imported: channels imports this module)
+    config: ChannelPruneConfig
     providers: list[str]
     threads: int | None
 
@@ -68,12 +71,12 @@ def _measure(setup: _Setup, candidate: ir.Model) -> tuple[float, float]:
     return measure_latency(dense, cand, feed, runs=MODEL_RUNS)
 
 
-def _lowest(group: GroupScores, config: Any) -> int:
+def _lowest(group: GroupScores, config: ChannelPruneConfig) -> int:
     return max(config.min_channels, math.ceil((1.0 - config.max_ratio) * group.units))
 
 
 def _ratio_widths(
-    table: LatencyTable, groups: Mapping[int, GroupScores], names: Mapping[int, str], config: Any
+    table: LatencyTable, groups: Mapping[int, GroupScores], names: Mapping[int, str], config: ChannelPruneConfig
 ) -> dict[int, int]:
     """Each group's uniform count at ``config.ratio``, moved to the widest end of its latency plateau."""
     alloc = Allocation(config.round_to, config.min_channels, config.max_ratio)
@@ -102,6 +105,7 @@ def _budget_widths(
 ) -> tuple[dict[int, int], dict[str, Any]]:
     """Widths keeping the most importance with the measured latency within ``target_latency``."""
     config = setup.config
+    assert config.target_latency is not None
     target = float(config.target_latency)
     choices = {
         gid: options_for(table.groups[names[gid]], g, _lowest(g, config))
@@ -158,11 +162,11 @@ def hardware_plan(
     model: ir.Model,
     analysis: ChannelAnalysis,
     groups: Mapping[int, GroupScores],
-    config: Any,
+    config: ChannelPruneConfig,
     shapes: Mapping[str, tuple[int, ...]],
     context: PassContext,
 ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
-    """Kept units per group from a measured latency table (``config``: a ``ChannelPruneConfig``).
+    """Kept units per group from a measured latency table.
 
     Returns the kept units (as :func:`~onnxprune.passes.channels.prune_plan`) and what the report
     shows: the table's file, the groups measured, predicted and measured latency.

@@ -22,7 +22,7 @@ from onnxprune.passes._latency_table import ALIGNMENTS, GroupLatency
 
 __all__ = ["NOISE", "Options", "fast_step", "fast_steps", "fit_saving", "options_for", "removal_loss"]
 
-#: latencies within this fraction of each other are taken as equal (timing noise on a loaded machine)
+#: latency differences within this fraction (of a latency, or of a group's latency range) are taken as timing noise
 NOISE = 0.03
 
 
@@ -74,7 +74,7 @@ def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
     """The width to keep instead of ``wanted`` units: the widest one that is no slower than it.
 
     The wanted width is taken to the nearest measured width (the most aligned of equally near ones).
-    Of the widths within ``noise`` of its latency -- any wider one, or a narrower one within the widest
+    Of the widths whose latency exceeds its latency by at most ``noise`` of the group's latency range -- any wider one, or a narrower one within the widest
     alignment step of at most a quarter of it (8, 16, 32 or 64; the table's own spacing for small
     groups) -- multiples of 8 come first (an unaligned width that times as fast is most likely a
     timing accident), then the widest: the channels it adds cost no time (a group whose pruned widths
@@ -84,7 +84,7 @@ def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
     spacing = min((b - a for a, b in zip(widths, widths[1:], strict=False)), default=table.units)
     reach = max([spacing, *(a for a in ALIGNMENTS if 4 * a <= wanted)])
     start = min(range(len(widths)), key=lambda i: (abs(widths[i] - wanted), -_alignment(widths[i])))
-    bound = table.ms[start] * (1 + noise)
+    bound = table.ms[start] + noise * (max(table.ms) - min(table.ms))
     near = [w for w, ms in zip(widths, table.ms, strict=True) if w >= wanted - reach and ms <= bound]
     return max([widths[start], *near], key=lambda w: (min(_alignment(w), ALIGNMENTS[0]), w))
 

@@ -293,3 +293,12 @@ def test_cli_target_latency_writes_a_model_and_leaves_the_input(
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     out = ort_run(onnx.load(tmp_path / "out.onnx"), {"x": x})
     assert np.allclose(out["y"], ort_run(conv_model(), {"x": x})["y"], atol=1e-5)  # the budget is met dense
+
+
+def test_cli_max_drop_refuses_a_latency_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path / "cache"))
+    args = ["prune", str(DIGITS / "digits_cnn.onnx"), "-o", str(tmp_path / "out.onnx"), "--target-latency", "5"]
+    calib = ["--calib", str(DIGITS / "digits_calib.npz"), "--max-drop", "1"]
+    result = CliRunner().invoke(cli, [*args, *calib])
+    assert result.exit_code == 2 and "cannot search a latency budget" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "out.onnx").exists()
