@@ -74,11 +74,11 @@ def fast_step(table: GroupLatency, wanted: float, noise: float = NOISE) -> int:
     """The width to keep instead of ``wanted`` units: the widest one that is no slower than it.
 
     The wanted width is taken to the nearest measured width (the most aligned of equally near ones).
-    Of the widths whose latency exceeds its latency by at most ``noise`` of the group's latency range -- any wider one, or a narrower one within the widest
-    alignment step of at most a quarter of it (8, 16, 32 or 64; the table's own spacing for small
-    groups) -- multiples of 8 come first (an unaligned width that times as fast is most likely a
-    timing accident), then the widest: the channels it adds cost no time (a group whose pruned widths
-    time no faster than its full width is left whole).
+    Of the widths no slower than it (by at most ``noise`` of the group's latency range) -- any wider
+    one, or a narrower one within the widest alignment step of at most a quarter of it (8, 16, 32 or
+    64; the table's own spacing for small groups) -- multiples of 8 come first (an unaligned width
+    that times as fast is most likely a timing accident), then the widest: the channels it adds cost
+    no time (a group whose pruned widths time no faster than its full width is left whole).
     """
     widths = table.widths
     spacing = min((b - a for a, b in zip(widths, widths[1:], strict=False)), default=table.units)
