@@ -178,7 +178,7 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     "--widths",
     type=click.Choice(["round", "measured"]),
     help="Structured: round: kept counts are multiples of --round-to; measured: each group's latency is measured at a"
-    " handful of widths on --ep (cached) and kept widths are moved to the end of their latency plateau. Default:"
+    " handful of widths on --ep (cached) and each kept count moves to the widest width no slower than it. Default:"
     " round (measured with --target-latency).",
 )
 @click.option(

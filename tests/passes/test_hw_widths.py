@@ -302,3 +302,27 @@ def test_cli_max_drop_refuses_a_latency_budget(tmp_path: Path, monkeypatch: pyte
     result = CliRunner().invoke(cli, [*args, *calib])
     assert result.exit_code == 2 and "cannot search a latency budget" in result.output.strip().splitlines()[-1]
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_parse_ep_names_the_providers_and_refuses_missing_ones() -> None:
+    import onnxruntime as ort
+
+    from onnxprune._ort import parse_ep
+
+    assert parse_ep("cpu") == ["CPUExecutionProvider"] and parse_ep(" CPU ") == ["CPUExecutionProvider"]
+    with pytest.raises(RecipeError, match="unknown execution provider 'npu'"):
+        parse_ep("npu")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RecipeError, match="no CUDAExecutionProvider"):
+            parse_ep("cuda")
+
+
+def test_measure_latencies_times_every_session() -> None:
+    from onnxprune import _ort
+    from onnxprune.verify import measure_latencies
+
+    model = to_ir(_digits())
+    sessions = [_ort.session(model, threads=1) for _ in range(3)]
+    x = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    times = measure_latencies(sessions, {"input": x}, runs=4, warmup=1)
+    assert len(times) == 3 and all(t > 0 for t in times)
