@@ -1,10 +1,10 @@
 """Hardware-aware kept widths for structured pruning: measured latency table, fast steps, latency budget.
 
-With a ``ratio``, every group's uniform count is moved up to the widest end of the latency plateau it
-is on (:func:`~._hw_widths.fast_step`): channels that cost no time are kept. With ``target_latency``,
-the saving needed is the
-measured dense latency minus the budget; the shrunk model is measured, and while it misses the budget
-the need grows by the miss (the table's additive prediction ignores how neighbouring groups interact).
+With a ``ratio``, every group's uniform count moves to the widest measured width no slower than it
+(:func:`~._hw_widths.fast_step`): channels that cost no time are kept. With ``target_latency``, the
+saving needed is the measured dense latency minus the budget; the shrunk model is measured, and the
+next try asks the table for the saving scaled by what the last one achieved (the additive prediction
+counts a conv shared by two groups twice), bisecting once one try missed and one met the budget.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = ["TRIES", "hardware_plan"]
 
 logger = logging.getLogger(__name__)
 #: shrunk models measured against a latency budget before the closest is kept
-TRIES = 4
+TRIES = 6
 #: timed runs of the whole models (dense and pruned, interleaved)
 MODEL_RUNS = 30
 
@@ -124,6 +124,7 @@ def _budget_widths(
         )
     wanted = dense_ms - target
     need, kappa = wanted, 1.0
+    missed_need, feasible_need = 0.0, math.inf  # the largest need that missed, the smallest that met the budget
     tries: list[dict[str, float]] = []
     found: list[tuple[bool, float, float, dict[int, int]]] = []  # (met, loss, measured ms, widths)
     for _ in range(TRIES):
@@ -140,8 +141,14 @@ def _budget_widths(
             break  # close to the budget, or nothing more to save
         achieved = ref_ms - got_ms
         kappa = achieved / saving if achieved > 0 and saving > 0 else kappa / 2
-        # the saving the table must promise for the model to save ``wanted``; more after a miss, less after an overshoot
-        need = min(max(wanted / kappa, need * 1.05) if not met else wanted / kappa, most)
+        if met:
+            feasible_need = min(feasible_need, need)
+        else:
+            missed_need = max(missed_need, need)
+        if missed_need > 0 and feasible_need < math.inf:  # bracketed: bisect
+            need = (missed_need + feasible_need) / 2
+        else:  # the saving the table must promise for the model to save ``wanted``
+            need = min(max(wanted / kappa, need * 1.05) if not met else wanted / kappa, most)
     feasible = [f for f in found if f[0]]
     best = min(feasible, key=lambda f: f[1]) if feasible else min(found, key=lambda f: f[2])
     if not best[0]:
