@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
 
@@ -46,6 +47,9 @@ def test_grid_is_aligned_bounded_and_ends_at_the_full_width() -> None:
         assert widths[-1] == units and list(widths) == sorted(set(widths))
         assert len(widths) <= LatencySettings().points + 1
         assert all(w % np.lcm(block, step) == 0 for w in widths[:-1]) and widths[0] >= 0.1 * units
+    around = grid(960, 1, LatencySettings(around=0.45))  # wanted 432: its neighbours at every alignment
+    assert {432, 416, 448, 384}.issubset(around) and around[-1] == 960
+    assert all(w % 8 == 0 for w in grid(40, 4, LatencySettings(step=8, around=0.5))[:-1])
 
 
 def test_subgraph_is_small_and_runs_at_every_width() -> None:
@@ -62,7 +66,9 @@ def test_subgraph_is_small_and_runs_at_every_width() -> None:
 
 def test_latency_table_is_cached_and_keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = to_ir(_digits())
+    before = ir.to_proto(model).SerializeToString()
     table, path = _table(model, QUICK, tmp_path)
+    assert ir.to_proto(model).SerializeToString() == before  # measured on copies
     assert path is not None and path.is_file() and path.is_relative_to(tmp_path)
     assert table.groups and not table.skipped
     for entry in table.groups.values():
