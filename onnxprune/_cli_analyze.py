@@ -103,7 +103,7 @@ def _show(table: Table, model: str) -> None:
     "--cache-dir",
     "cache_folder",
     type=click.Path(file_okay=False),
-    help="Default: $ONNXPRUNE_CACHE or ~/.cache/onnxprune.",
+    help="Default: $ONNXPRUNE_CACHE, else $XDG_CACHE_HOME/onnxprune, else ~/.cache/onnxprune.",
 )
 @click.option("--no-cache", is_flag=True, help="Measure again and do not store the result.")
 @click.pass_context

@@ -41,7 +41,7 @@ from onnxprune._cli_data import data_options
 from onnxprune._field_docs import describe
 from onnxprune._fields import short
 from onnxprune._paths import check_outputs, data_files
-from onnxprune._providers import ExecutionTarget, resolve_ep
+from onnxprune._providers import EP_CHOICES, ExecutionTarget, resolve_ep
 from onnxprune._run_paths import model_inputs
 from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
@@ -93,6 +93,7 @@ def _channel_spec(
     verify: bool,
     exclude: tuple[str, ...],
     hidden: bool = False,
+    hardware: dict[str, Any] | None = None,
 ) -> PassSpec:
     """The ``channels`` pass; ``words``: importance, scope, normalize, aggregate (``None``: the pass's default)."""
     importance = words["importance"]
@@ -114,7 +115,23 @@ def _channel_spec(
         config["target_flops"] = target_flops
     if target_params is not None:
         config["target_params"] = target_params
-    return PassSpec("channels", config)
+    return PassSpec("channels", {**config, **(hardware or {})})
+
+
+def _hardware(target_latency: float | None, widths: str | None, ep: str) -> dict[str, Any]:
+    """The channels pass's hardware-aware fields: measured widths, latency budget, execution provider.
+
+    With measured widths, an explicit ``--round-to N`` makes the table's widths multiples of N.
+    """
+    resolve_ep(ep)  # refuse a provider this onnxruntime lacks before anything runs
+    if target_latency is not None and widths == "round":
+        raise click.UsageError("--target-latency picks measured widths; it does not combine with --widths round")
+    if target_latency is None and widths != "measured":
+        return {"ep": ep} if ep != "cpu" else {}
+    config: dict[str, Any] = {"widths": "measured", "ep": ep}
+    if target_latency is not None:
+        config["target_latency"] = target_latency
+    return config
 
 
 def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
@@ -169,6 +186,27 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
 @click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True))
 @click.option("--target-params", type=click.FloatRange(0, 1, min_open=True))
 @click.option(
+    "--target-latency",
+    type=click.FloatRange(0, min_open=True),
+    metavar="MS",
+    help="Structured: a latency budget in ms (batch 1, --ep, --threads); per-group widths from a measured latency"
+    " table keeping the most importance within it.",
+)
+@click.option(
+    "--widths",
+    type=click.Choice(["round", "measured"]),
+    help="Structured: round: kept counts are multiples of --round-to; measured: each group's latency is measured at a"
+    " handful of widths on --ep (cached) and each kept count moves to the widest width no slower than it. Default:"
+    " round (measured with --target-latency).",
+)
+@click.option(
+    "--ep",
+    type=click.Choice(EP_CHOICES),
+    default="cpu",
+    show_default=True,
+    help="Structured, measured widths: the execution provider the latency is measured on.",
+)
+@click.option(
     "--importance",
     type=click.Choice(list(dict.fromkeys((*WEIGHT_IMPORTANCES.names(), *CHANNEL_IMPORTANCES.names(aliases=True))))),
     help="Unstructured/N:M: "
@@ -219,6 +257,9 @@ def prune(
     channels: float | None,
     target_flops: float | None,
     target_params: float | None,
+    target_latency: float | None,
+    widths: str | None,
+    ep: str,
     importance: str | None,
     scope: str,
     allocation: str | None,
@@ -234,12 +275,17 @@ def prune(
     job: Job,
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
-    structured = channels is not None or target_flops is not None or target_params is not None
+    targets = (channels, target_flops, target_params, target_latency)
+    structured = any(t is not None for t in targets)
     budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
     if sum((sparsity is not None and not budgeted_nm, pattern is not None, structured)) != 1:
-        raise click.UsageError("give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params")
-    if (verify or hidden) and not structured:
-        raise click.UsageError("--verify and --hidden are for structured pruning (--channels/--target-flops)")
+        raise click.UsageError(
+            "give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params/--target-latency"
+        )
+    if (verify or hidden or widths is not None) and not structured:
+        raise click.UsageError("--verify, --hidden and --widths are for structured pruning (--channels/--target-flops)")
+    if sum(t is not None for t in targets[1:]) > 1:
+        raise click.UsageError("give one of --target-flops, --target-params and --target-latency")
     selection = job.selection
     importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
     allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
@@ -260,6 +306,7 @@ def prune(
             verify=verify,
             exclude=job.exclude,
             hidden=hidden,
+            hardware=_hardware(target_latency, widths, ep),
         )
         spec = PassSpec(spec.name, {**spec.config, "allocation": allocation})
     elif importance not in WEIGHT_IMPORTANCES:

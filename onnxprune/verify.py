@@ -33,6 +33,7 @@ __all__ = [
     "assert_numerically_equal",
     "check_model",
     "compare_outputs",
+    "measure_latencies",
     "measure_latency",
     "measure_latency_alternating",
     "record_outputs",
@@ -232,18 +233,34 @@ def measure_latency(
     warmup: int = 3,
 ) -> tuple[float, float]:
     """Median latency (ms) of both sessions on one feed, runs interleaved in this process."""
+    ref_ms, cand_ms = measure_latencies((ref, cand), feed, runs, warmup)
+    return ref_ms, cand_ms
+
+
+def measure_latencies(
+    sessions: Sequence[ort.InferenceSession],
+    feed: Mapping[str, np.ndarray],
+    runs: int = 30,
+    warmup: int = 3,
+) -> list[float]:
+    """Median latency (ms) of each session on one feed, runs interleaved run by run.
+
+    The order rotates from one run to the next, so that no session always follows the same one
+    (for two sessions: reference first in even runs, candidate first in odd ones).
+    """
     feed = dict(feed)
     for _ in range(warmup):
-        ref.run(None, feed)
-        cand.run(None, feed)
-    times_ref, times_cand = [], []
-    for i in range(runs):
-        order = ((ref, times_ref), (cand, times_cand)) if i % 2 == 0 else ((cand, times_cand), (ref, times_ref))
-        for sess, times in order:
-            start = time.perf_counter()
+        for sess in sessions:
             sess.run(None, feed)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times_ref), 1000 * statistics.median(times_cand)
+    times: list[list[float]] = [[] for _ in sessions]
+    count = len(sessions)
+    for i in range(runs):
+        for k in range(count):
+            j = (k + i) % count
+            start = time.perf_counter()
+            sessions[j].run(None, feed)
+            times[j].append(time.perf_counter() - start)
+    return [1000 * statistics.median(t) for t in times]
 
 
 def measure_latency_alternating(

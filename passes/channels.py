@@ -19,6 +19,7 @@ import onnx_ir.passes.common as common_passes
 
 from onnxprune import _ort
 from onnxprune._fields import check_choices, check_fields
+from onnxprune._providers import EP_CHOICES
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import complete_shapes
@@ -29,7 +30,8 @@ from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError, ValidationError
 from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
 from onnxprune.passes._allocators import ALLOCATORS, AllocUnit, check_allocation, scope_allocation, sensitivity_curves
-from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
+from onnxprune.passes._hw_plan import hardware_plan
 from onnxprune.passes._importance import CHANNEL_IMPORTANCES, group_scores, importance_requests
 from onnxprune.passes._reconstruct import original_weights, plan_refits, refit
 from onnxprune.passes._restore import restore_outputs
@@ -40,6 +42,8 @@ __all__ = ["ChannelPruneConfig", "ChannelPrunePass", "prune_plan"]
 
 logger = logging.getLogger(__name__)
 _TARGET_TOLERANCE = 0.01
+#: how kept widths are chosen: rounded to ``round_to``, or from a measured latency table
+WIDTHS = ("round", "measured")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +64,17 @@ class ChannelPruneConfig:
         allocation: ``uniform``, ``global`` (the same as ``scope: global``) or ``sensitivity``
             (per-group ratios minimizing the summed measured output error, mean ``ratio``
             weighted by channels; needs calibration data).
-        round_to: Kept channel counts are multiples of this (8 suits most hardware).
+        round_to: Kept channel counts are multiples of this (8 suits most hardware); with measured
+            widths, the widths measured are multiples of it.
+        widths: ``round`` (kept counts rounded to ``round_to``) or ``measured``: each group's latency
+            is measured at a handful of widths on ``ep`` (a cached latency table) and the kept widths
+            are those on the fast steps, spending the latency of the ``ratio`` model where it keeps the
+            most importance.
+        target_latency: Instead of ``ratio``: a latency budget in ms (batch of the model's input shapes,
+            ``ep``, the run's threads); measured widths keeping the most importance within it.
+        ep: Execution provider the latency is measured on (``cpu``, ``cuda``, ``tensorrt``).
+        latency_cache: Folder of cached latency tables (default ``$ONNXPRUNE_CACHE``, else
+            ``$XDG_CACHE_HOME/onnxprune``).
         min_channels: Every group keeps at least this many channels.
         max_ratio: Global scope never removes more than this fraction of one group.
         exclude: Globs on producer node names; matching groups are left whole.
@@ -94,10 +108,22 @@ class ChannelPruneConfig:
     verify: bool = False
     verify_tolerance: float = 1e-4
     allocation: str = choice_field("uniform", ALLOCATORS)
+    widths: str = "round"
+    target_latency: float | None = None
+    ep: str = "cpu"
+    latency_cache: str | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_choices(self)
+        check_choice("widths", self.widths, WIDTHS)
+        check_choice("ep", self.ep, EP_CHOICES)
+        if self.target_latency is not None:
+            if self.target_latency <= 0:
+                raise RecipeError(f"target_latency must be > 0 ms, got {self.target_latency}")
+            if self.target_flops is not None or self.target_params is not None:
+                raise RecipeError("give one of target_latency, target_flops and target_params")
+            object.__setattr__(self, "widths", "measured")
         if not 0.0 <= self.ratio < 1.0:
             raise RecipeError(f"channels ratio must be in [0, 1), got {self.ratio}")
         for name in ("target_flops", "target_params"):
@@ -112,6 +138,12 @@ class ChannelPruneConfig:
         allocation = scope_allocation(self.scope, self.allocation)
         object.__setattr__(self, "allocation", allocation)
         object.__setattr__(self, "scope", "global" if allocation == "global" else "layer")
+        if self.widths == "measured" and self.allocation not in ("uniform",):
+            raise RecipeError(
+                f"measured widths choose every group's width: allocation '{self.allocation}' does not combine"
+            )
+        if self.widths == "measured" and (self.target_flops is not None or self.target_params is not None):
+            raise RecipeError("measured widths take ratio or target_latency, not target_flops/target_params")
 
 
 def _excluded(analysis: ChannelAnalysis, gid: int, patterns: tuple[str, ...]) -> bool:
@@ -217,7 +249,10 @@ class ChannelPrunePass(OnnxPrunePass):
             gid: GroupScores(analysis.groups[gid].units, analysis.groups[gid].block, unit_scores[gid]) for gid in chosen
         }
         group_ratios = self._group_ratios(model, analysis, chosen)
-        keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs, group_ratios)
+        if config.widths == "measured":
+            keep, plan_info = hardware_plan(model, analysis, groups, config, shapes, self.context)
+        else:
+            keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs, group_ratios)
         keep = {gid: k for gid, k in keep.items() if len(k) < groups[gid].units}
         restored = {name: analysis.positions(value, keep) for name, value in analysis.restored.items()}
         restored = {
