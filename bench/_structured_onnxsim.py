@@ -109,7 +109,7 @@ def run_onnxsim(args: argparse.Namespace, zoo: Any | None) -> dict[str, Any]:
         config = {
             "target_flops": sim["macs_ratio"],
             "importance": "l2",
-            "scope": "uniform",
+            "scope": "layer",
             "reconstruct": reconstruct,
             "round_to": round_to,
         }

@@ -25,7 +25,7 @@ from _structured_common import (
 BASE_CONFIG: dict[str, Any] = {
     "ratio": 0.5,
     "importance": "l2",
-    "scope": "uniform",
+    "scope": "layer",
     "reconstruct": False,
     "verify": True,
 }

@@ -1,4 +1,4 @@
-"""Calibration data sources: ``.npz`` files, folders of ``.npz``/``.npy``, or random inputs.
+"""Calibration data sources: ``.npz`` files, folders of ``.npz``/``.npy``, images, text, readers, or random inputs.
 
 A source yields batches as ``dict[input name, array]``. Arrays in a file hold N samples either as
 ``[N, *input_shape]`` (one full model input per sample) or stacked along the model's dynamic batch
@@ -14,13 +14,18 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxprune._fields import short
 from onnxprune.errors import CalibrationError
+
+if TYPE_CHECKING:
+    from onnxprune.calibration.preprocess import ImagePreprocess
+    from onnxprune.calibration.readers import CalibrationDataReader
+    from onnxprune.calibration.text import TextSpec
 
 __all__ = [
     "ArraySource",
@@ -118,9 +123,13 @@ def _check_dims(origin: str, spec: InputSpec, shape: tuple[int, ...]) -> None:
 class ArraySource:
     """Samples held in arrays (from ``.npz``/``.npy`` files), split into per-sample model inputs."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], origin: str) -> None:
+    def __init__(
+        self, arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], origin: str, *, kind: str = "samples"
+    ) -> None:
         self._specs = list(specs)
         self._origin = origin
+        #: what a sample is, for reports ("images", "lines of text", "samples")
+        self.kind = kind
         missing = [s.name for s in specs if s.name not in arrays]
         if missing:
             raise CalibrationError(f"{origin}: missing model input '{missing[0]}' (has {sorted(arrays)})")
@@ -379,27 +388,52 @@ def check_input_shapes(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[in
 
 
 def open_source(
-    path: str | os.PathLike | None,
+    path: str | os.PathLike | CalibrationDataReader | None,
     model: ir.Model,
     *,
     samples: int | None = None,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
+    images: ImagePreprocess | None = None,
+    text: TextSpec | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CalibrationSource:
-    """Open calibration data for ``model``: an ``.npz``/``.npy`` file, a folder of them, or random data.
+    """Open calibration data for ``model``: arrays, images, text, a reader, or random data.
 
-    Only the first ``samples`` are read where the files hold samples along axis 0 (and the files a
-    folder needs for them). NaN/inf in float inputs are refused, naming the file, input and sample.
+    ``path`` is an ``.npz``/``.npy`` file or a folder of them; a folder of images (preprocessed as
+    ``images`` says, ``samples`` of them picked by a ``seed``-ed shuffle; see
+    :mod:`onnxprune.calibration.images`); a text file when ``text`` says how to tokenize it (see
+    :mod:`onnxprune.calibration.text`); an onnxruntime ``CalibrationDataReader``; or ``None`` for
+    random inputs. Of arrays, only the first ``samples`` are read where the files hold samples along
+    axis 0 (and the files a folder needs for them). NaN/inf in float inputs are refused, naming the
+    file, input and sample. ``progress`` is called with (done, total) while images or text are read.
     """
+    # the readers of images, text and CalibrationDataReader objects build on this module's ArraySource
+    from onnxprune.calibration.images import holds_images, open_images  # noqa: PLC0415
+    from onnxprune.calibration.readers import ReaderSource, is_reader  # noqa: PLC0415
+    from onnxprune.calibration.text import open_text  # noqa: PLC0415
+
     specs = input_specs(model)
     check_input_shapes(specs, input_shapes or {})
     if path is None:
         return RandomSource(specs, samples or 8, input_shapes or {}, seed=seed)
+    if not isinstance(path, str | os.PathLike):
+        if is_reader(path):
+            return ReaderSource(path, model, samples=samples)
+        raise CalibrationError(f"calibration data must be a path or a CalibrationDataReader, got {type(path).__name__}")
     path = Path(path)
+    shapes = input_shapes or {}
+    if path.is_dir() and holds_images(path):
+        return open_images(path, specs, images, samples=samples, seed=seed, input_shapes=shapes, progress=progress)
+    if path.is_file() and path.suffix not in (".npz", ".npy"):
+        if text is not None:
+            return open_text(path, model, text, samples=samples, seed=seed, input_shapes=shapes, progress=progress)
+        if path.suffix.lower() in (".txt", ".text", ".tsv"):
+            raise CalibrationError(f"{path}: text data needs a tokenizer (--tokenizer PATH)")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
         if not files:
-            raise CalibrationError(f"{path}: folder holds no .npz or .npy files")
+            raise CalibrationError(f"{path}: folder holds no images, .npz or .npy files")
     elif path.is_file():
         files = [path]
     else:

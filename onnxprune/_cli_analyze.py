@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ from rich.table import Table as RichTable
 
 from onnxprune import _io
 from onnxprune._cli_base import cli, handle_errors, out, progress_bars
+from onnxprune._cli_data import data_options
 from onnxprune._paths import check_outputs, data_files
 from onnxprune._run_paths import model_inputs
 from onnxprune._scratch import Scratch
@@ -23,7 +25,9 @@ from onnxprune.analysis.sensitivity import (
     write_plot,
     write_table_json,
 )
+from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import open_source, parse_input_shapes
+from onnxprune.calibration.text import TextSpec
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes._importance import CHANNEL_IMPORTANCES
 
@@ -59,8 +63,11 @@ def _show(table: Table, model: str) -> None:
 @cli.command("analyze")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
-    "--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (required): the error is measured on it."
+    "--calib",
+    type=click.Path(),
+    help="Calibration .npz/.npy file or folder, or images (required): the error is measured on it.",
 )
+@data_options(calib_text=True)
 @click.option("--data", type=click.Path(), help="Evaluation data; with labels ('label'), the metric is top-1 accuracy.")
 @click.option("--samples", type=click.IntRange(1), help="Use at most N samples of each data set.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
@@ -96,7 +103,7 @@ def _show(table: Table, model: str) -> None:
     "--cache-dir",
     "cache_folder",
     type=click.Path(file_okay=False),
-    help="Default: $ONNXPRUNE_CACHE or ~/.cache/onnxprune.",
+    help="Default: $ONNXPRUNE_CACHE, else $XDG_CACHE_HOME/onnxprune, else ~/.cache/onnxprune.",
 )
 @click.option("--no-cache", is_flag=True, help="Measure again and do not store the result.")
 @click.pass_context
@@ -117,6 +124,8 @@ def analyze_cmd(
     output: str | None,
     cache_folder: str | None,
     no_cache: bool,
+    images: ImagePreprocess | None,
+    text: TextSpec | None,
 ) -> None:
     """Measure how much MODEL's outputs change when each prunable unit alone is pruned, at a grid of ratios."""
     if calib is None:
@@ -130,18 +139,24 @@ def analyze_cmd(
     )
     shapes = parse_input_shapes(input_shape)
     loaded = _io.load(model)
-    calibration = open_source(calib, loaded, samples=samples, input_shapes=shapes)
-    evaluation = open_source(data, loaded, samples=samples, input_shapes=shapes) if data else None
-    if evaluation is not None:
-        getattr(evaluation, "labels", None)  # labels that do not fit the samples fail here, before any work
     prefix = Path(output) if output else Path(f"{Path(model).stem}.sensitivity")
     if prefix.parent.is_file():
         raise RecipeError(f"{prefix.parent}: is a file, not a folder")
     check_outputs(
         {f"-o (.{suffix})": prefix.with_name(f"{prefix.name}.{suffix}") for suffix in ("json", "csv", "png")},
-        {**model_inputs(loaded), "the calibration data": data_files(calib), "the evaluation data": data_files(data)},
+        {
+            **model_inputs(loaded),
+            "the calibration data": data_files(calib),
+            "the evaluation data": data_files(data),
+            "the tokenizer": [text.tokenizer] if text else [],
+        },
     )
     with progress_bars(not ctx.obj["quiet"]) as factory, Scratch().activate():
+        read = functools.partial(
+            open_source, model=loaded, samples=samples, input_shapes=shapes, images=images, text=text
+        )
+        calibration = read(calib, progress=factory("reading calibration data"))
+        evaluation = read(data, progress=factory("reading evaluation data")) if data else None
         table = analyze(
             loaded,
             calibration,

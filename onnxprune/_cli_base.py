@@ -10,9 +10,10 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from onnxprune._cli_data import CALIB_TEXT_OPTION, SPEC_OPTIONS, pop_data_options
+from onnxprune._cli_examples import epilog
+from onnxprune._field_docs import describe
+from onnxprune._providers import EP_CHOICES, EP_HELP
+from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import (
     check_input_shapes,
     input_specs,
@@ -29,18 +35,21 @@ from onnxprune.calibration.sources import (
     parse_input_shapes,
     sample_shapes,
 )
+from onnxprune.calibration.text import TextSpec
 from onnxprune.errors import FidelityError, OnnxPruneError
 from onnxprune.gates import low_agreement, nonfinite_outputs
 from onnxprune.metric import resolve_metric_spec
 from onnxprune.recipe import CalibrationSpec, PassSpec, Recipe, build_pass, run_recipe
-from onnxprune.report import comparison_table
+from onnxprune.report import ModelStats, comparison_table
 
 __all__ = [
     "Job",
     "absolute",
     "cli",
     "console",
+    "described_by",
     "emit",
+    "ep_option",
     "fidelity_verdict",
     "handle_errors",
     "job_options",
@@ -98,7 +107,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = click.get_current_context().find_root().params.get("debug", False)
+        debug = _state(click.get_current_context())["debug"]
         try:
             return fn(*args, **kwargs)
         except OnnxPruneError as e:
@@ -168,8 +177,49 @@ def _usage_errors_on_one_line() -> Iterator[None]:
         raise _OneLineUsageError(e) from e
 
 
+def _state(ctx: click.Context) -> dict[str, Any]:
+    """The run's settings (``quiet``, ``debug``), kept on the root context (set by the group, updated by verbs)."""
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = {"quiet": False, "debug": False}
+    return root.obj
+
+
+def _late_flag(name: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+    """Callback of ``--quiet``/``--debug`` given after a verb: the same effect as before it."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            state = _state(ctx)
+            state[name] = True
+            _setup_logging(state["quiet"], state["debug"])
+
+    return callback
+
+
+#: Options every verb also takes after its name (``onnxprune prune ... --quiet``).
+_GLOBAL_FLAGS = (
+    (("--quiet", "-q"), "quiet", "Only errors; no progress bars (also accepted before the verb)."),
+    (("--debug",), "debug", "Debug logging and full tracebacks (also accepted before the verb)."),
+)
+
+
 class _Group(click.Group):
-    """The ``onnxprune`` group: every click usage error (parsing or raised by a verb) is one line, exit 2."""
+    """The ``onnxprune`` group: every click usage error (parsing or raised by a verb) is one line, exit 2.
+
+    Every verb added to it also takes ``--quiet`` and ``--debug`` after its name, and its ``--help``
+    ends with its examples (``_cli_examples``).
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if cmd.epilog is None:
+            cmd.epilog = epilog(name or cmd.name or "")
+        taken = {opt for param in cmd.params for opt in param.opts}
+        for opts, key, text in _GLOBAL_FLAGS:
+            if not taken & set(opts):
+                flag = click.Option(opts, is_flag=True, expose_value=False, callback=_late_flag(key), help=text)
+                cmd.params.append(flag)
+        super().add_command(cmd, name)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _usage_errors_on_one_line():
@@ -187,7 +237,61 @@ class _Group(click.Group):
 def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """Prune, validate and inspect ONNX models."""
     _setup_logging(quiet, debug)
-    ctx.obj = {"quiet": quiet}
+    ctx.obj = {"quiet": quiet, "debug": debug}
+
+
+def described_by(
+    configs: Mapping[str, type], fields: Mapping[str, str] | None = None
+) -> Callable[[click.Command], click.Command]:
+    """Give a verb's options without a help text their config field's description (and vocabulary).
+
+    ``configs`` maps a label (``structured``) to a config class; an option sets the field of its own
+    name (``--round-to``: ``round_to``) unless ``fields`` says otherwise. A field that only some of
+    the configs have is labelled (``Structured: ...``). The command keeps the mapping in
+    ``described`` (option name -> (config class, field)), for tests.
+    """
+
+    def apply(cmd: click.Command) -> click.Command:
+        described: dict[str, tuple[type, str]] = {}
+        for param in cmd.params:
+            if not isinstance(param, click.Option) or param.help is not None or param.name is None:
+                continue
+            field = (fields or {}).get(param.name, param.name)
+            owners = [(label, cls) for label, cls in configs.items() if describe(cls, field)]
+            if not owners:
+                continue
+            cls = owners[0][1]
+            text = describe(cls, field)
+            if len(owners) < len(configs):
+                label = ", ".join(lb for lb, _ in owners)
+                text = f"{label[0].upper()}{label[1:]}: {text[0].lower() if text[1:2].islower() else text[0]}{text[1:]}"
+            defaults = {lb: _default(c, field) for lb, c in owners}
+            if param.default in (None, getattr(click.core, "UNSET", None)) and len(set(defaults.values())) > 1:
+                text += " Default: " + "; ".join(f"{lb}: {v}" for lb, v in defaults.items()) + "."
+            param.help = text
+            described[param.name] = (cls, field)
+        flags = {field: _long_flag(cmd, name) for name, (_, field) in described.items() if "_" in field}
+        for param in cmd.params:
+            if param.name in described and isinstance(param, click.Option) and param.help:
+                for field, flag in flags.items():  # multi-word field names in the text become their flags
+                    param.help = re.sub(rf"(?<![\w-]){field}(?![\w-])", flag, param.help)
+        cmd.described = described  # type: ignore[attr-defined]
+        return cmd
+
+    return apply
+
+
+def _long_flag(cmd: click.Command, name: str) -> str:
+    param = next(p for p in cmd.params if p.name == name)
+    return max(param.opts, key=len)
+
+
+def _default(config_class: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(config_class) if f.name == name)
+
+
+#: ``--ep cpu|cuda|tensorrt``: the verb receives the name; ``_providers.resolve_ep`` turns it into providers.
+ep_option = click.option("--ep", type=click.Choice(EP_CHOICES), default="cpu", show_default=True, help=EP_HELP)
 
 
 def absolute(path: str | None) -> str | None:
@@ -201,7 +305,14 @@ def run_and_show(ctx: click.Context, recipe: Recipe, inputs: dict[str, str] | No
     with progress_bars(not quiet) as factory:
         result = run_recipe(recipe, progress=factory, inputs=inputs)
     if not quiet:
+        for role, read in result.report["data"].items():
+            if read["path"] is not None and (role == "calibration" or read != result.report["data"]["calibration"]):
+                out.print(f"{role} data: {read['samples']} {read['kind']} from {read['path']}")
         out.print(comparison_table(result.before, result.after, result.report["validation"]))
+        for entry in result.references:
+            table = comparison_table(ModelStats(**entry["stats"]), result.after, entry["validation"])
+            table.title = f"onnxprune: {entry['what']} / after"
+            out.print(table)
         for report in result.report["passes"]:
             summary = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["summary"].items()
@@ -257,6 +368,8 @@ class Job:
     """The options every model-writing verb shares: data, selection, runtime and outputs."""
 
     calib: str | None
+    images: ImagePreprocess | None
+    text: TextSpec | None
     samples: int | None
     batch_size: int
     input_shape: tuple[str, ...]
@@ -287,8 +400,12 @@ class Job:
 
 
 JOB_OPTIONS = (
-    click.option("--calib", type=click.Path(), help="Calibration .npz/.npy file or folder (default: random inputs)."),
-    click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples."),
+    click.option(
+        "--calib", type=click.Path(), help="Calibration .npz/.npy file or folder, or images (default: random inputs)."
+    ),
+    CALIB_TEXT_OPTION,
+    *SPEC_OPTIONS,
+    click.option("--samples", type=click.IntRange(1), help="Use at most N calibration samples (a seeded pick)."),
     click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
     click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable)."),
     click.option("--include", multiple=True, help="Only change nodes/tensors matching this glob (repeatable)."),
@@ -302,7 +419,11 @@ JOB_OPTIONS = (
         default=None,
         help="Force external data on or off (default: as the input model, else by size).",
     ),
-    click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here."),
+    click.option(
+        "--report",
+        type=click.Path(dir_okay=False),
+        help="Write the report here: JSON, or one self-contained HTML page (figures, recipe) for a .html path.",
+    ),
     click.option("--dump-recipe", is_flag=True, help="Print the recipe YAML that reproduces this run, and exit."),
     click.option(
         "--sequential/--one-shot",
@@ -343,6 +464,7 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["images"], kwargs["text"] = pop_data_options(kwargs)
         job = Job(**{field.name: kwargs.pop(field.name) for field in dataclasses.fields(Job)})
         return fn(*args, job=job, **kwargs)
 
@@ -351,8 +473,11 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec) -> None:
-    """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it."""
+def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec, reference: str | None = None) -> None:
+    """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it.
+
+    ``reference``: the original model, when MODEL is already pruned (the result is validated against both).
+    """
     path = absolute if job.dump_recipe else (lambda p: p)
     recipe = Recipe(
         model=path(model),
@@ -365,6 +490,8 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
             parse_input_shapes(job.input_shape),
             sequential=job.sequential,
             memory_mb=job.memory_mb,
+            images=job.images,
+            text=None if job.text is None else dataclasses.replace(job.text, tokenizer=path(job.text.tokenizer)),
         ),
         validation_data=path(job.data),
         threads=job.threads,
@@ -373,6 +500,7 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         metric=resolve_metric_spec(job.metric) if job.metric and job.dump_recipe else job.metric,
         strict=job.strict,
         max_drop=job.max_drop,
+        reference=path(reference),
     )
     for spec in recipe.passes:
         build_pass(spec)  # validates the pass configs before anything is printed or run

@@ -6,52 +6,31 @@ from typing import Any
 
 import click
 
-from onnxprune._cli_base import Job, absolute, cli, emit, handle_errors, job_options
+from onnxprune._cli_base import Job, absolute, cli, described_by, emit, handle_errors, job_options
 from onnxprune.errors import CalibrationError
-from onnxprune.passes.depth import CRITERIA, UNITS
-from onnxprune.passes.lowrank import RANK_ALLOCATIONS
+from onnxprune.passes.depth import CRITERIA, UNITS, DepthPruneConfig
+from onnxprune.passes.finetune import FinetuneConfig
+from onnxprune.passes.lowrank import RANK_ALLOCATIONS, LowRankConfig
 from onnxprune.recipe import PassSpec
 
 __all__ = ["depth", "finetune", "lowrank"]
 
 
+@described_by({"lowrank": LowRankConfig})
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
-@click.option(
-    "--energy",
-    type=click.FloatRange(0, 1, min_open=True),
-    help="Per layer, the smallest rank keeping this fraction of the squared singular values.",
-)
-@click.option("--rank", type=click.IntRange(1), help="The same rank for every layer.")
-@click.option(
-    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the model's parameters."
-)
-@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Keep this fraction of the MACs.")
-@click.option(
-    "--activation-aware",
-    is_flag=True,
-    help="Whiten with the calibration Gram: truncate for the layer's output error, not the weight's.",
-)
-@click.option("--energy-transfer", is_flag=True, help="Rescale kept singular values to conserve the energy (LRPET).")
-@click.option(
-    "--bn-rectify/--no-bn-rectify",
-    default=True,
-    show_default=True,
-    help="Weight rows by a following BatchNorm's scale during the SVD (LRPET).",
-)
-@click.option(
-    "--round-to", type=click.IntRange(1), default=8, show_default=True, help="Round chosen ranks up to multiples of N."
-)
+@click.option("--energy", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--rank", type=click.IntRange(1))
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--activation-aware", is_flag=True)
+@click.option("--energy-transfer", is_flag=True)
+@click.option("--bn-rectify/--no-bn-rectify", default=True, show_default=True)
+@click.option("--round-to", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--whitening", type=click.Choice(["cholesky", "eigen"]), default="cholesky", show_default=True)
 @click.option("--allow-larger", is_flag=True, help="Factorize even where the rank saves no parameters or MACs.")
-@click.option(
-    "--allocation",
-    type=click.Choice(RANK_ALLOCATIONS),
-    default="energy",
-    show_default=True,
-    help="Spread --target-params/--target-flops by one energy threshold, or by measured sensitivity (needs --calib).",
-)
+@click.option("--allocation", type=click.Choice(RANK_ALLOCATIONS), default="energy", show_default=True)
 @job_options
 @click.pass_context
 @handle_errors
@@ -98,44 +77,18 @@ def lowrank(
     emit(ctx, job, model, output, PassSpec("lowrank", config))
 
 
+@described_by({"depth": DepthPruneConfig})
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
-@click.option("--blocks", type=click.IntRange(0), help="Drop this many residual blocks (layers with --unit layer).")
-@click.option(
-    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Keep at most this fraction of the parameters."
-)
-@click.option(
-    "--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Keep at most this fraction of the MACs."
-)
-@click.option(
-    "--max-error",
-    type=click.FloatRange(0),
-    help="Stop before the measured output error (--error) exceeds this; alone: drop as many blocks as it allows.",
-)
-@click.option(
-    "--criterion",
-    type=click.Choice(CRITERIA),
-    default="output_error",
-    show_default=True,
-    help="output_error: the error each block causes alone on --calib; angular: 1 - cos between a block's input "
-    "and output (one run).",
-)
-@click.option(
-    "--error",
-    type=click.Choice(["rel_mse", "cosine"]),
-    default="rel_mse",
-    show_default=True,
-    help="The output error that ranks blocks and bounds --max-error.",
-)
-@click.option(
-    "--unit",
-    type=click.Choice(UNITS),
-    default="block",
-    show_default=True,
-    help="block: one attention/FFN sublayer or CNN block; layer: a transformer layer (both sublayers).",
-)
-@click.option("--iterative", is_flag=True, help="Re-measure the remaining blocks after each drop.")
+@click.option("--blocks", type=click.IntRange(0))
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--max-error", type=click.FloatRange(0))
+@click.option("--criterion", type=click.Choice(CRITERIA), default="output_error", show_default=True)
+@click.option("--error", type=click.Choice(["rel_mse", "cosine"]), default="rel_mse", show_default=True)
+@click.option("--unit", type=click.Choice(UNITS), default="block", show_default=True)
+@click.option("--iterative", is_flag=True)
 @job_options
 @click.pass_context
 @handle_errors
@@ -173,6 +126,7 @@ def depth(
     emit(ctx, job, model, output, PassSpec("depth", config))
 
 
+@described_by({"finetune": FinetuneConfig}, fields={"train_which": "train"})
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the model.")
@@ -182,12 +136,10 @@ def depth(
     type=click.Path(dir_okay=False),
     help="The original (unpruned) model to distill from.",
 )
-@click.option("--labels", type=click.Path(dir_okay=False), help=".npz with one array of N integer labels (adds CE).")
-@click.option("--steps", type=click.IntRange(1), default=200, show_default=True, help="Optimizer steps.")
-@click.option("--epochs", type=click.FloatRange(0, min_open=True), help="Passes over the data instead of --steps.")
-@click.option(
-    "--lr", type=click.FloatRange(0, min_open=True), help="Learning rate [default: chosen by a held-out probe]."
-)
+@click.option("--labels", type=click.Path(dir_okay=False))
+@click.option("--steps", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--epochs", type=click.FloatRange(0, min_open=True))
+@click.option("--lr", type=click.FloatRange(0, min_open=True))
 @click.option(
     "--schedule",
     type=click.Choice(["constant", "cosine", "warmup_cosine", "slr", "silo"]),
@@ -197,40 +149,25 @@ def depth(
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
 @click.option("--distill", type=click.Choice(["mse", "kl"]), default="mse", show_default=True)
-@click.option("--distill-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="With --labels.")
+@click.option("--distill-weight", type=click.FloatRange(0), default=1.0, show_default=True)
 @click.option("--feature", "features", multiple=True, help="Also distill this intermediate value (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--final-sparsity",
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Prune further while training, to this sparsity (cubic schedule; with --cycles: IMP).",
-)
-@click.option("--cycles", type=click.IntRange(1), default=1, show_default=True, help="Prune-retrain cycles (IMP).")
-@click.option("--rewind", is_flag=True, help="IMP: reset surviving weights to the starting values after each prune.")
-@click.option("--drop-out", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-out probability.")
-@click.option("--drop-in", type=click.FloatRange(0, 1), default=0.0, help="Drop Pruning: drop-in probability.")
-@click.option(
-    "--holdout",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.2,
-    show_default=True,
-    help="Fraction of the calibration samples held out to pick the best weights (0: keep the last).",
-)
-@click.option("--eval-every", type=click.IntRange(1), help="Steps between held-out evaluations [default: steps/20].")
+@click.option("--final-sparsity", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--cycles", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--rewind", is_flag=True)
+@click.option("--drop-out", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--drop-in", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--eval-every", type=click.IntRange(1))
 @click.option(
     "--patience",
     type=click.IntRange(0),
     default=5,
     show_default=True,
-    help="Stop after N evaluations without gain (0: never).",
+    help="Stop after N evaluations without a held-out improvement (0: never).",
 )
 @click.option(
-    "--train",
-    "train_which",
-    type=click.Choice(["all", "weights", "norms+bias"]),
-    default="all",
-    show_default=True,
-    help="Which float tensors train.",
+    "--train", "train_which", type=click.Choice(["all", "weights", "norms+bias"]), default="all", show_default=True
 )
 @job_options
 @click.pass_context

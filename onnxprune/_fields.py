@@ -20,7 +20,7 @@ from typing import Any
 
 from onnxprune.errors import RecipeError
 
-__all__ = ["check_at_least", "check_fields", "short"]
+__all__ = ["check_at_least", "check_choices", "check_fields", "short"]
 
 #: Longest echo of a user's value in an error message.
 _ECHO = 60
@@ -104,3 +104,16 @@ def check_at_least(config: Any, bounds: Mapping[str, int], prefix: str = "") -> 
         value = getattr(config, name)
         if value is not None and value < low:
             raise RecipeError(f"{prefix}{name} must be >= {low}, got {short(value)}")
+
+
+def check_choices(config: Any, prefix: str = "") -> None:
+    """Make every field with a vocabulary (``metadata["choices"]``, a registry) hold its canonical word.
+
+    An unknown word is refused with the choices; a deprecated alias logs a warning and is replaced.
+    Call it from ``__post_init__`` after :func:`check_fields`.
+    """
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        if choices is not None:
+            value = choices.canonical(prefix + field.name, getattr(config, field.name))
+            object.__setattr__(config, field.name, value)

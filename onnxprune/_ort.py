@@ -12,6 +12,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import _io
+from onnxprune._providers import Provider
 from onnxprune.errors import ValidationError
 
 __all__ = ["needs_file", "session", "session_options"]
@@ -85,7 +86,7 @@ class _Mapper:
 
 
 def _session_by_reference(
-    model: ir.Model, extra: Sequence[str], only: bool, options: ort.SessionOptions, providers: Sequence[str]
+    model: ir.Model, extra: Sequence[str], only: bool, options: ort.SessionOptions, providers: Sequence[Provider]
 ) -> ort.InferenceSession:
     """A session whose large initializers onnxruntime reads in place: no copy of the model is written.
 
@@ -112,17 +113,19 @@ def session(
     extra_outputs: Sequence[str] = (),
     *,
     threads: int | None = None,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
+    providers: Sequence[Provider] = ("CPUExecutionProvider",),
     what: str = "model",
     only: bool = False,
     lean: bool = False,
+    profile: str | None = None,
 ) -> ort.InferenceSession:
     """Create an onnxruntime session for ``model``, adding ``extra_outputs`` as graph outputs.
 
     With ``only``, ``extra_outputs`` become the only outputs and the graph is cut to the nodes they
     need. ``lean`` (implied by ``only``) saves memory at no measured cost in batch throughput: no
     arena (each activation is given back once consumed) and no prepacked copy of the weights
-    (ResNet-18: -110 MB per session, same speed); measure latency on default sessions. Small models
+    (ResNet-18: -110 MB per session, same speed); measure latency on default sessions. ``profile``: a
+    file prefix for onnxruntime's profiler (``session.end_profiling()`` names the file). Small models
     go to onnxruntime as bytes. Models with external data or over 1.5 GB are not copied: their large
     initializers are read in place, from their files or arrays (see :func:`_session_by_reference`);
     external data in a subgraph or ``Constant`` node, or weights a graph optimization of onnxruntime
@@ -137,6 +140,9 @@ def session(
         if only or lean:
             options.enable_cpu_mem_arena = False
             options.add_session_config_entry("session.disable_prepacking", "1")
+        if profile is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile
         return options
 
     existing = set() if only else {v.name for v in model.graph.outputs}

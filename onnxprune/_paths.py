@@ -15,6 +15,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from onnxprune.calibration.images import IMAGE_SUFFIXES, LABEL_FILES
 from onnxprune.errors import OutputPathError
 
 __all__ = ["DATA_SUFFIX_LEN", "check_outputs", "data_files", "name_max", "same_file"]
@@ -44,16 +45,23 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def data_files(path: str | os.PathLike | None) -> list[Path]:
-    """The files a data argument reads: the file itself, or a folder's ``.npz``/``.npy`` files."""
+    """The files a data argument reads: the file itself, or a folder's arrays, images and label files.
+
+    Images count at the folder's top level and one folder down (one folder per class).
+    """
     if path is None:
         return []
     path = Path(path)
-    if path.is_dir():
-        try:
-            return sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
-        except OSError:
-            return []
-    return [path]
+    if not path.is_dir():
+        return [path]
+    wanted = (".npz", ".npy", *IMAGE_SUFFIXES)
+    try:
+        found = [p for p in path.iterdir() if p.suffix.lower() in wanted or p.name in LABEL_FILES]
+        for sub in (p for p in path.iterdir() if p.is_dir()):
+            found += [p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    except OSError:
+        return []
+    return sorted(found)
 
 
 def name_max(folder: Path) -> int:

@@ -41,6 +41,11 @@ def _pass_inputs(recipe: Recipe) -> InputFiles:
     return found
 
 
+def _tokenizer_file(path: str) -> Path:
+    """The ``tokenizer.json`` a tokenizer path names (the file, or the one in the folder)."""
+    return Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
+
+
 def check_recipe_paths(
     recipe: Recipe, model: ir.Model, extra_inputs: Mapping[str, str | os.PathLike] | None = None
 ) -> None:
@@ -57,6 +62,12 @@ def check_recipe_paths(
         "the validation data": data_files(recipe.validation_data),
         **_pass_inputs(recipe),
     }
+    if recipe.calibration.text is not None:
+        inputs["the tokenizer"] = [_tokenizer_file(recipe.calibration.text.tokenizer)]
+    if recipe.reference is not None:
+        original, *data = _io.model_input_files(recipe.reference)
+        inputs["the reference model"] = [original]
+        inputs["the reference model's external data"] = data
     module = metric_file(recipe.metric) if recipe.metric else None
     if module is not None:
         inputs["the metric module"] = [module]

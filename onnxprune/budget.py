@@ -55,6 +55,10 @@ _FIELDS: Mapping[str, Sequence[tuple[str, float]]] = {
 def budget_of(passes: Sequence[Any]) -> Budget:
     """The budget of the first pass that has one (``passes``: :class:`~onnxprune.recipe.PassSpec`)."""
     for index, spec in enumerate(passes):
+        if spec.name == "channels" and spec.config.get("target_latency") is not None:
+            raise RecipeError(
+                "--max-drop cannot search a latency budget (target_latency); give --channels or --target-flops"
+            )
         for field, weakest in _FIELDS.get(spec.name, ()):
             value = spec.config.get(field)
             if value is not None and not (spec.name == "sparsegpt" and spec.config.get("m")):

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from onnxprune import (
     _cli_analyze,  # noqa: F401 - registers analyze on the group
+    _cli_quantize,  # noqa: F401 - registers quantize on the group
     _cli_verbs,  # noqa: F401 - registers lowrank, depth and finetune on the group
     _io,
     _signals,
@@ -22,7 +26,9 @@ from onnxprune import (
 from onnxprune._cli_base import (
     Job,
     cli,
+    described_by,
     emit,
+    ep_option,
     fidelity_verdict,
     handle_errors,
     job_options,
@@ -31,16 +37,25 @@ from onnxprune._cli_base import (
     real_shapes,
     run_and_show,
 )
+from onnxprune._cli_data import data_options
+from onnxprune._field_docs import describe
 from onnxprune._fields import short
 from onnxprune._paths import check_outputs, data_files
+from onnxprune._providers import EP_CHOICES, ExecutionTarget, resolve_ep
 from onnxprune._run_paths import model_inputs
+from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
+from onnxprune.calibration.text import TextSpec
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes._allocators import ALLOCATORS
 from onnxprune.passes._importance import CHANNEL_IMPORTANCES
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES
+from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS, SCOPES
+from onnxprune.passes.channels import ChannelPruneConfig
+from onnxprune.passes.sparsify import NMPruneConfig, UnstructuredPruneConfig
 from onnxprune.recipe import PassSpec, Recipe
 from onnxprune.report import comparison_table, model_stats
+from onnxprune.sparse_kernels import TRT_OPTIONS, probe, sparse_kernel_report
 
 __all__ = ["cli", "main"]
 
@@ -70,9 +85,7 @@ def _channel_spec(
     ratio: float | None,
     target_flops: float | None,
     target_params: float | None,
-    importance: str,
-    scope: str,
-    normalize: str,
+    words: dict[str, str | None],
     round_to: int,
     min_channels: int,
     *,
@@ -80,16 +93,16 @@ def _channel_spec(
     verify: bool,
     exclude: tuple[str, ...],
     hidden: bool = False,
+    hardware: dict[str, Any] | None = None,
 ) -> PassSpec:
-    if importance == "magnitude":
-        importance = "l2"  # documented: structured magnitude is the L2 norm
+    """The ``channels`` pass; ``words``: importance, scope, normalize, aggregate (``None``: the pass's default)."""
+    importance = words["importance"]
     if importance not in CHANNEL_IMPORTANCES:
-        choices = ", ".join(("magnitude", *CHANNEL_IMPORTANCES.names()))
+        choices = ", ".join(CHANNEL_IMPORTANCES.names(aliases=True))
         raise click.UsageError(f"--importance {importance} is not a structured importance (choose from {choices})")
     config: dict[str, Any] = {
         "ratio": ratio or 0.0,
-        "importance": importance,
-        "scope": "global" if scope == "global" else "uniform",
+        **{k: v for k, v in words.items() if v is not None},
         "round_to": round_to,
         "min_channels": min_channels,
         "reconstruct": reconstruct,
@@ -98,19 +111,46 @@ def _channel_spec(
     }
     if hidden:
         config["allow_inexact"] = config["restore_outputs"] = True
-    if normalize != "none":
-        config["normalize"] = "max" if normalize == "l2" else normalize
     if target_flops is not None:
         config["target_flops"] = target_flops
     if target_params is not None:
         config["target_params"] = target_params
-    return PassSpec("channels", config)
+    return PassSpec("channels", {**config, **(hardware or {})})
+
+
+def _hardware(target_latency: float | None, widths: str | None, ep: str) -> dict[str, Any]:
+    """The channels pass's hardware-aware fields: measured widths, latency budget, execution provider.
+
+    With measured widths, an explicit ``--round-to N`` makes the table's widths multiples of N.
+    """
+    resolve_ep(ep)  # refuse a provider this onnxruntime lacks before anything runs
+    if target_latency is not None and widths == "round":
+        raise click.UsageError("--target-latency picks measured widths; it does not combine with --widths round")
+    if target_latency is None and widths != "measured":
+        return {"ep": ep} if ep != "cpu" else {}
+    config: dict[str, Any] = {"widths": "measured", "ep": ep}
+    if target_latency is not None:
+        config["target_latency"] = target_latency
+    return config
 
 
 def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
     """``n``, ``m`` and the sparsity budget (default: every weight N:M) of ``--pattern``."""
     n, m = _parse_pattern(pattern)
     return {"n": n, "m": m, "sparsity": 1.0 - n / m if sparsity is None else sparsity}
+
+
+def _check_words(normalize: str | None, aggregate: str | None, allocation: str, *, structured: bool) -> None:
+    """Refuse ``--normalize``/``--aggregate`` where they would change nothing (never ignored silently)."""
+    if aggregate is not None and not structured:
+        raise click.UsageError(
+            "--aggregate combines a channel group's scores: it is for structured pruning (--channels)"
+        )
+    if normalize is not None and allocation != "global":
+        raise click.UsageError(
+            f"--normalize {normalize} scales each layer's scores for one global threshold: it needs --scope global"
+            " (with a per-layer budget every layer is ranked on its own scores)"
+        )
 
 
 def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) -> str:
@@ -128,6 +168,10 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     return allocation
 
 
+@described_by(
+    {"unstructured": UnstructuredPruneConfig, "N:M": NMPruneConfig, "structured": ChannelPruneConfig},
+    fields={"channels": "ratio"},
+)
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
@@ -138,33 +182,42 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     " that N:M must reach (the most sensitive layers stay dense).",
 )
 @click.option("--pattern", help="N:M semi-structured sparsity, e.g. 2:4.")
+@click.option("--channels", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--target-flops", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True))
 @click.option(
-    "--channels",
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Structured: fraction of each coupled group's channels removed (tensors shrink).",
+    "--target-latency",
+    type=click.FloatRange(0, min_open=True),
+    metavar="MS",
+    help="Structured: a latency budget in ms (batch 1, --ep, --threads); per-group widths from a measured latency"
+    " table keeping the most importance within it.",
 )
 @click.option(
-    "--target-flops", type=click.FloatRange(0, 1, min_open=True), help="Structured: keep this fraction of MACs."
+    "--widths",
+    type=click.Choice(["round", "measured"]),
+    help="Structured: round: kept counts are multiples of --round-to; measured: each group's latency is measured at a"
+    " handful of widths on --ep (cached) and each kept count moves to the widest width no slower than it. Default:"
+    " round (measured with --target-latency).",
 )
 @click.option(
-    "--target-params", type=click.FloatRange(0, 1, min_open=True), help="Structured: keep this fraction of parameters."
+    "--ep",
+    type=click.Choice(EP_CHOICES),
+    default="cpu",
+    show_default=True,
+    help="Structured, measured widths: the execution provider the latency is measured on.",
 )
 @click.option(
     "--importance",
-    type=click.Choice(list(dict.fromkeys((*WEIGHT_IMPORTANCES.names(), *CHANNEL_IMPORTANCES.names())))),
+    type=click.Choice(list(dict.fromkeys((*WEIGHT_IMPORTANCES.names(), *CHANNEL_IMPORTANCES.names(aliases=True))))),
     help="Unstructured/N:M: "
     + "; ".join(f"{e.name}: {e.description}" for e in WEIGHT_IMPORTANCES)
-    + ". Structured (magnitude = l2): "
+    + ". Structured ("
+    + ", ".join(f"{a} = {t}" for a, t in CHANNEL_IMPORTANCES.aliases().items())
+    + "): "
     + "; ".join(f"{e.name}: {e.description}" for e in CHANNEL_IMPORTANCES)
     + ". Default: sparsegpt with --calib, magnitude without (structured: l2).",
 )
-@click.option(
-    "--scope",
-    type=click.Choice(["global", "layer"]),
-    default="layer",
-    show_default=True,
-    help="layer: the same fraction everywhere; global: one threshold over normalized scores.",
-)
+@click.option("--scope", type=click.Choice(SCOPES.names()), default="layer", show_default=True)
 @click.option(
     "--allocation",
     type=click.Choice(ALLOCATORS.names()),
@@ -172,31 +225,14 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     + "; ".join(f"{e.name}: {e.description}" for e in ALLOCATORS)
     + ". Default: uniform (global with --scope global).",
 )
-@click.option(
-    "--normalize",
-    type=click.Choice(["none", "mean", "l2", "max"]),
-    default="none",
-    show_default=True,
-    help="With --scope global: per-layer score normalization.",
-)
-@click.option(
-    "--round-to",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Structured: kept channels are multiples of N.",
-)
-@click.option(
-    "--min-channels",
-    type=click.IntRange(0),
-    default=1,
-    show_default=True,
-    help="Structured: keep at least N per group.",
-)
+@click.option("--normalize", type=click.Choice(NORMALIZERS.names()))
+@click.option("--aggregate", type=click.Choice(AGGREGATES.names()))
+@click.option("--round-to", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--min-channels", type=click.IntRange(0), default=1, show_default=True)
 @click.option(
     "--no-reconstruct", is_flag=True, help="Structured: do not refit consumers on the calibration data (ridge)."
 )
-@click.option("--verify", is_flag=True, help="Structured: check that the shrunk model equals the masked model.")
+@click.option("--verify", is_flag=True)
 @click.option(
     "--hidden",
     is_flag=True,
@@ -221,10 +257,14 @@ def prune(
     channels: float | None,
     target_flops: float | None,
     target_params: float | None,
+    target_latency: float | None,
+    widths: str | None,
+    ep: str,
     importance: str | None,
     scope: str,
     allocation: str | None,
-    normalize: str,
+    normalize: str | None,
+    aggregate: str | None,
     round_to: int,
     min_channels: int,
     no_reconstruct: bool,
@@ -235,44 +275,54 @@ def prune(
     job: Job,
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
-    structured = channels is not None or target_flops is not None or target_params is not None
+    targets = (channels, target_flops, target_params, target_latency)
+    structured = any(t is not None for t in targets)
     budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
     if sum((sparsity is not None and not budgeted_nm, pattern is not None, structured)) != 1:
-        raise click.UsageError("give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params")
-    if (verify or hidden) and not structured:
-        raise click.UsageError("--verify and --hidden are for structured pruning (--channels/--target-flops)")
+        raise click.UsageError(
+            "give exactly one of --sparsity, --pattern or --channels/--target-flops/--target-params/--target-latency"
+        )
+    if (verify or hidden or widths is not None) and not structured:
+        raise click.UsageError("--verify, --hidden and --widths are for structured pruning (--channels/--target-flops)")
+    if sum(t is not None for t in targets[1:]) > 1:
+        raise click.UsageError("give one of --target-flops, --target-params and --target-latency")
     selection = job.selection
     importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
     allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
     if budgeted_nm and allocation != "sensitivity":
         raise click.UsageError("--pattern with --sparsity needs --allocation sensitivity (which layers stay dense)")
     scope = "global" if allocation == "global" else scope
+    _check_words(normalize, aggregate, allocation, structured=structured)
     if structured:
+        words = {"importance": importance, "scope": scope, "normalize": normalize, "aggregate": aggregate}
         spec = _channel_spec(
             channels,
             target_flops,
             target_params,
-            importance,
-            scope,
-            normalize,
+            words,
             round_to,
             min_channels,
             reconstruct=job.calib is not None and not no_reconstruct,
             verify=verify,
             exclude=job.exclude,
             hidden=hidden,
+            hardware=_hardware(target_latency, widths, ep),
         )
         spec = PassSpec(spec.name, {**spec.config, "allocation": allocation})
     elif importance not in WEIGHT_IMPORTANCES:
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
     elif WEIGHT_IMPORTANCES[importance].method == "sparsegpt":
+        if normalize is not None:
+            raise click.UsageError(
+                "--normalize is not a sparsegpt setting: its global allocation ranks plain magnitudes"
+            )
         target = {"sparsity": sparsity} if pattern is None else _nm_target(pattern, sparsity)
         spec = PassSpec("sparsegpt", {**target, **selection, "allocation": allocation})
     elif pattern is not None:
         target = _nm_target(pattern, sparsity)
         spec = PassSpec("nm", {**target, "importance": importance, "allocation": allocation, **selection})
     else:
-        config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize}
+        config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize or "none"}
         spec = PassSpec("unstructured", {**config, "allocation": allocation, **selection})
     specs = [spec]
     if finetune_steps is not None:
@@ -283,7 +333,9 @@ def prune(
 @cli.command("run")
 @click.argument("recipe_path", metavar="RECIPE.yaml", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Override the recipe's output path.")
-@click.option("--report", type=click.Path(dir_okay=False), help="Override the recipe's report path.")
+@click.option(
+    "--report", type=click.Path(dir_okay=False), help="Override the recipe's report path (.html: the HTML page)."
+)
 @click.option("--metric", metavar="MODULE:FUNCTION", help="Override the recipe's task metric.")
 @click.option("--strict", is_flag=True, help="Refuse to write when agreement on real data is low (as the recipe's).")
 @click.pass_context
@@ -303,12 +355,17 @@ def run_cmd(
 @cli.command("validate")
 @click.argument("ref", type=click.Path(dir_okay=False))
 @click.argument("cand", type=click.Path(dir_okay=False))
-@click.option("--data", type=click.Path(), help="Input data .npz/.npy file or folder (default: random inputs).")
+@click.option(
+    "--data", type=click.Path(), help="Input data .npz/.npy file or folder, images or text (default: random inputs)."
+)
 @click.option("--samples", type=click.IntRange(1))
+@data_options(calib_text=False)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--input-shape", multiple=True, help="Fix dynamic dims: NAME=1,3,224,224 (repeatable).")
 @click.option("--threads", type=click.IntRange(1))
-@click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option(
+    "--report", type=click.Path(dir_okay=False), help="Write the report here: JSON, or an HTML page for a .html path."
+)
 @click.option(
     "--metric",
     metavar="MODULE:FUNCTION",
@@ -321,6 +378,7 @@ def run_cmd(
     help="Exit 3 when a figure misses its threshold. Keys: cos, agree, top1, seq, acc, metric "
     "(at least F); acc-drop, metric-drop (at most F). Example: cos=0.99,agree=0.95",
 )
+@ep_option
 @click.pass_context
 @handle_errors
 def validate_cmd(
@@ -335,17 +393,24 @@ def validate_cmd(
     report: str | None,
     metric: str | None,
     fail_below: str | None,
+    images: ImagePreprocess | None,
+    text: TextSpec | None,
+    ep: str,
 ) -> None:
     """Compare CAND with REF in onnxruntime: checker, fidelity, latency, sizes.
 
+    Both run on the execution provider --ep. With --ep tensorrt (sparse kernels on), the 2:4 weights
+    are listed with the layers TensorRT found eligible and picked a sparse kernel for.
     Exits 3 when the candidate gives NaN/inf where REF does not, or misses a --fail-below threshold.
     """
     from onnxprune.gates import missed_gates, parse_fail_below
+    from onnxprune.html.profile import compare_op_latency
     from onnxprune.metric import load_metric, metric_file
-    from onnxprune.report import write_json
+    from onnxprune.report import is_html, write_report
     from onnxprune.verify import validate
 
     gates = parse_fail_below(fail_below, metric=metric is not None) if fail_below else ()
+    resolve_ep(ep)  # an unavailable provider fails before any model is read
     shapes = parse_input_shapes(input_shape)
     reference, candidate = _io.load(ref), _io.load(cand)
     module = metric_file(metric) if metric else None
@@ -355,33 +420,91 @@ def validate_cmd(
             **model_inputs(reference, "the reference model"),
             **model_inputs(candidate, "the candidate model"),
             "the data": data_files(data),
+            "the tokenizer": [text.tokenizer] if text else [],
             "the metric module": [module] if module else [],
         },
     )
     task_metric = load_metric(metric) if metric else None
-    source = open_source(data, reference, samples=samples, input_shapes=shapes)
     with progress_bars(not ctx.obj["quiet"]) as factory:
-        result = validate(
+        source = open_source(
+            data,
             reference,
-            candidate,
-            source,
-            batch_size=batch_size,
-            threads=threads,
-            progress=factory("validation"),
-            metric=task_metric,
-            data_path=data,
-        ).as_dict()
+            samples=samples,
+            input_shapes=shapes,
+            images=images,
+            text=text,
+            progress=factory("reading data"),
+        )
+    with tempfile.TemporaryDirectory(prefix="onnxprune-trt-") as cache:
+        target = resolve_ep(ep, {**TRT_OPTIONS, "trt_engine_cache_path": cache} if ep == "tensorrt" else None)
+        kernels = _probe_ep(reference, candidate, target, source, threads)
+        with progress_bars(not ctx.obj["quiet"]) as factory:
+            result = validate(
+                reference,
+                candidate,
+                source,
+                batch_size=batch_size,
+                threads=threads,
+                progress=factory("validation"),
+                metric=task_metric,
+                data_path=data,
+                providers=target.providers,
+            ).as_dict()
+    result["execution_provider"] = {"ep": target.ep, "provider": target.provider}
+    if kernels is not None:
+        result["sparse_kernels"] = kernels
     missed = missed_gates(result, gates)
     shapes = {**sample_shapes(source), **shapes}
     before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
     if report:
-        write_json(
+        write_report(
             {"ref": ref, "cand": cand, "before": before.as_dict(), "after": after.as_dict(), "validation": result},
             report,
+            op_latency=compare_op_latency(reference, candidate, source, threads=threads, labels=("REF", "CAND"))
+            if is_html(report)
+            else None,
         )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))
+        out.print(f"execution provider: {target.provider} (--ep {target.ep})", highlight=False)
+        if kernels is not None:
+            _print_sparse_kernels(kernels)
     fidelity_verdict(result, missed)
+
+
+def _probe_ep(
+    reference: Any, candidate: Any, target: ExecutionTarget, source: Any, threads: int | None
+) -> dict[str, Any] | None:
+    """On a GPU provider, check both models load on it; on TensorRT, the candidate's sparse-kernel report."""
+    if target.ep == "cpu":
+        return None
+    feed = next(iter(source.batches(1)))
+    probe(reference, target, feed, "reference model", threads)
+    log = probe(candidate, target, feed, "candidate model", threads)
+    return sparse_kernel_report(candidate, log) if target.ep == "tensorrt" else None
+
+
+def _print_sparse_kernels(report: dict[str, Any]) -> None:
+    table = Table(title=f"2:4 weights and TensorRT sparse kernels ({report['two_four']} of {report['weights']} 2:4)")
+    for column in ("tensor", "op", "nodes", "2:4", "eligible", "sparse kernel"):
+        table.add_column(column)
+
+    def cell(value: bool | None) -> str:
+        return "?" if value is None else "yes" if value else "no"
+
+    for entry in report["layers"]:
+        nodes = ", ".join(entry["nodes"])
+        table.add_row(
+            entry["tensor"],
+            entry["op"],
+            nodes,
+            cell(entry["two_four"]),
+            cell(entry["eligible"]),
+            cell(entry["sparse_kernel"]),
+        )
+    out.print(table)
+    if report["log"] == "absent":
+        out.print("TensorRT's log had no sparsity lines: eligible/sparse kernel unknown (?)", highlight=False)
 
 
 @cli.command()
@@ -484,14 +607,28 @@ def _print_groups(model: str, groups: list[dict[str, Any]]) -> None:
 
 
 @cli.command()
-def passes() -> None:
-    """List the registered passes and their options."""
+@click.argument("names", nargs=-1, metavar="[PASS]...")
+@handle_errors
+def passes(names: tuple[str, ...]) -> None:
+    """List the registered passes (or only PASS...) with every option: default, description, choices.
+
+    The descriptions come from the pass configs; a recipe's ``passes:`` entries take these names and options.
+    """
     from onnxprune.passes import PASSES
 
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise RecipeError(f"unknown pass {short(unknown[0])} (known: {', '.join(PASSES)})")
     for name, cls in PASSES.items():
-        out.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        if names and name not in names:
+            continue
+        out.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}", highlight=False)
         for field in dataclasses.fields(cls.config_class):
-            out.print(f"    {field.name} = {field.default!r}")
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            out.print(f"    [bold]{field.name}[/bold] = {default!r}", highlight=False)
+            text = describe(cls.config_class, field.name)
+            if text:
+                out.print(Padding(Text(text, style="dim"), (0, 0, 0, 8), expand=False))
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ class PassContext:
 
     Attributes:
         analyses: The analysis cache; passes invalidate it when they change the graph.
-        calibration: Where activation statistics come from (``None``: data-driven passes refuse).
+        calibration: Where activation statistics come from (``None``: data-driven passes refuse); an
+            onnxruntime ``CalibrationDataReader`` is read once when a :class:`Pipeline` runs.
         batch_size: Samples per onnxruntime call during calibration.
         threads: onnxruntime intra-op threads (``None``: onnxruntime's default).
         progress: Called with (done, total) samples while statistics are collected.
@@ -37,6 +38,10 @@ class PassContext:
         sequential: Layer-sequential or one-shot statistics for data-fitted passes, and their memory budget.
         scratch: The run's scratch folder (weights spilled to disk live there until the model is saved);
             created on first use, removed by the run that owns it (see :func:`onnxprune.recipe.run_recipe`).
+        sensitivity: The measured sensitivity curves the running pass allocated by (kind -> unit ->
+            ``{"ratios", "errors"}``); the pipeline moves them into that pass's report (``details.sensitivity``).
+        float_model: The model as it was just before ``quantize`` ran (set by that pass): the float
+            model the INT8 result is validated against besides the original.
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -48,6 +53,8 @@ class PassContext:
     train_progress: Callable[[int, int, float], None] | None = None
     sequential: SequentialOptions = dataclasses.field(default_factory=SequentialOptions)
     scratch: Scratch = dataclasses.field(default_factory=Scratch)
+    sensitivity: dict[str, dict[str, dict[str, list[float]]]] = dataclasses.field(default_factory=dict)
+    float_model: ir.Model | None = None
 
     def is_sequential(self, preferred: bool = True) -> bool:
         """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""

@@ -21,16 +21,20 @@ from onnxprune._run_paths import check_recipe_paths
 from onnxprune._scratch import Scratch
 from onnxprune.budget import budget_of, drop_points, search_budget
 from onnxprune.calibration.collect import ProgressFn
+from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sequential import SequentialOptions
 from onnxprune.calibration.sources import CalibrationSource, open_source, sample_shapes
+from onnxprune.calibration.text import TextSpec
 from onnxprune.context import PassContext
 from onnxprune.errors import FidelityError, RecipeError
 from onnxprune.gates import low_agreement, nonfinite_outputs
+from onnxprune.html.profile import compare_op_latency
 from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
-from onnxprune.report import ModelStats, model_stats, write_json
-from onnxprune.verify import check_model, smoke_test, validate
+from onnxprune.references import Reference, compare_references, load_reference, pruned_before_quantize
+from onnxprune.report import ModelStats, is_html, model_stats, write_report
+from onnxprune.verify import Validation, check_model, smoke_test, validate
 
 __all__ = [
     "MAX_RECIPE_BYTES",
@@ -71,7 +75,9 @@ class CalibrationSpec:
     """Calibration data: a file or folder (``None``: random inputs with a warning).
 
     ``sequential`` and ``memory_mb`` say how data-fitted passes collect statistics
-    (see :class:`onnxprune.calibration.sequential.SequentialOptions`).
+    (see :class:`onnxprune.calibration.sequential.SequentialOptions`). ``images`` says how folders
+    of images become inputs, ``text`` how text files are tokenized; both apply to the calibration
+    and the validation data.
     """
 
     path: str | None = None
@@ -81,6 +87,8 @@ class CalibrationSpec:
     seed: int = 0
     sequential: bool | None = None
     memory_mb: int = 1024
+    images: ImagePreprocess | None = None
+    text: TextSpec | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, "calibration.")
@@ -98,7 +106,8 @@ class Recipe:
     :mod:`onnxprune.metric`). ``strict``: refuse to write a result whose argmax agreement on real
     data is below :data:`onnxprune.gates.LOW_AGREEMENT` (otherwise a warning). ``max_drop``: search
     the strongest compression of the budget pass whose measured drop stays within this many points
-    (see :mod:`onnxprune.budget`).
+    (see :mod:`onnxprune.budget`). ``reference``: the original model, when ``model`` is already pruned;
+    the result is validated against it as well (see :mod:`onnxprune.references`).
     """
 
     model: str
@@ -114,6 +123,7 @@ class Recipe:
     metric: str | None = None
     strict: bool = False
     max_drop: float | None = None
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -129,6 +139,8 @@ class Recipe:
         data = dataclasses.asdict(self)
         data["passes"] = [{"name": p.name, "config": dict(p.config)} for p in self.passes]
         data["calibration"]["input_shapes"] = {k: list(v) for k, v in self.calibration.input_shapes.items()}
+        images = self.calibration.images
+        data["calibration"]["images"] = None if images is None else images.to_dict()
         return data
 
     def to_yaml(self) -> str:
@@ -174,6 +186,8 @@ class Recipe:
         if not isinstance(shapes, Mapping) or not all(isinstance(v, list | tuple) for v in shapes.values()):
             raise RecipeError(f"calibration.input_shapes must map input names to lists of dims, got {short(shapes)}")
         calib["input_shapes"] = {k: tuple(v) for k, v in shapes.items()}
+        calib["images"] = _sub_spec("calibration.images", calib.get("images"), ImagePreprocess)
+        calib["text"] = _sub_spec("calibration.text", calib.get("text"), TextSpec)
         recipe = cls(passes=tuple(passes), calibration=CalibrationSpec(**calib), **data)
         for spec in recipe.passes:
             build_pass(spec)  # fail early on bad names or configs
@@ -192,6 +206,7 @@ class Recipe:
         path = Path(path)
         recipe = cls.from_dict(_load_yaml(path), str(path))
         base = path.parent
+        text = recipe.calibration.text
 
         def rel(p: str | None) -> str | None:
             return None if p is None else str(base / p)  # an absolute p stays as it is
@@ -202,8 +217,13 @@ class Recipe:
             output=rel(recipe.output),
             validation_data=rel(recipe.validation_data),
             report=rel(recipe.report),
+            reference=rel(recipe.reference),
             metric=None if recipe.metric is None else resolve_metric_spec(recipe.metric, base),
-            calibration=dataclasses.replace(recipe.calibration, path=rel(recipe.calibration.path)),
+            calibration=dataclasses.replace(
+                recipe.calibration,
+                path=rel(recipe.calibration.path),
+                text=None if text is None else dataclasses.replace(text, tokenizer=rel(text.tokenizer)),
+            ),
             passes=tuple(_relative_paths(spec, rel) for spec in recipe.passes),
         )
 
@@ -271,6 +291,16 @@ def _relative_paths(spec: PassSpec, rel: Callable[[str | None], str | None]) -> 
     return PassSpec(spec.name, {k: rel(v) if k in fields else v for k, v in spec.config.items()})
 
 
+def _sub_spec(origin: str, data: Any, cls: type[Any]) -> Any:
+    """A nested spec (``calibration.images``/``.text``) from a mapping, lists as tuples; ``None`` stays."""
+    if data is None or isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{origin} must be a mapping, got {short(data)}")
+    _no_unknown(origin, data, {f.name for f in dataclasses.fields(cls)})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
 def _no_unknown(origin: str, data: Mapping[str, Any], known: set[str]) -> None:
     unknown = sorted(set(data) - known, key=str)
     if unknown:
@@ -301,11 +331,28 @@ class RunResult:
     before: ModelStats
     after: ModelStats
     report: dict[str, Any]
+    #: The result compared with more models than the input (see :mod:`onnxprune.references`).
+    references: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _open(recipe: Recipe, model: Any, path: str | None) -> CalibrationSource:
+def _open(recipe: Recipe, model: Any, path: str | None, progress: ProgressFn | None = None) -> CalibrationSource:
     spec = recipe.calibration
-    return open_source(path, model, samples=spec.samples, input_shapes=spec.input_shapes, seed=spec.seed)
+    return open_source(
+        path,
+        model,
+        samples=spec.samples,
+        input_shapes=spec.input_shapes,
+        seed=spec.seed,
+        images=spec.images,
+        text=spec.text,
+        progress=progress,
+    )
+
+
+def _describe(source: CalibrationSource, path: str | None) -> dict[str, Any]:
+    """What a run read: the path, how many samples and of what kind (images, lines of text, ...)."""
+    kind = "random samples" if getattr(source, "random", False) else getattr(source, "kind", "samples")
+    return {"path": path, "samples": source.num_samples, "kind": kind}
 
 
 def _check_fidelity(recipe: Recipe, validation: dict[str, Any]) -> None:
@@ -364,10 +411,14 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     reference = _io.load(recipe.model)
     output = Path(recipe.output)
     require_finite_weights(model, recipe.model)
-    source = _open(recipe, model, recipe.calibration.path)
+    source = _open(recipe, model, recipe.calibration.path, progress("reading calibration data"))
     smoke_test(reference, source, origin=recipe.model, threads=recipe.threads)
-    data = _open(recipe, reference, recipe.validation_data) if recipe.validation_data else source
+    data = source
+    if recipe.validation_data:
+        data = _open(recipe, reference, recipe.validation_data, progress("reading validation data"))
     data_path = recipe.validation_data or recipe.calibration.path
+    original = load_reference(recipe.reference, reference) if recipe.reference else None
+    float_models: dict[int, ir.Model] = {}  # per result, the model before quantize (pruned, float)
     metric = load_metric(recipe.metric) if recipe.metric else None
     if (metric is not None or recipe.strict) and not recipe.validate:
         raise RecipeError("metric and strict need validation (validate: true)")
@@ -390,11 +441,17 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         )
         result = Pipeline([build_pass(spec, context) for spec in specs], context)(model)
         _refuse_emptied(result)
+        if context.float_model is not None and pruned_before_quantize([spec.name for spec in specs]):
+            float_models[id(model)] = context.float_model
         if not recipe.validate:
             _check_loadable(model)
             return model, result, None
-        validation = validate(
-            reference,
+        validation = validate_against(reference, model).as_dict()
+        return model, result, validation
+
+    def validate_against(ref: ir.Model, model: ir.Model) -> Validation:
+        return validate(
+            ref,
             model,
             data,
             batch_size=recipe.calibration.batch_size,
@@ -403,8 +460,7 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
             progress=progress("validation"),
             metric=metric,
             data_path=data_path,
-        ).as_dict()
-        return model, result, validation
+        )
 
     search = None
     if recipe.max_drop is None:
@@ -422,9 +478,16 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
 
         search = search_budget(budget, evaluate, recipe.max_drop)
         model, result, validation = search.result
+    shapes = {**sample_shapes(source), **recipe.calibration.input_shapes}
+    references: list[dict[str, Any]] = []
     if validation is not None:
         _check_fidelity(recipe, validation)
-    shapes = {**sample_shapes(source), **recipe.calibration.input_shapes}
+        others = [original] if original is not None else []
+        if id(model) in float_models:
+            others.append(Reference("pruned float model", float_models[id(model)]))
+        references = compare_references(others, model, shapes, validate_against)
+        for entry in references:
+            _check_fidelity(recipe, entry["validation"])
     before = model_stats(reference, shapes)
     _io.save(model, output, external_data=recipe.external_data)
     after = model_stats(model, shapes)
@@ -436,10 +499,14 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         "after": after.as_dict(),
         "passes": [r.as_dict() for r in result.reports],
         "validation": validation,
+        "data": {"calibration": _describe(source, recipe.calibration.path), "validation": _describe(data, data_path)},
         "seconds": time.perf_counter() - started,
     }
     if search is not None:
         report["budget_search"] = search.as_dict(recipe.max_drop)
+    if references:
+        report["references"] = references
     if recipe.report:
-        write_json(report, recipe.report)
-    return RunResult(output, before, after, report)
+        op_ms = compare_op_latency(reference, model, data, threads=recipe.threads) if is_html(recipe.report) else None
+        write_report(report, recipe.report, op_latency=op_ms)
+    return RunResult(output, before, after, report, references)

@@ -21,7 +21,19 @@ from onnxprune.analysis.flops import ModelCounts, count_model
 from onnxprune.analysis.shapes import assumed_dims, complete_shapes
 from onnxprune.analysis.weights import drop_pages
 
-__all__ = ["ModelStats", "comparison_table", "file_sizes", "model_stats", "print_table", "write_json"]
+__all__ = [
+    "HTML_SUFFIXES",
+    "STAT_ROWS",
+    "ModelStats",
+    "comparison_table",
+    "file_sizes",
+    "human",
+    "model_stats",
+    "is_html",
+    "print_table",
+    "write_json",
+    "write_report",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +115,19 @@ def model_stats(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] | N
     )
 
 
-def _fmt(value: float) -> str:
+#: The before/after rows every report shows: (label, :class:`ModelStats` field).
+STAT_ROWS = (
+    ("parameters", "params"),
+    ("nonzero parameters", "nonzero_params"),
+    ("MACs (dense)", "macs"),
+    ("MACs (nonzero weights)", "sparse_macs"),
+    ("bytes on disk", "bytes"),
+    ("bytes zipped", "zipped_bytes"),
+)
+
+
+def human(value: float) -> str:
+    """``value`` with a k/M/G suffix and 3 significant digits (4 below 1000)."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
@@ -115,16 +139,9 @@ def comparison_table(before: ModelStats, after: ModelStats, validation: Mapping[
     table = Table(title="onnxprune: before / after")
     for column in ("metric", "before", "after", "after/before"):
         table.add_column(column, justify="right" if column != "metric" else "left")
-    rows = [
-        ("parameters", before.params, after.params),
-        ("nonzero parameters", before.nonzero_params, after.nonzero_params),
-        ("MACs (dense)", before.macs, after.macs),
-        ("MACs (nonzero weights)", before.sparse_macs, after.sparse_macs),
-        ("bytes on disk", before.bytes, after.bytes),
-        ("bytes zipped", before.zipped_bytes, after.zipped_bytes),
-    ]
-    for name, a, b in rows:
-        table.add_row(name, _fmt(a), _fmt(b), f"{b / a:.3f}" if a else "-")
+    for name, field in STAT_ROWS:
+        a, b = getattr(before, field), getattr(after, field)
+        table.add_row(name, human(a), human(b), f"{b / a:.3f}" if a else "-")
     if before.assumed_dims or after.assumed_dims:
         dims = ", ".join(dict.fromkeys((*before.assumed_dims, *after.assumed_dims)))
         table.add_row("[bold red]MACs at assumed dim 1[/bold red]", "", dims, "")
@@ -192,17 +209,59 @@ def _finite(data: Any) -> Any:
     return data
 
 
-def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``data`` as JSON atomically (NaN/inf written as ``null``)."""
-    path = Path(path)
+#: Report paths with these suffixes get the HTML page (see :mod:`onnxprune.html`); any other gets JSON.
+HTML_SUFFIXES = (".html", ".htm")
+
+
+def is_html(path: str | os.PathLike) -> bool:
+    """Whether a report written to ``path`` is the HTML page (by suffix, case-insensitive)."""
+    return Path(path).suffix.lower() in HTML_SUFFIXES
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_text(text: str, path: Path) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, then renamed).
+
+    The file gets the permissions a plain ``open`` would give it (``0o666`` less the umask), not
+    the owner-only ones of the temporary file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = _finite(data)
-    fd, tmp = tempfile.mkstemp(prefix=f".onnxprune-report-{_scratch.owner()}-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".onnxprune-report-{_scratch.owner()}-", suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``data`` as JSON atomically (NaN/inf written as ``null``)."""
+    return _write_text(json.dumps(_finite(data), indent=2, default=str), Path(path))
+
+
+def write_report(
+    data: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    op_latency: Mapping[str, Mapping[str, float]] | None = None,
+) -> Path:
+    """Write a report atomically: JSON (:func:`write_json`), or one self-contained HTML page.
+
+    The page is written for a ``.html``/``.htm`` path; ``op_latency`` (milliseconds per op type for
+    each model, see :func:`onnxprune.html.profile.op_latency`) is drawn there as grouped bars.
+    """
+    if not is_html(path):
+        return write_json(data, path)
+    from onnxprune.html.page import render_page
+
+    plain = json.loads(json.dumps(_finite(data), default=str))
+    return _write_text(render_page(plain, op_latency), Path(path))

@@ -15,7 +15,9 @@ import onnxruntime as ort
 from onnxprune import _io, _ort
 from onnxprune._memory import release_free_memory
 from onnxprune._ort import session
+from onnxprune._providers import Provider
 from onnxprune.calibration.collect import ProgressFn
+from onnxprune.calibration.readers import CalibrationDataReader, as_source
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.errors import MetricError, ModelLoadError, OnnxPruneError, ValidationError
 from onnxprune.fidelity import OutputFidelity, OutputTracker, check_labels, class_count
@@ -31,6 +33,7 @@ __all__ = [
     "assert_numerically_equal",
     "check_model",
     "compare_outputs",
+    "measure_latencies",
     "measure_latency",
     "measure_latency_alternating",
     "record_outputs",
@@ -230,18 +233,34 @@ def measure_latency(
     warmup: int = 3,
 ) -> tuple[float, float]:
     """Median latency (ms) of both sessions on one feed, runs interleaved in this process."""
+    ref_ms, cand_ms = measure_latencies((ref, cand), feed, runs, warmup)
+    return ref_ms, cand_ms
+
+
+def measure_latencies(
+    sessions: Sequence[ort.InferenceSession],
+    feed: Mapping[str, np.ndarray],
+    runs: int = 30,
+    warmup: int = 3,
+) -> list[float]:
+    """Median latency (ms) of each session on one feed, runs interleaved run by run.
+
+    The order rotates from one run to the next, so that no session always follows the same one
+    (for two sessions: reference first in even runs, candidate first in odd ones).
+    """
     feed = dict(feed)
     for _ in range(warmup):
-        ref.run(None, feed)
-        cand.run(None, feed)
-    times_ref, times_cand = [], []
-    for i in range(runs):
-        order = ((ref, times_ref), (cand, times_cand)) if i % 2 == 0 else ((cand, times_cand), (ref, times_ref))
-        for sess, times in order:
-            start = time.perf_counter()
+        for sess in sessions:
             sess.run(None, feed)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times_ref), 1000 * statistics.median(times_cand)
+    times: list[list[float]] = [[] for _ in sessions]
+    count = len(sessions)
+    for i in range(runs):
+        for k in range(count):
+            j = (k + i) % count
+            start = time.perf_counter()
+            sessions[j].run(None, feed)
+            times[j].append(time.perf_counter() - start)
+    return [1000 * statistics.median(t) for t in times]
 
 
 def measure_latency_alternating(
@@ -300,6 +319,7 @@ def _compare(
     threads: int | None,
     progress: ProgressFn | None,
     keep_outputs: bool,
+    providers: Sequence[Provider] = ("CPUExecutionProvider",),
 ) -> Comparison:
     """Fidelity of ``cand`` against ``ref`` on every batch of ``source``.
 
@@ -307,7 +327,7 @@ def _compare(
     its session is released before the result's is built, so that one model's weights are mapped at
     a time. Otherwise both sessions run side by side, batch by batch.
     """
-    ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True)
+    ref_sess = _ort.session(ref, threads=threads, what="reference model", lean=True, providers=providers)
     labels = getattr(source, "labels", None)
     try:
         recorded = record_outputs(ref_sess, source.batches(batch_size), max(_io.model_nbytes(ref), 64 << 20))
@@ -319,7 +339,7 @@ def _compare(
     if recorded is not None:
         del ref_sess
         release_free_memory()
-    cand_sess = _ort.session(cand, threads=threads, what="result", lean=True)
+    cand_sess = _ort.session(cand, threads=threads, what="result", lean=True, providers=providers)
     try:
         return compare_outputs(
             recorded or ref_sess,
@@ -339,7 +359,7 @@ def _compare(
 def validate(
     ref: ir.Model,
     cand: ir.Model,
-    source: CalibrationSource,
+    source: CalibrationSource | CalibrationDataReader,
     *,
     batch_size: int = 32,
     latency_runs: int = 30,
@@ -347,8 +367,12 @@ def validate(
     progress: ProgressFn | None = None,
     metric: TaskMetric | None = None,
     data_path: str | None = None,
+    providers: Sequence[Provider] = ("CPUExecutionProvider",),
 ) -> Validation:
     """Check ``cand`` and compare it with ``ref`` in onnxruntime on the same inputs.
+
+    ``source`` may also be an onnxruntime ``CalibrationDataReader``. Both run on ``providers``
+    (onnxruntime's list, first choice first; see ``_providers.resolve_ep``).
 
     With ``metric``, the task metric is evaluated on both models' outputs over all samples of
     ``data_path`` (the file ``source`` reads). Latency is measured on default sessions (arena,
@@ -362,6 +386,7 @@ def validate(
         CalibrationError: the data's labels do not fit the model's class outputs.
         MetricError: a metric on random inputs, or a metric that fails (see :class:`TaskMetric`).
     """
+    source = as_source(source, ref)
     random_inputs = bool(getattr(source, "random", False))
     if metric is not None and (random_inputs or data_path is None):
         raise MetricError(f"--metric '{metric.spec}' needs real data (--data PATH)")
@@ -371,7 +396,9 @@ def validate(
         check_model(ref, "reference model")  # a defect of the input is not the result's fault
         raise
     started = time.perf_counter()
-    comparison = _compare(ref, cand, source, batch_size, threads, progress, keep_outputs=metric is not None)
+    comparison = _compare(
+        ref, cand, source, batch_size, threads, progress, keep_outputs=metric is not None, providers=providers
+    )
     per_sample = (time.perf_counter() - started) / max(2 * comparison.samples, 1)
     release_free_memory()
     scores = None
@@ -382,16 +409,16 @@ def validate(
     first = next(iter(source.batches(1)))
     mode = "interleaved"
     if _io.model_nbytes(ref) + _io.model_nbytes(cand) <= INTERLEAVED_LATENCY_BYTES:
-        ref_sess = _ort.session(ref, threads=threads, what="reference model")
-        cand_sess = _ort.session(cand, threads=threads, what="result")
+        ref_sess = _ort.session(ref, threads=threads, what="reference model", providers=providers)
+        cand_sess = _ort.session(cand, threads=threads, what="result", providers=providers)
         ref_ms, cand_ms = measure_latency(ref_sess, cand_sess, first, runs=latency_runs)
         del ref_sess, cand_sess
     else:
         mode = "alternating lean sessions"
         latency_runs, warmup = affordable_runs(latency_runs, per_sample)
         ref_ms, cand_ms = measure_latency_alternating(
-            lambda: _ort.session(ref, threads=threads, what="reference model", lean=True),
-            lambda: _ort.session(cand, threads=threads, what="result", lean=True),
+            lambda: _ort.session(ref, threads=threads, what="reference model", lean=True, providers=providers),
+            lambda: _ort.session(cand, threads=threads, what="result", lean=True, providers=providers),
             first,
             runs=latency_runs,
             warmup=warmup,

@@ -10,6 +10,7 @@ from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
 from onnxprune.passes.depth import DepthPruneConfig, DepthPrunePass
 from onnxprune.passes.finetune import FinetuneConfig, FinetunePass
 from onnxprune.passes.lowrank import LowRankConfig, LowRankPass
+from onnxprune.passes.quantize import QuantizeConfig, QuantizePass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
 from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
 
@@ -21,6 +22,7 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     LowRankPass.name: LowRankPass,
     DepthPrunePass.name: DepthPrunePass,
     FinetunePass.name: FinetunePass,
+    QuantizePass.name: QuantizePass,
     CleanupPass.name: CleanupPass,
 }
 
@@ -40,6 +42,8 @@ __all__ = [
     "NMPrunePass",
     "OnnxPrunePass",
     "PassReport",
+    "QuantizeConfig",
+    "QuantizePass",
     "PruneResult",
     "SparseGPTConfig",
     "SparseGPTPass",

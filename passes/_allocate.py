@@ -85,7 +85,7 @@ def allocate(
     groups: Mapping[int, GroupScores],
     ratio: float,
     alloc: Allocation,
-    scope: str = "uniform",
+    scope: str = "layer",
     ratios: Mapping[int, float] | None = None,
 ) -> dict[int, np.ndarray]:
     """Kept units of each group when a fraction ``ratio`` of channels is removed.

@@ -250,13 +250,20 @@ def _table(model: ir.Model, context: PassContext, settings: Settings) -> Table:
 
 
 def sensitivity_curves(context: PassContext, model: ir.Model, kind: str, method: str = "magnitude") -> Curves:
-    """Measured error curves of ``kind``'s units (analysed now, or read from the cache)."""
+    """Measured error curves of ``kind``'s units (analysed now, or read from the cache).
+
+    They are also recorded in ``context.sensitivity`` for the pass's report.
+    """
     from onnxprune.analysis.sensitivity import Settings
 
     _require_data(context, "sensitivity")
     settings = Settings(kinds=(kind,), method=method, batch_size=context.batch_size)
     table = context.analyses.get(_table, model, context, settings, key=("sensitivity", settings))
-    return {u.name: u.curve() for u in table.of_kind(kind)}
+    curves = {u.name: u.curve() for u in table.of_kind(kind)}
+    context.sensitivity.setdefault(kind, {}).update(
+        {name: {"ratios": xs.tolist(), "errors": ys.tolist()} for name, (xs, ys) in curves.items()}
+    )
+    return curves
 
 
 def nm_coverage(

@@ -17,14 +17,12 @@ import onnx_ir as ir
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
-from onnxprune.passes._base import check_choice
 from onnxprune.passes._registry import Registry
 from onnxprune.passes._scores import normalizer
+from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS
 
 __all__ = ["CHANNEL_IMPORTANCES", "ChannelImportance", "group_scores", "importance_requests", "stat_key"]
 
-AGGREGATES = ("sum", "mean", "max")
-NORMALIZERS = ("mean", "max", "sum", "none")
 _WEIGHTS = ("out", "in")
 Stats = Mapping[str, ChannelStats]
 
@@ -168,6 +166,7 @@ CHANNEL_IMPORTANCES.register(
     Activation("density", "activation density (= 1 - APoZ); needs calibration data", "nonzero")
 )
 CHANNEL_IMPORTANCES.register(StructuredWanda())
+CHANNEL_IMPORTANCES.alias("magnitude", "l2")  # the word unstructured pruning uses: a channel's magnitude is its L2
 
 
 def importance_requests(analysis: ChannelAnalysis, uses: Sequence[ParamUse], importance: str) -> list[StatRequest]:
@@ -208,9 +207,9 @@ def group_scores(
     A group with nothing to score by the chosen importance (no BatchNorm for ``bn``, no consumer
     for the activation scores) falls back to L2 magnitude.
     """
-    CHANNEL_IMPORTANCES.check("importance", importance)
-    check_choice("aggregate", aggregate, AGGREGATES)
-    check_choice("normalize", normalize, NORMALIZERS)
+    importance = CHANNEL_IMPORTANCES.canonical("importance", importance)
+    aggregate = AGGREGATES.canonical("aggregate", aggregate)
+    normalize = NORMALIZERS.canonical("normalize", normalize)
     members = _member_scores(analysis, uses, importance, stats)
     fallback = _member_scores(analysis, uses, "l2", None) if importance != "l2" else members
     scores: dict[int, np.ndarray] = {}

@@ -18,7 +18,8 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from onnxprune import _ort
-from onnxprune._fields import check_fields
+from onnxprune._fields import check_choices, check_fields
+from onnxprune._providers import EP_CHOICES
 from onnxprune.analysis.channels import ChannelAnalysis, ParamUse, analyze_channels, mask, record, shrink
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import complete_shapes
@@ -30,21 +31,19 @@ from onnxprune.errors import RecipeError, ValidationError
 from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
 from onnxprune.passes._allocators import ALLOCATORS, AllocUnit, check_allocation, scope_allocation, sensitivity_curves
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
-from onnxprune.passes._importance import (
-    AGGREGATES,
-    CHANNEL_IMPORTANCES,
-    NORMALIZERS,
-    group_scores,
-    importance_requests,
-)
+from onnxprune.passes._hw_plan import hardware_plan
+from onnxprune.passes._importance import CHANNEL_IMPORTANCES, group_scores, importance_requests
 from onnxprune.passes._reconstruct import original_weights, plan_refits, refit
 from onnxprune.passes._restore import restore_outputs
+from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS, SCOPES, choice_field
 from onnxprune.verify import run_model
 
 __all__ = ["ChannelPruneConfig", "ChannelPrunePass", "prune_plan"]
 
 logger = logging.getLogger(__name__)
 _TARGET_TOLERANCE = 0.01
+#: how kept widths are chosen: rounded to ``round_to``, or from a measured latency table
+WIDTHS = ("round", "measured")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,16 +54,27 @@ class ChannelPruneConfig:
         ratio: Fraction of each group's channels removed (``--channels``), in [0, 1).
         target_flops: Instead of ``ratio``: keep this fraction of the MACs (found by search, ±1%).
         target_params: Instead of ``ratio``: keep this fraction of the parameters.
-        importance: ``l1``/``l2`` magnitude, ``bn`` (BatchNorm |γ|), ``act_mean`` (DropNet),
-            ``apoz``/``density`` (activation density), ``wanda`` (‖W_col‖·‖X‖); the last four need
-            calibration data.
-        aggregate: How a group combines its members' scores (sum, mean, max).
-        normalize: Per-group score normalization (mean, max, sum, none); matters for global scope.
-        scope: ``uniform`` (every group loses ``ratio``) or ``global`` (one threshold).
+        importance: How a channel is scored: ``l1``/``l2`` magnitude (``magnitude`` is ``l2``), ``bn``
+            (BatchNorm |γ|), ``act_mean`` (DropNet), ``apoz``/``density`` (activation density), ``wanda``
+            (‖W_col‖·‖X‖); the last four need calibration data.
+        aggregate: How a group combines its members' scores.
+        normalize: Per-group score normalization before the global threshold (``scope: global``).
+        scope: Which scores compete: each group's own (``layer``; old recipes' ``uniform`` still loads)
+            or all groups' at once (``global``, the same as ``allocation: global``).
         allocation: ``uniform``, ``global`` (the same as ``scope: global``) or ``sensitivity``
             (per-group ratios minimizing the summed measured output error, mean ``ratio``
             weighted by channels; needs calibration data).
-        round_to: Kept channel counts are multiples of this (8 suits most hardware).
+        round_to: Kept channel counts are multiples of this (8 suits most hardware); with measured
+            widths, the widths measured are multiples of it.
+        widths: ``round`` (kept counts rounded to ``round_to``) or ``measured``: each group's latency
+            is measured at a handful of widths on ``ep`` (a cached latency table) and the kept widths
+            are those on the fast steps, spending the latency of the ``ratio`` model where it keeps the
+            most importance.
+        target_latency: Instead of ``ratio``: a latency budget in ms (batch of the model's input shapes,
+            ``ep``, the run's threads); measured widths keeping the most importance within it.
+        ep: Execution provider the latency is measured on (``cpu``, ``cuda``, ``tensorrt``).
+        latency_cache: Folder of cached latency tables (default ``$ONNXPRUNE_CACHE``, else
+            ``$XDG_CACHE_HOME/onnxprune``).
         min_channels: Every group keeps at least this many channels.
         max_ratio: Global scope never removes more than this fraction of one group.
         exclude: Globs on producer node names; matching groups are left whole.
@@ -82,10 +92,10 @@ class ChannelPruneConfig:
     ratio: float = 0.5
     target_flops: float | None = None
     target_params: float | None = None
-    importance: str = "l2"
-    aggregate: str = "sum"
-    normalize: str = "mean"
-    scope: str = "uniform"
+    importance: str = choice_field("l2", CHANNEL_IMPORTANCES)
+    aggregate: str = choice_field("sum", AGGREGATES)
+    normalize: str = choice_field("mean", NORMALIZERS)
+    scope: str = choice_field("layer", SCOPES)
     round_to: int = 1
     min_channels: int = 1
     max_ratio: float = 0.9
@@ -97,10 +107,23 @@ class ChannelPruneConfig:
     restore_outputs: bool = False
     verify: bool = False
     verify_tolerance: float = 1e-4
-    allocation: str = "uniform"
+    allocation: str = choice_field("uniform", ALLOCATORS)
+    widths: str = "round"
+    target_latency: float | None = None
+    ep: str = "cpu"
+    latency_cache: str | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_choices(self)
+        check_choice("widths", self.widths, WIDTHS)
+        check_choice("ep", self.ep, EP_CHOICES)
+        if self.target_latency is not None:
+            if self.target_latency <= 0:
+                raise RecipeError(f"target_latency must be > 0 ms, got {self.target_latency}")
+            if self.target_flops is not None or self.target_params is not None:
+                raise RecipeError("give one of target_latency, target_flops and target_params")
+            object.__setattr__(self, "widths", "measured")
         if not 0.0 <= self.ratio < 1.0:
             raise RecipeError(f"channels ratio must be in [0, 1), got {self.ratio}")
         for name in ("target_flops", "target_params"):
@@ -109,16 +132,18 @@ class ChannelPruneConfig:
                 raise RecipeError(f"{name} must be in (0, 1], got {value}")
         if self.target_flops is not None and self.target_params is not None:
             raise RecipeError("give target_flops or target_params, not both")
-        CHANNEL_IMPORTANCES.check("importance", self.importance)
-        check_choice("aggregate", self.aggregate, AGGREGATES)
-        check_choice("normalize", self.normalize, NORMALIZERS)
-        check_choice("scope", self.scope, ("uniform", "global"))
         if self.round_to < 1 or self.min_channels < 0:
             raise RecipeError("round_to must be >= 1 and min_channels >= 0")
         check_allocation(self.allocation, "channels")
         allocation = scope_allocation(self.scope, self.allocation)
         object.__setattr__(self, "allocation", allocation)
-        object.__setattr__(self, "scope", "global" if allocation == "global" else "uniform")
+        object.__setattr__(self, "scope", "global" if allocation == "global" else "layer")
+        if self.widths == "measured" and self.allocation not in ("uniform",):
+            raise RecipeError(
+                f"measured widths choose every group's width: allocation '{self.allocation}' does not combine"
+            )
+        if self.widths == "measured" and (self.target_flops is not None or self.target_params is not None):
+            raise RecipeError("measured widths take ratio or target_latency, not target_flops/target_params")
 
 
 def _excluded(analysis: ChannelAnalysis, gid: int, patterns: tuple[str, ...]) -> bool:
@@ -176,7 +201,7 @@ def prune_plan(
     scope = config.scope
     high = 0.9 if group_ratios else 0.99  # an allocator's ratios stay within the measured grid
     ratio, got = search_ratio(fraction(scope), target, high=high)
-    if abs(got - target) > _TARGET_TOLERANCE and scope == "uniform" and group_ratios is None:
+    if abs(got - target) > _TARGET_TOLERANCE and scope == "layer" and group_ratios is None:
         # uniform steps are coarse on narrow groups; one global threshold moves in single blocks
         ratio_g, got_g = search_ratio(fraction("global"), target)
         if abs(got_g - target) < abs(got - target):
@@ -224,7 +249,10 @@ class ChannelPrunePass(OnnxPrunePass):
             gid: GroupScores(analysis.groups[gid].units, analysis.groups[gid].block, unit_scores[gid]) for gid in chosen
         }
         group_ratios = self._group_ratios(model, analysis, chosen)
-        keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs, group_ratios)
+        if config.widths == "measured":
+            keep, plan_info = hardware_plan(model, analysis, groups, config, shapes, self.context)
+        else:
+            keep, plan_info = prune_plan(model, analysis, groups, config, shapes, inputs, group_ratios)
         keep = {gid: k for gid, k in keep.items() if len(k) < groups[gid].units}
         restored = {name: analysis.positions(value, keep) for name, value in analysis.restored.items()}
         restored = {

@@ -16,7 +16,12 @@ __all__ = ["CleanupConfig", "CleanupPass"]
 
 @dataclasses.dataclass(frozen=True)
 class CleanupConfig:
-    """Which clean-ups to run. Identity elimination is off by default: it renames values."""
+    """Which clean-ups to run. Identity elimination is off by default: it renames values.
+
+    Attributes:
+        remove_unused: Remove dead nodes, unused initializers and unused opset imports.
+        remove_identities: Also remove Identity nodes (renames the values they produced).
+    """
 
     remove_unused: bool = True
     remove_identities: bool = False

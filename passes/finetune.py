@@ -18,13 +18,14 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune import _io, _ort
-from onnxprune._fields import check_at_least, check_fields
+from onnxprune._fields import check_at_least, check_choices, check_fields
 from onnxprune.analysis.weights import find_weights
 from onnxprune.calibration.sources import CalibrationSource, input_specs
 from onnxprune.errors import CalibrationError, OnnxPruneError, RecipeError
 from onnxprune.fidelity import check_labels, class_count
 from onnxprune.passes._base import OnnxPrunePass, PruneResult, check_choice
 from onnxprune.passes._schedules import LR_SCHEDULES
+from onnxprune.passes._vocab import SCOPES, choice_field
 
 __all__ = ["MIN_HOLDOUT", "TRAIN_CHOICES", "FinetuneConfig", "FinetunePass", "require_torch", "split_holdout"]
 
@@ -56,7 +57,11 @@ class FinetuneConfig:
             ``lr_max`` x 10^(-k/2), k = 0..6 (1e-3 down to 1e-6: trained transformers want the low end),
             trains ``probe_steps`` steps (default: a twentieth of the
             run, at least 5) from the same start and the one with the lowest held-out loss is used.
+        lr_max: The largest learning rate the probe tries (and ``lr`` when the probe is off).
+        probe_steps: Steps each learning rate of the probe trains (default: a twentieth of the run, at least 5).
         optimizer: ``adam`` or ``sgd`` (momentum ``momentum``); ``weight_decay`` for both.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty of the optimizer (Adam or SGD).
         schedule: ``constant``, ``cosine``, ``warmup_cosine`` (10% linear warm-up, then cosine), ``slr``
             (warm-up + cosine, restarted every cycle) or ``silo``.
         teacher: Path of the teacher model (default: the pipeline's input model).
@@ -65,6 +70,8 @@ class FinetuneConfig:
         distill: ``mse`` (relative squared error of every float output; per-token outputs [B, S, ...]
             leave out the padding positions of an ``attention_mask`` input) or ``kl`` (on 2-D logits,
             ``temperature``).
+        temperature: Softmax temperature of ``kl`` distillation.
+        distill_weight: Weight of the distillation loss when ``labels`` add cross-entropy.
         features: Intermediate values (same name and shape in both models) also distilled.
         seed: Makes batches, dropout-free training and stochastic pruning deterministic.
         threads: torch and onnxruntime threads.
@@ -73,7 +80,15 @@ class FinetuneConfig:
             ``prune_every`` steps until ``prune_end`` of the run, or with ``cycles`` > 1 iterative
             prune-retrain cycles (IMP, a geometric share per cycle), optionally ``rewind`` to the
             weights at the start; ``drop_out``/``drop_in`` make each pruning step stochastic (Drop Pruning).
-            ``prune_scope``: ``global`` (one magnitude threshold over all tensors) or ``layer``.
+        prune_scope: With ``final_sparsity``: ``global`` (one magnitude threshold over all tensors) or
+            ``layer`` (every tensor at the same sparsity).
+        prune_every: With ``final_sparsity``: steps between two pruning steps of the cubic schedule.
+        prune_end: With ``final_sparsity``: fraction of the run by which the final sparsity is reached.
+        cycles: Prune-retrain cycles (IMP) with ``final_sparsity``.
+        rewind: IMP: reset the surviving weights to the starting values after each prune.
+        drop_out/drop_in: Drop Pruning: at each pruning step, each of the twice-as-many smallest surviving
+            weights is removed with probability ``drop_out``; each pruned weight comes back (at 0) with
+            probability ``drop_in``.
         silo_alpha/silo_beta: SILO's S-curve of the peak learning rate over the pruned fraction.
         holdout: Fraction of the calibration samples held out (at least ``MIN_HOLDOUT``, chosen by
             ``seed``), never trained on: the objective on them is measured before training and every
@@ -109,7 +124,7 @@ class FinetuneConfig:
     rewind: bool = False
     drop_out: float = 0.0
     drop_in: float = 0.0
-    prune_scope: str = "global"
+    prune_scope: str = choice_field("global", SCOPES)
     silo_alpha: float = 0.04
     silo_beta: float = 5.0
     holdout: float = 0.2
@@ -119,6 +134,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_choices(self)
         if self.steps < 1 and self.epochs is None:
             raise RecipeError(f"steps must be >= 1, got {self.steps}")
         if self.epochs is not None and self.epochs <= 0:
@@ -130,7 +146,6 @@ class FinetuneConfig:
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
         check_choice("schedule", self.schedule, LR_SCHEDULES)
         check_choice("distill", self.distill, ("mse", "kl"))
-        check_choice("prune_scope", self.prune_scope, ("global", "layer"))
         if self.final_sparsity is not None and not 0 <= self.final_sparsity < 1:
             raise RecipeError(f"final_sparsity must be in [0, 1), got {self.final_sparsity}")
         if self.cycles < 1 or self.prune_every < 1 or not 0 < self.prune_end <= 1:

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune._fields import check_fields
+from onnxprune._fields import check_choices, check_fields
 from onnxprune.analysis.weights import Weight, drop_pages, read_weight, write_weight
 from onnxprune.calibration.collect import StatRequest
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
-from onnxprune.passes._allocators import check_allocation, weight_ratios
+from onnxprune.passes._allocators import ALLOCATORS, check_allocation, weight_ratios
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes._gram import (
     delta_times,
@@ -35,6 +35,7 @@ from onnxprune.passes._gram import (
 from onnxprune.passes._linalg import output_error, quadratic_form, relative_error, upper_cholesky_of_inverse
 from onnxprune.passes._select import nm_mask, row_chunks
 from onnxprune.passes._steps import each_weight
+from onnxprune.passes._vocab import choice_field
 from onnxprune.passes.sparsify import _entry, _Selection, check_nm, finish, nm_by_sensitivity, select_weights
 
 __all__ = ["SparseGPTConfig", "SparseGPTPass", "output_error", "sparsegpt_prune"]
@@ -70,10 +71,11 @@ class SparseGPTConfig(_Selection):
     blocksize: int = 128
     percdamp: float = 0.01
     error_correction: bool = True
-    allocation: str = "uniform"
+    allocation: str = choice_field("uniform", ALLOCATORS)
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_choices(self)
         check_allocation(self.allocation, "unstructured")
         if self.m > 0 and self.allocation not in ("uniform", "sensitivity"):
             raise RecipeError(

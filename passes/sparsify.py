@@ -10,15 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune._fields import check_fields
+from onnxprune._fields import check_choices, check_fields
 from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
-from onnxprune.passes._allocators import check_allocation, nm_coverage, scope_allocation, weight_ratios
-from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice, matches
+from onnxprune.passes._allocators import ALLOCATORS, check_allocation, nm_coverage, scope_allocation, weight_ratios
+from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, matches
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES, normalizer, score, to_rows
 from onnxprune.passes._select import nm_mask, prune_lowest, row_chunks, row_mask
 from onnxprune.passes._steps import each_weight
+from onnxprune.passes._vocab import NORMALIZERS, SCOPES, choice_field
 
 __all__ = [
     "NMPruneConfig",
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_NORMALIZE = ("none", "mean", "l2", "max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +50,11 @@ class UnstructuredPruneConfig(_Selection):
 
     Attributes:
         sparsity: Fraction of weights set to zero, in [0, 1).
-        importance: ``magnitude`` (|W|) or ``wanda`` (|W|·‖X_in‖, needs calibration data).
-        scope: ``layer`` (the same sparsity in every tensor; Wanda selects per output row) or
-            ``global`` (one threshold over all tensors; the same as ``allocation: global``).
-        normalize: With global scope, divide each tensor's scores by their mean, L2 norm or max.
+        importance: How a weight is scored: ``magnitude`` (|W|) or ``wanda`` (|W|·‖X_in‖, needs
+            calibration data).
+        scope: Which scores compete: each tensor's own (``layer``; Wanda: each output row's) or all
+            tensors' at once (``global``, the same as ``allocation: global``).
+        normalize: Per-tensor score normalization before the global threshold (``scope: global``).
         allocation: How the sparsity is spread over the tensors (mean weighted by size):
             ``uniform``, ``global``, ``sensitivity`` (measured output error) or ``owl``
             (outlier-weighed); the last two need calibration data.
@@ -62,18 +63,17 @@ class UnstructuredPruneConfig(_Selection):
     """
 
     sparsity: float = 0.5
-    importance: str = "magnitude"
-    scope: str = "layer"
-    normalize: str = "none"
-    allocation: str = "uniform"
+    importance: str = choice_field("magnitude", WEIGHT_IMPORTANCES)
+    scope: str = choice_field("layer", SCOPES)
+    normalize: str = choice_field("none", NORMALIZERS)
+    allocation: str = choice_field("uniform", ALLOCATORS)
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_choices(self)
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
         check_score_importance(self.importance)
-        check_choice("scope", self.scope, ("layer", "global"))
-        check_choice("normalize", self.normalize, _NORMALIZE)
         check_allocation(self.allocation, "unstructured")
         allocation = scope_allocation(self.scope, self.allocation)
         object.__setattr__(self, "allocation", allocation)
@@ -86,16 +86,28 @@ class NMPruneConfig(_Selection):
 
     With ``allocation: sensitivity``, only the least sensitive weights are pruned N:M, as many as the
     mean ``sparsity`` needs (default: all of them); the others stay dense (needs calibration data).
+
+    Attributes:
+        n: Weights kept in every group of ``m`` (``--pattern N:M``).
+        m: Size of the groups of consecutive weights along the input axis.
+        importance: How a weight is scored: ``magnitude`` (|W|) or ``wanda`` (|W|·‖X_in‖, needs
+            calibration data).
+        allocation: ``uniform`` (every weight N:M) or ``sensitivity`` (the most sensitive weights stay
+            dense; needs calibration data).
+        sparsity: With ``allocation: sensitivity``, the mean sparsity N:M must reach (default: 1 - n/m).
+        include/exclude: Node- or tensor-name globs.
+        keep_first/keep_last: Leave the first/last prunable layer dense.
     """
 
     n: int = 2
     m: int = 4
-    importance: str = "magnitude"
-    allocation: str = "uniform"
+    importance: str = choice_field("magnitude", WEIGHT_IMPORTANCES)
+    allocation: str = choice_field("uniform", ALLOCATORS)
     sparsity: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_choices(self)
         if not 1 <= self.n <= self.m:
             raise RecipeError(f"N:M pattern needs 1 <= N <= M (0:M would zero every weight), got {self.n}:{self.m}")
         check_score_importance(self.importance)

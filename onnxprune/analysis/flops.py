@@ -66,23 +66,41 @@ class ModelCounts:
 
 
 def count_params(model: ir.Model) -> tuple[int, int]:
-    """Return (parameters, nonzero parameters) over all float initializers and Constant tensors."""
+    """Return (parameters, nonzero parameters) over all float initializers and Constant tensors.
+
+    In a quantized (QDQ) model the integer tensors a DequantizeLinear reads are parameters too
+    (nonzero: not 0, the zero point of symmetric weights); their scales and zero points are not.
+    """
     total = nonzero = 0
-    for tensor in _constant_tensors(model):
-        if not tensor.dtype.is_floating_point():
+    quantized, quant_params = _quantization_roles(model)
+    for value, tensor in _constant_tensors(model):
+        if id(value) in quant_params or not (tensor.dtype.is_floating_point() or id(value) in quantized):
             continue
         total += tensor.size
         nonzero += _nonzero(tensor)
     return total, nonzero
 
 
-def _constant_tensors(model: ir.Model) -> list[ir.TensorProtocol]:
+def _quantization_roles(model: ir.Model) -> tuple[set[int], set[int]]:
+    """Ids of the values DequantizeLinear dequantizes, and of the scales/zero points of Q/DQ nodes."""
+    data, params = set(), set()
+    for graph in model.graphs():
+        for node in graph:
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            if node.op_type == "DequantizeLinear" and node.inputs and node.inputs[0] is not None:
+                data.add(id(node.inputs[0]))
+            params.update(id(v) for v in node.inputs[1:] if v is not None)
+    return data, params
+
+
+def _constant_tensors(model: ir.Model) -> list[tuple[ir.Value, ir.TensorProtocol]]:
     tensors = []
     for graph in model.graphs():
-        tensors.extend(v.const_value for v in graph.initializers.values() if v.const_value is not None)
+        tensors.extend((v, v.const_value) for v in graph.initializers.values() if v.const_value is not None)
         for node in graph:
             if node.op_type == "Constant" and "value" in node.attributes:
-                tensors.append(node.attributes["value"].as_tensor())
+                tensors.append((node.outputs[0], node.attributes["value"].as_tensor()))
     return tensors
 
 
@@ -93,6 +111,9 @@ def _nonzero(tensor: ir.TensorProtocol, chunk: int = 1 << 24) -> int:
 
 def _density(node: ir.Node, index: int) -> float:
     value = node.inputs[index] if index < len(node.inputs) else None
+    producer = value.producer() if value is not None else None
+    if producer is not None and producer.op_type == "DequantizeLinear" and producer.inputs:
+        value = producer.inputs[0]  # a quantized weight: symmetric, 0 where the float weight is 0
     tensor = constant_behind(value) if value is not None else None
     if tensor is None or tensor.size == 0:
         return 1.0

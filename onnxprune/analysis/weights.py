@@ -144,7 +144,7 @@ def _role(node: ir.Node, index: int, rank: int) -> tuple[str, int, int, int, int
     if op in ("LSTM", "GRU", "RNN"):
         return f"recurrent weight of {op} (recurrent layers are left dense)"
     if op in ("DequantizeLinear", "QuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
-        return f"feeds {op}: quantized weights are left alone"
+        return f"feeds {op}: quantized weights are left alone (prune the float model, then quantize)"
     if index == -1:
         return "aliased to a graph output"
     return f"used as an input of {op}"

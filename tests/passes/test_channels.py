@@ -130,7 +130,7 @@ def test_reconstruction_skips_random_data() -> None:
     [
         {"ratio": 1.0},
         {"importance": "taylor"},
-        {"scope": "layer"},
+        {"scope": "row"},
         {"target_flops": 0.0},
         {"target_flops": 0.5, "target_params": 0.5},
     ],

@@ -18,6 +18,7 @@ from onnxprune.analysis.sensitivity._suffix import Frontier, GraphCut, Measure, 
 from onnxprune.analysis.sensitivity._table import Point, Table, Unit, digest
 from onnxprune.analysis.sensitivity._units import UnitSpec, channel_units, lowrank_units, requests_for, weight_units
 from onnxprune.calibration.collect import collect_stats
+from onnxprune.calibration.readers import CalibrationDataReader, as_source
 from onnxprune.calibration.sources import CalibrationSource
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.report import write_json
@@ -165,9 +166,9 @@ def _measure(
 
 def analyze(
     model: ir.Model,
-    calibration: CalibrationSource,
+    calibration: CalibrationSource | CalibrationDataReader,
     *,
-    data: CalibrationSource | None = None,
+    data: CalibrationSource | CalibrationDataReader | None = None,
     settings: Settings = Settings(),
     threads: int | None = None,
     cache: Path | None = None,
@@ -181,12 +182,15 @@ def analyze(
     argmax agreement with the dense model (on ``data`` if given, else on the calibration samples).
     With ``cache`` (a folder) each kind's table measured before for the same model content,
     calibration samples and settings is read back instead of measured again -- if it was judged on
-    the same ``data``, or on any with ``any_data`` (the errors do not depend on it).
+    the same ``data``, or on any with ``any_data`` (the errors do not depend on it). Both data sets
+    may also be onnxruntime ``CalibrationDataReader`` objects.
 
     Raises:
         CalibrationError: labels in ``data`` that do not fit the model's classifier output.
     """
     start = time.perf_counter()
+    calibration = as_source(calibration, model)
+    data = None if data is None else as_source(data, model)
     sets = [Samples.read(calibration, settings.batch_size)]
     if data is not None:
         sets.append(Samples.read(data, settings.batch_size, _labels(data)))

@@ -99,11 +99,14 @@ class Table:
 
 
 def cache_dir(given: str | os.PathLike | None = None) -> Path:
-    """Where tables are cached: ``given``, else ``$ONNXPRUNE_CACHE``, else ``~/.cache/onnxprune``."""
+    """Where tables are cached: ``given``, $ONNXPRUNE_CACHE, ``$XDG_CACHE_HOME/onnxprune``, ``~/.cache/onnxprune``."""
     if given is not None:
         return Path(given)
     env = os.environ.get("ONNXPRUNE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "onnxprune"
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "onnxprune"
 
 
 def digest(parts: Iterable[bytes | str]) -> str:
