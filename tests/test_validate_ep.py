@@ -146,8 +146,8 @@ def test_tensorrt_path_reports_sparse_kernels(tmp_path: Path, sparse24: Path, mo
     def canned_probe(model: object, target: ExecutionTarget, feed: object, what: str, threads: object = None) -> str:
         return TRT_LOG.format(eligible=node, picked=node)
 
-    monkeypatch.setattr("onnxprune.cli.resolve_ep", resolve)
-    monkeypatch.setattr("onnxprune.cli.probe", canned_probe)
+    monkeypatch.setattr("onnxprune._cli_validate.resolve_ep", resolve)
+    monkeypatch.setattr("onnxprune._cli_validate.probe", canned_probe)
     monkeypatch.setattr(_providers, "check_session", lambda *a: None)
     report = tmp_path / "r.json"
     result = CliRunner().invoke(
