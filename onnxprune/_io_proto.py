@@ -22,6 +22,7 @@ __all__ = [
     "GraphCut",
     "by_reference",
     "check_model",
+    "converted_opset",
     "cut_to_outputs",
     "inferred_shapes",
     "inline_bytes",
@@ -50,6 +51,13 @@ def inlined(model: ir.Model) -> Iterator[None]:
     finally:
         for value, tensor in swapped:
             value.const_value = tensor
+
+
+def converted_opset(model: ir.Model, version: int) -> ir.Model:
+    """``model`` (weights inline) converted to default-domain opset ``version`` by onnx's version converter."""
+    from onnx import version_converter
+
+    return ir.serde.deserialize_model(version_converter.convert_version(ir.serde.serialize_model(model), version))
 
 
 def inline_bytes(model: ir.Model) -> bytes:

@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 
-from onnxprune import _io, _ort, _scratch
+from onnxprune import _io, _io_proto, _ort, _scratch
 from onnxprune._fields import check_fields
 from onnxprune.analysis.weights import find_weights, read_weight
 from onnxprune.errors import CalibrationError, UnsupportedModelError, ValidationError
@@ -91,6 +92,43 @@ def _excluded(model: ir.Model, patterns: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns))
 
 
+#: The first default-domain opset whose DequantizeLinear takes ``axis`` (per-channel scales).
+PER_CHANNEL_OPSET = 13
+
+
+def ready_for_qdq(model: ir.Model, per_channel: bool) -> str | None:
+    """Prepare ``model`` in place for onnxruntime's quantizer; what was done (``None``: nothing).
+
+    Weights held by Constant nodes (older exporters, PaddlePaddle) become initializers, so that the
+    quantizer sees them as weights; per-channel scales need opset 13 (DequantizeLinear's ``axis``),
+    so an older model is converted by onnx's version converter.
+
+    Raises:
+        UnsupportedModelError: the conversion failed, or the model has external data (convert it
+            first, or quantize per tensor).
+    """
+    done = []
+    if common_passes.LiftConstantsToInitializersPass(size_limit=16)(model).modified:
+        done.append("Constant weights lifted to initializers")
+    opset = model.opset_imports.get("", PER_CHANNEL_OPSET)
+    if per_channel and opset < PER_CHANNEL_OPSET:
+        if _ort.needs_file(model):
+            raise UnsupportedModelError(
+                f"per-channel INT8 needs opset {PER_CHANNEL_OPSET} and the model is opset {opset} with external "
+                "data: convert it first, or quantize --per-tensor"
+            )
+        try:
+            new = _io_proto.converted_opset(model, PER_CHANNEL_OPSET)
+        except Exception as e:  # the converter lacks adapters for some ops
+            raise UnsupportedModelError(
+                f"per-channel INT8 needs opset {PER_CHANNEL_OPSET}; converting the model from opset {opset} failed "
+                f"({type(e).__name__}): quantize --per-tensor"
+            ) from e
+        _replace_contents(model, new)  # the graph holds the opset imports
+        done.append(f"opset {opset} converted to {PER_CHANNEL_OPSET} for per-channel scales")
+    return "; ".join(done) or None
+
+
 def _replace_contents(model: ir.Model, new: ir.Model) -> None:
     """Make ``model`` (the same object) hold ``new``'s graph and functions."""
     model.graph = new.graph
@@ -115,6 +153,9 @@ class QuantizePass(OnnxPrunePass):
                 "quantize needs real calibration data (--calib PATH): activation ranges fitted to random "
                 "inputs clip real ones"
             )
+        prepared = ready_for_qdq(model, self.config.per_channel)
+        if prepared:
+            logger.info("quantize: %s", prepared)
         float_weights = {w.name: w for w in find_weights(model)}
         zeros = _float_zeros(model)
         self.context.float_model = model.clone()
@@ -168,6 +209,7 @@ class QuantizePass(OnnxPrunePass):
             "qdq_nodes": len(quantized_nodes(model)),
             "per_channel": self.config.per_channel,
             "preprocess": reason or "ok",
+            "prepared": prepared or "nothing to do",
             "zeros_kept": kept,
             "calibration_samples": source.num_samples,
         }

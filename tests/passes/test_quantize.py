@@ -213,3 +213,32 @@ def test_recipe_prune_then_quantize_compares_with_original_and_pruned(tmp_path: 
     assert pruned["validation"]["outputs"][0]["mean_cosine"] >= result.report["validation"]["outputs"][0]["mean_cosine"]
     written = to_ir(onnx.load(out))
     assert quantized_weights(written) and result.after.params == result.before.params
+
+
+def _as_opset12_with_constant_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` as older exporters (PaddlePaddle's PP-OCR) write it: opset 12, weights in Constant nodes."""
+    constants = [
+        onnx.helper.make_node("Constant", [], [init.name], name=f"const_{init.name}", value=init)
+        for init in proto.graph.initializer
+    ]
+    nodes = [*constants, *proto.graph.node]
+    del proto.graph.initializer[:]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    proto.opset_import[0].version = 12
+    return proto
+
+
+def test_opset12_model_with_constant_weights_is_quantized_per_channel() -> None:
+    """Constant-node weights are lifted (so they are quantized) and opset 12 goes to 13 (per-channel axis)."""
+    model = to_ir(_as_opset12_with_constant_weights(models.conv_model()))
+    float_model = model.clone()
+    report = _quantize(model, _context(model), per_channel=True)
+    assert model.opset_imports[""] == 13
+    assert "lifted" in report["summary"]["prepared"] and "opset 12 converted to 13" in report["summary"]["prepared"]
+    assert len(quantized_weights(model)) == report["summary"]["quantized_weights"] >= 2
+    onnx.checker.check_model(ir.to_proto(model))
+    feeds = _feeds(model)
+    expected, got = ort_run(float_model, feeds), ort_run(model, feeds)
+    for name in expected:
+        assert _rel_error(expected[name], got[name]) < 0.05, name
