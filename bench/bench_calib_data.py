@@ -27,7 +27,6 @@ from _real_sentences import CALIBRATION
 from onnxprune.calibration import ImagePreprocess, InputSpec, TextSpec, open_images, open_text
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = Path("/work/main/bench/_models/real")
 IMAGES, TEXT_LINES, SEED = 256, 10_000, 0
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -42,14 +41,16 @@ def _tokenizer() -> Path:
 
 def text_rows(folder: Path) -> list[dict]:
     import onnx_ir as ir
+    from _real_models import prepare_minilm
 
-    model = ir.load(REAL / "minilm_ts.onnx")
+    real = prepare_minilm(dynamo=False)
+    model = ir.load(real.model)
     spec = TextSpec(str(_tokenizer()))
     sentences = folder / "calib64.txt"
     sentences.write_text("\n".join(CALIBRATION), encoding="utf-8")
     source = open_text(sentences, model, spec)
     (batch,) = list(source.batches(64))
-    stored = np.load(REAL / "minilm_calib64.npz")
+    stored = np.load(real.calib)
     same = {name: bool(np.array_equal(batch[name], stored[name])) for name in INPUTS}
     many = folder / "many.txt"
     many.write_text("\n".join(CALIBRATION[i % len(CALIBRATION)] for i in range(TEXT_LINES)), encoding="utf-8")

@@ -34,7 +34,6 @@ from onnxprune.context import PassContext
 from onnxprune.passes import DepthPruneConfig, DepthPrunePass
 from onnxprune.verify import run_model, validate
 
-REAL = Path("/work/main/bench/_models/real")
 RESULTS = ROOT / "bench" / "results"
 THREADS = 1
 LATENCY_RUNS = 200
@@ -82,7 +81,10 @@ def _row(reference: Any, candidate: Any, data: str, **fields: Any) -> dict[str, 
 
 def minilm() -> list[dict[str, Any]]:
     """The MiniLM rows: dense, then each criterion x unit x count."""
-    path, calib, data = REAL / "minilm_ts.onnx", str(REAL / "minilm_calib64.npz"), str(REAL / "minilm_eval.npz")
+    from _real_models import prepare_minilm
+
+    real = prepare_minilm(dynamo=False)
+    path, calib, data = real.model, str(real.calib), str(real.data)
     reference = _io.load(path)
     rows = [_row(reference, _io.load(path), data, model="minilm", criterion="-", unit="-", dropped=[])]
     for criterion in ("output_error", "angular"):

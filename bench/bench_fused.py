@@ -29,10 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, environment, rel, setup_logging, write_json
+from _real_models import REAL, prepare_minilm
 
-REAL = ROOT / "bench" / "_models" / "real"
-if not REAL.is_dir():  # a worktree: the models live in the main checkout (gitignored)
-    REAL = Path("/work/main/bench/_models/real")
 HEADS, HIDDEN, RATIO = 12, 384, 0.3
 _SUMMARY = ("pruned_groups", "channels_removed", "refitted", "refit_error_before", "refit_error_after")
 
@@ -49,6 +47,7 @@ def _optimize(source: Path, target: Path) -> Path:
 def _models(folder: Path) -> dict[str, Path]:
     from _real_minilm import export
 
+    prepare_minilm(dynamo=False)  # the TorchScript export and its calibration/evaluation sentences
     eager = folder / "minilm_eager.onnx"
     export(eager, dynamo=False, attention="eager")
     return {
