@@ -6,8 +6,10 @@ from typing import Any
 
 import click
 
+from onnxprune._assign import parse_assignments
 from onnxprune._cli_base import Job, absolute, cli, described_by, emit, handle_errors, job_options
 from onnxprune.errors import CalibrationError
+from onnxprune.passes._sparse_methods import SPARSE_METHODS
 from onnxprune.passes.depth import CRITERIA, UNITS, DepthPruneConfig
 from onnxprune.passes.finetune import FinetuneConfig
 from onnxprune.passes.lowrank import RANK_ALLOCATIONS, LowRankConfig
@@ -169,6 +171,20 @@ def depth(
 @click.option(
     "--train", "train_which", type=click.Choice(["all", "weights", "norms+bias"]), default="all", show_default=True
 )
+@click.option(
+    "--method",
+    type=click.Choice(SPARSE_METHODS.names()),
+    default="none",
+    show_default=True,
+    help="Sparse-training method run inside the loop (see `onnxprune passes finetune`).",
+)
+@click.option(
+    "--method-option",
+    "method_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of --method (repeatable), e.g. --method-option drop_fraction=0.3.",
+)
 @job_options
 @click.pass_context
 @handle_errors
@@ -197,6 +213,8 @@ def finetune(
     eval_every: int | None,
     patience: int,
     train_which: str,
+    method: str,
+    method_option: tuple[str, ...],
     job: Job,
 ) -> None:
     """Fine-tune MODEL by distillation from TEACHER on the calibration data and write OUTPUT (same graph)."""
@@ -226,5 +244,7 @@ def finetune(
         "eval_every": eval_every,
         "patience": patience or None,
         "train": train_which,
+        "method": method,
+        "method_options": parse_assignments(method_option, "--method-option"),
     }
     emit(ctx, job, model, output, PassSpec("finetune", config))

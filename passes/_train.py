@@ -16,6 +16,7 @@ import torch
 
 from onnxprune.calibration.collect import TOKEN_MASK
 from onnxprune.passes._schedules import cubic_sparsity, cycle_of, learning_rate
+from onnxprune.passes._sparse_methods import MethodRun, StepState
 from onnxprune.torchview import TorchView
 
 __all__ = [
@@ -269,6 +270,7 @@ def train(
     heldout: TrainData | None = None,
     features: Sequence[str] = (),
     on_step: StepFn | None = None,
+    method: MethodRun | None = None,
 ) -> dict[str, Any]:
     """Train ``view`` in place; return the loss history, the held-out curve and the sparsity reached.
 
@@ -278,7 +280,8 @@ def train(
     Only evaluations after the last scheduled pruning step compete. Training stops early after
     ``patience`` evaluations without improvement, and at the first NaN/inf loss (``diverged_at``: the
     steps done then; the kept weights are restored when there are any, else the caller must refuse
-    the weights, see :func:`all_finite`).
+    the weights, see :func:`all_finite`). ``method`` (a sparse-training method's run) gets its hooks
+    called at every step and may stop the run early.
     """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -287,7 +290,8 @@ def train(
     optimizer = _optimizer(settings, list(trainable.values()))
     start_values = {name: p.detach().clone() for name, p in masks.params.items()} if settings.rewind else {}
     initial = masks.sparsity
-    eligible_from = pruning_done_at(settings, initial)
+    method = method or MethodRun()
+    eligible_from = max(pruning_done_at(settings, initial), min(method.settled_at(settings.steps), settings.steps))
     best = _Best({**masks.params, **trainable}, masks)  # pruning also changes frozen weights
     curve: list[dict[str, float | None]] = []
     stale = 0
@@ -335,14 +339,18 @@ def train(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
+        state = StepState(step, settings.steps, lr, masks, view, generator, settings)
+        method.before_step(state)
         loss = _loss(view, data, index, settings, features)
         if not torch.isfinite(loss.detach()):
             diverged = step  # the weights after this many steps give NaN/inf: stop, never step on them
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        method.after_backward(state)
         optimizer.step()
         masks.apply()
+        method.after_step(state)
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step + 1, settings.steps, losses[-1])
@@ -350,6 +358,10 @@ def train(
         if heldout is not None and (done % settings.eval_every == 0 or done == settings.steps):
             if not evaluate(done):
                 break
+        if method.stop:
+            if heldout is not None and done % settings.eval_every and done != settings.steps:
+                evaluate(done)
+            break
     if heldout is not None and best.step >= 0 and (diverged is not None or best.step != curve[-1]["step"]):
         best.restore()
     return {
@@ -360,6 +372,7 @@ def train(
         "curve": curve,
         "kept_step": best.step if heldout is not None else len(losses),
         "heldout_best": best.loss if best.step >= 0 else None,
+        "method": method.summary(),
     }
 
 

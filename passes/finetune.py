@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from onnxprune.errors import CalibrationError, OnnxPruneError, RecipeError
 from onnxprune.fidelity import check_labels, class_count
 from onnxprune.passes._base import OnnxPrunePass, PruneResult, check_choice
 from onnxprune.passes._schedules import LR_SCHEDULES
+from onnxprune.passes._sparse_methods import SPARSE_METHODS, method_options
 from onnxprune.passes._vocab import SCOPES, choice_field
 
 __all__ = ["MIN_HOLDOUT", "TRAIN_CHOICES", "FinetuneConfig", "FinetunePass", "require_torch", "split_holdout"]
@@ -97,6 +99,9 @@ class FinetuneConfig:
         eval_every: Steps between held-out evaluations (default: a twentieth of the run).
         patience: Stop after this many evaluations without a held-out improvement (``None``: never).
         train: Which float tensors train: ``all``, ``weights`` (rank >= 2) or ``norms+bias`` (rank <= 1).
+        method: A sparse-training method run inside the loop (``onnxprune passes finetune`` lists
+            them): it may prune, regrow or learn the masks of the Conv/Gemm/MatMul weights.
+        method_options: The method's options by name (``--method-option KEY=VALUE``).
     """
 
     steps: int = 200
@@ -131,10 +136,13 @@ class FinetuneConfig:
     eval_every: int | None = None
     patience: int | None = 5
     train: str = "all"
+    method: str = choice_field("none", SPARSE_METHODS)
+    method_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_choices(self)
+        method_options(self.method, self.method_options)
         if self.steps < 1 and self.epochs is None:
             raise RecipeError(f"steps must be >= 1, got {self.steps}")
         if self.epochs is not None and self.epochs <= 0:
@@ -303,12 +311,18 @@ class FinetunePass(OnnxPrunePass):
                     view, data, heldout, settings, masks, candidates, probe_steps, features=config.features
                 )
                 settings = dataclasses.replace(settings, lr=lr)
+            run = SPARSE_METHODS[config.method].start(
+                method_options(config.method, config.method_options), settings, masks, view
+            )
             progress = self.context.train_progress
-            history = train(view, data, settings, masks, heldout=heldout, features=config.features, on_step=progress)
+            history = train(
+                view, data, settings, masks, heldout=heldout, features=config.features, on_step=progress, method=run
+            )
             _refuse_divergence(history, settings.lr, finite=all_finite(view))
         finally:
             torch.set_num_threads(old_threads)
-        written = write_back(view, model, names if config.final_sparsity is None else [*names, *prunable])
+        masks_change = config.final_sparsity is not None or config.method != "none"
+        written = write_back(view, model, [*names, *prunable] if masks_change else names)
         losses = history["losses"]
         report.changed = [{"tensor": name} for name in written]
         report.summary = {
@@ -323,7 +337,10 @@ class FinetunePass(OnnxPrunePass):
             "sparsity_after": history["sparsity"],
             "tensors_written": len(written),
             "random_inputs": bool(getattr(source, "random", False)),
+            "method": config.method,
         }
+        if history["method"]:
+            report.details["method"] = history["method"]
         if heldout is not None:
             curve = history["curve"]
             report.summary.update(

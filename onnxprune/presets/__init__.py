@@ -1,0 +1,8 @@
+"""Seed methods as named presets (``onnxprune presets``, ``--preset NAME``, ``preset:`` in recipes).
+
+Each family module registers its presets in :data:`PRESETS` when imported below.
+"""
+
+from onnxprune.presets._preset import NEEDS, PRESETS, Preset
+
+__all__ = ["NEEDS", "PRESETS", "Preset"]
