@@ -41,6 +41,7 @@ class Case:
     model: str
     label: str
     prune: str = ""
+    quantize: str = ""
 
     @property
     def slug(self) -> str:
@@ -54,6 +55,8 @@ CASES = (
     Case("mnist_cnn", "channels 30% + INT8", "--channels 0.3"),
     Case("ocr_rec", "INT8 only"),
     Case("ocr_rec", "channels 25% + INT8", "--channels 0.25"),
+    Case("ocr_rec", "INT8 only, percentile ranges", quantize="--calibrate-method percentile"),
+    Case("ocr_rec", "channels 10% + INT8, percentile", "--channels 0.1", "--calibrate-method percentile"),
 )
 
 
@@ -89,6 +92,7 @@ def run_case(case: Case, threads: int) -> dict[str, Any]:
         "-o",
         rel(int8),
         *common,
+        *shlex.split(case.quantize),
         "--data",
         rel(real.data),
         *reference,

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import tempfile
 from pathlib import Path
 
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
@@ -52,12 +53,19 @@ def preprocess(source: Path, target: Path, *, external_data: bool) -> str | None
 
     Returns ``None`` on success, else the reason it failed (``target`` then does not exist and the
     caller quantizes ``source`` as it is). Its own printing is captured and logged at debug level.
+    It runs in a temporary working folder: onnxruntime's symbolic shape inference, when it fails,
+    saves its partial model (``sym_shape_infer_temp.onnx`` and a data file) into the working folder.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     captured = io.StringIO()
+    source, target = source.resolve(), target.resolve()
     try:
-        with contextlib.redirect_stdout(captured):
+        with (
+            tempfile.TemporaryDirectory(prefix="onnxprune-preprocess.") as cwd,
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(captured),
+        ):
             quant_pre_process(
                 str(source),
                 str(target),

@@ -170,6 +170,25 @@ def test_failed_preprocessing_falls_back_with_the_reason(monkeypatch: pytest.Mon
     assert _rel_error(ort_run(float_model, feeds)["y"], ort_run(model, feeds)["y"]) < 0.05
 
 
+def test_failed_preprocessing_leaves_nothing_in_the_working_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """onnxruntime's symbolic shape inference saves its partial model into the working folder when it fails."""
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    def fails_like_ort(*_args: object, **_kwargs: object) -> None:
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"partial")
+        Path("0a1b-2c3d.data").write_bytes(b"weights")
+        raise RuntimeError("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", fails_like_ort)
+    monkeypatch.chdir(tmp_path)
+    model = to_ir(models.mlp_model())
+    report = _quantize(model, _context(model))
+    assert report["summary"]["preprocess"] == "RuntimeError: Incomplete symbolic shape inference"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_excluded_nodes_stay_float() -> None:
     model = to_ir(models.conv_model())
     report = _quantize(model, _context(model), exclude=("fc",))
