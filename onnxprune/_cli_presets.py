@@ -19,6 +19,7 @@ from rich.text import Text
 
 from onnxprune._assign import parse_assignments
 from onnxprune._cli_base import Job, absolute, cli, handle_errors, job_options, out
+from onnxprune.errors import RecipeError
 from onnxprune.passes import PASSES
 from onnxprune.presets import PRESETS, apply_overrides, find_preset
 from onnxprune.recipe import PassSpec, Recipe
@@ -79,7 +80,7 @@ def preset_passes(
     allowed = {*FLAG_FIELDS, *_PRESET_OPTIONS, *_job_option_names()}
     refused = [n for n in _given(ctx) if n not in allowed]
     if refused:
-        raise click.UsageError(
+        raise RecipeError(
             f"{_flag(refused[0])} does not combine with --preset; set the preset's fields with --set PASS.FIELD=VALUE"
             f" (see 'onnxprune presets {name}')"
         )
@@ -92,13 +93,13 @@ def preset_passes(
         if ctx.get_parameter_source(field) == ParameterSource.COMMANDLINE:
             owners = [n for n in names if n in PASSES and field in PASSES[n].config_class.__dataclass_fields__]
             if not owners:
-                raise click.UsageError(f"{_flag(field)}: no pass of preset '{preset.name}' selects weights")
+                raise RecipeError(f"{_flag(field)}: no pass of preset '{preset.name}' selects weights")
             for entry in passes:
                 if entry["name"] in owners:
                     entry["config"][field] = job.selection[field]
     if labels is not None:
         if "finetune" not in names:
-            raise click.UsageError(f"--labels: preset '{preset.name}' does not fine-tune (labels feed finetune passes)")
+            raise RecipeError(f"--labels: preset '{preset.name}' does not fine-tune (labels feed finetune passes)")
         for entry in passes:
             if entry["name"] == "finetune":
                 entry["config"]["labels"] = absolute(labels)
@@ -110,7 +111,7 @@ def _set_flag(preset: str, passes: list[dict[str, Any]], flag: str, value: Any) 
     target = _target(passes, flag)
     if target is None:
         fields = ", ".join(f"{p}.{f}" for p, f in FLAG_FIELDS[flag])
-        raise click.UsageError(
+        raise RecipeError(
             f"{_flag(flag)}: preset '{preset}' has none of {fields}; use --set PASS.FIELD=VALUE"
             f" (see 'onnxprune presets {preset}')"
         )

@@ -426,10 +426,14 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     reference = _io.load(recipe.model)
     output = Path(recipe.output)
     require_finite_weights(model, recipe.model)
+    preset = None if recipe.preset is None else find_preset(recipe.preset)
+    calibrated = recipe.calibration.path is not None
+    if preset is not None:
+        check_needs(preset, calibration=calibrated, labels=None)
     source = _open(recipe, model, recipe.calibration.path, progress("reading calibration data"))
-    if recipe.preset is not None:
+    if preset is not None:
         labelled = getattr(source, "labels", None) is not None or any(s.config.get("labels") for s in recipe.passes)
-        check_needs(find_preset(recipe.preset), calibration=recipe.calibration.path is not None, labels=labelled)
+        check_needs(preset, calibration=calibrated, labels=labelled)
     smoke_test(reference, source, origin=recipe.model, threads=recipe.threads)
     data = source
     if recipe.validation_data:

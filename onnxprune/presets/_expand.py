@@ -91,21 +91,21 @@ def has_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def check_needs(preset: Preset, *, calibration: bool, labels: bool) -> None:
-    """Refuse to run ``preset`` without what it needs (one line each): calibration data, labels, torch.
+def check_needs(preset: Preset, *, calibration: bool, labels: bool | None) -> None:
+    """Refuse to run ``preset`` without what it needs (one line each): calibration data, torch, labels.
 
     ``calibration``: whether calibration data was given; ``labels``: whether labels were (a finetune
-    pass's ``labels`` file or labels stored in the calibration data).
+    pass's ``labels`` file or labels stored in the calibration data), ``None``: not known yet (not checked).
     """
     needs = preset.requirements
     if "calibration" in needs and not calibration:
         raise CalibrationError(
             f"preset '{preset.name}' needs calibration data: give --calib PATH (calibration.path in a recipe)"
         )
-    if "labels" in needs and not labels:
+    if "torch" in needs and not has_torch():
+        raise OnnxPruneError(f"preset '{preset.name}' needs torch (it fine-tunes): pip install onnxprune[torch]")
+    if "labels" in needs and labels is False:
         raise CalibrationError(
             f"preset '{preset.name}' needs labels: give --labels PATH (an .npz holding one integer array, one label "
             "per calibration sample) or calibration data with labels (an .npz array 'labels')"
         )
-    if "torch" in needs and not has_torch():
-        raise OnnxPruneError(f"preset '{preset.name}' needs torch (it fine-tunes): pip install onnxprune[torch]")

@@ -115,18 +115,20 @@ CLASSIC_PRESETS: tuple[Preset, ...] = (
         name="dropnet",
         method="M22",
         paper="Tan, Motani: DropNet: Reducing Neural Network Complexity via Iterative Pruning (ICML 2020)",
-        description="Three cycles: remove the 20% of remaining channels with the lowest mean |activation| (one"
-        " global ranking), then retrain",
+        description="Three cycles: remove the 20% of each layer's remaining channels with the lowest mean"
+        " |activation|, then retrain",
         passes=tuple(
             entry
             for _ in range(3)
             for entry in (
-                _channels(ratio=0.2, importance="act_mean", scope="global", normalize="none", reconstruct=False),
+                _channels(ratio=0.2, importance="act_mean", scope="layer", reconstruct=False),
                 _finetune(steps=100),
             )
         ),
         needs=("calibration",),
-        notes="Weights are kept and fine-tuned between cycles (the paper re-initializes and retrains to early"
+        notes="The paper's per-layer variant (min_layer); its global one (min: --set channels.scope=global"
+        " --set channels.normalize=none) left the digits CNN at 8% top-1 after three cycles of 30 steps, against 89%"
+        " per layer. Weights are kept and fine-tuned between cycles (the paper re-initializes and retrains to early"
         " stopping); overrides of channels.* or finetune.* apply to all three cycles.",
     ),
     Preset(
