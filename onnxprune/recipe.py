@@ -516,7 +516,6 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     report: dict[str, Any] = {
         "model": recipe.model,
         "output": str(output),
-        "preset": recipe.preset,
         "recipe": recipe.to_dict(),
         "before": before.as_dict(),
         "after": after.as_dict(),
@@ -525,6 +524,8 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         "data": {"calibration": _describe(source, recipe.calibration.path), "validation": _describe(data, data_path)},
         "seconds": time.perf_counter() - started,
     }
+    if recipe.preset is not None:
+        report["preset"] = recipe.preset
     if search is not None:
         report["budget_search"] = search.as_dict(recipe.max_drop)
     if references:
