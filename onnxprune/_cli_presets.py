@@ -73,8 +73,8 @@ def preset_passes(
 ) -> tuple[PassSpec, ...]:
     """The passes of ``prune --preset NAME``: the preset's, then the prune flags, then ``--set`` applied.
 
-    ``flags``: the values of :data:`FLAG_FIELDS`'s flags (``pattern`` as ``(n, m)``). ``--labels`` is
-    given to every finetune pass.
+    ``flags``: the values of :data:`FLAG_FIELDS`'s flags (``pattern`` as ``(n, m)``). ``--labels`` and
+    ``--batch-size`` are given to every finetune pass.
     """
     preset = find_preset(name)
     allowed = {*FLAG_FIELDS, *_PRESET_OPTIONS, *_job_option_names()}
@@ -97,6 +97,9 @@ def preset_passes(
             for entry in passes:
                 if entry["name"] in owners:
                     entry["config"][field] = job.selection[field]
+    for entry in passes:  # the batch size of prune's own fine-tuning (--finetune-steps) too
+        if entry["name"] == "finetune" and ctx.get_parameter_source("batch_size") == ParameterSource.COMMANDLINE:
+            entry["config"]["batch_size"] = job.batch_size
     if labels is not None:
         if "finetune" not in names:
             raise RecipeError(f"--labels: preset '{preset.name}' does not fine-tune (labels feed finetune passes)")

@@ -375,7 +375,11 @@ def prune(
 def run_cmd(
     ctx: click.Context, recipe_path: str, output: str | None, report: str | None, metric: str | None, strict: bool
 ) -> None:
-    """Run a recipe file (see ``prune --dump-recipe``)."""
+    """Run a recipe file (see ``prune --dump-recipe``).
+
+    Instead of ``passes:``, a recipe may name a preset (``preset: NAME``, see ``onnxprune presets``) with
+    ``overrides:`` mapping ``PASS.FIELD`` to values.
+    """
     if not Path(recipe_path).is_file():
         raise RecipeError(f"{recipe_path}: no such recipe file")
     recipe = Recipe.from_yaml(recipe_path)

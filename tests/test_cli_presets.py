@@ -125,8 +125,9 @@ def test_prune_flags_set_the_preset_fields_they_mean() -> None:
     assert [p["config"].get("ratio", p["config"].get("steps")) for p in drop[:-1]] == [0.1, 2] * 3
     nm = _dumped("--preset", "2:4", "--pattern", "4:8", "--set", "sparsegpt.blocksize=64")
     assert nm[0]["config"] == {"n": 4, "m": 8, "sparsity": 0.5, "blocksize": 64}
-    labels = _dumped("--preset", "apoz", "--labels", "y.npz")
+    labels = _dumped("--preset", "apoz", "--labels", "y.npz", "--batch-size", "16")
     assert labels[1]["config"]["labels"] == str(Path("y.npz").resolve())
+    assert labels[1]["config"]["batch_size"] == 16 and "batch_size" not in labels[0]["config"]
 
 
 @pytest.mark.parametrize(
