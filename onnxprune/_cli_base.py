@@ -473,10 +473,19 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec, reference: str | None = None) -> None:
+def emit(
+    ctx: click.Context,
+    job: Job,
+    model: str,
+    output: str,
+    *specs: PassSpec,
+    reference: str | None = None,
+    preset: str | None = None,
+) -> None:
     """Build the recipe for the passes (plus cleanup), then print it (``--dump-recipe``) or run it.
 
     ``reference``: the original model, when MODEL is already pruned (the result is validated against both).
+    ``preset``: the preset the passes were expanded from (recorded in the recipe and the report).
     """
     path = absolute if job.dump_recipe else (lambda p: p)
     recipe = Recipe(
@@ -501,6 +510,7 @@ def emit(ctx: click.Context, job: Job, model: str, output: str, *specs: PassSpec
         strict=job.strict,
         max_drop=job.max_drop,
         reference=path(reference),
+        preset=preset,
     )
     for spec in recipe.passes:
         build_pass(spec)  # validates the pass configs before anything is printed or run

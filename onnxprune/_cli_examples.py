@@ -19,7 +19,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "prune": (
         "onnxprune prune model.onnx -o pruned.onnx --sparsity 0.5 --calib calib.npz --data test.npz",
-        "onnxprune prune model.onnx -o sparse24.onnx --pattern 2:4 --calib calib.npz",
+        "onnxprune prune model.onnx -o sparse24.onnx --preset 2:4 --calib calib.npz",
         "onnxprune prune model.onnx -o slim.onnx --channels 0.3 --scope global --normalize l2 --quiet",
     ),
     "lowrank": (
@@ -56,6 +56,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "passes": (
         "onnxprune passes",
         "onnxprune passes channels unstructured",
+    ),
+    "presets": (
+        "onnxprune presets",
+        "onnxprune presets lth-rewind --json",
+        "onnxprune prune model.onnx -o imp.onnx --preset imp-slr --sparsity 0.6 --calib calib.npz"
+        " --set finetune.steps=8 --set finetune.lr=1e-3 --quiet",
     ),
 }
 

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from onnxprune import (
     _cli_analyze,  # noqa: F401 - registers analyze on the group
+    _cli_presets,
     _cli_quantize,  # noqa: F401 - registers quantize on the group
     _cli_validate,  # noqa: F401 - registers validate on the group
     _cli_verbs,  # noqa: F401 - registers lowrank, depth and finetune on the group
@@ -26,6 +27,7 @@ from onnxprune import (
 )
 from onnxprune._cli_base import (
     Job,
+    absolute,
     cli,
     described_by,
     emit,
@@ -235,6 +237,27 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     help="Then fine-tune N steps by distillation from the original model (needs torch and --calib).",
 )
 @click.option("--finetune-lr", type=click.FloatRange(0, min_open=True), help="[default: chosen by a held-out probe]")
+@click.option(
+    "--preset",
+    metavar="NAME",
+    help="Run a named method's recipe (see `onnxprune presets`). With it, --sparsity, --channels, --pattern,"
+    " --finetune-steps/--finetune-lr and --include/--exclude/--keep-first/--keep-last set the preset's"
+    " matching fields; other fields with --set.",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="PASS.FIELD=VALUE",
+    help="With --preset: set a field of the preset's pass (every pass of that name; repeatable; VALUE read as YAML),"
+    " e.g. --set finetune.steps=50; PASS.FIELD.KEY=VALUE sets one key of a mapping field.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    help="Fine-tuning labels (with --preset or --finetune-steps): an .npz holding one integer array, one label per"
+    " calibration sample (labels stored in the calibration .npz as 'labels' are used without it).",
+)
 @job_options
 @click.pass_context
 @handle_errors
@@ -262,9 +285,27 @@ def prune(
     hidden: bool,
     finetune_steps: int | None,
     finetune_lr: float | None,
+    preset: str | None,
+    settings: tuple[str, ...],
+    labels: str | None,
     job: Job,
 ) -> None:
-    """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
+    """Prune MODEL (unstructured --sparsity, N:M --pattern, structured --channels, or a --preset) and write OUTPUT."""
+    if preset is not None:
+        flags = {
+            "sparsity": sparsity,
+            "channels": channels,
+            "pattern": None if pattern is None else _parse_pattern(pattern),
+            "finetune_steps": finetune_steps,
+            "finetune_lr": finetune_lr,
+        }
+        specs = _cli_presets.preset_passes(ctx, preset, flags, settings, labels, job)
+        emit(ctx, job, model, output, *specs, preset=preset)
+        return
+    if settings:
+        raise click.UsageError("--set PASS.FIELD=VALUE changes a preset's fields: give --preset NAME")
+    if labels is not None and finetune_steps is None:
+        raise click.UsageError("--labels feeds fine-tuning: give --preset NAME or --finetune-steps N")
     targets = (channels, target_flops, target_params, target_latency)
     structured = any(t is not None for t in targets)
     budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
@@ -316,7 +357,8 @@ def prune(
         spec = PassSpec("unstructured", {**config, "allocation": allocation, **selection})
     specs = [spec]
     if finetune_steps is not None:
-        specs.append(PassSpec("finetune", {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size}))
+        tune = {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size, "labels": absolute(labels)}
+        specs.append(PassSpec("finetune", tune))
     emit(ctx, job, model, output, *specs)
 
 
@@ -333,7 +375,11 @@ def prune(
 def run_cmd(
     ctx: click.Context, recipe_path: str, output: str | None, report: str | None, metric: str | None, strict: bool
 ) -> None:
-    """Run a recipe file (see ``prune --dump-recipe``)."""
+    """Run a recipe file (see ``prune --dump-recipe``).
+
+    Instead of ``passes:``, a recipe may name a preset (``preset: NAME``, see ``onnxprune presets``) with
+    ``overrides:`` mapping ``PASS.FIELD`` to values.
+    """
     if not Path(recipe_path).is_file():
         raise RecipeError(f"{recipe_path}: no such recipe file")
     recipe = Recipe.from_yaml(recipe_path)

@@ -32,6 +32,7 @@ from onnxprune.html.profile import compare_op_latency
 from onnxprune.metric import load_metric, resolve_metric_spec
 from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
+from onnxprune.presets import check_needs, expand, find_preset
 from onnxprune.references import Reference, compare_references, load_reference, pruned_before_quantize
 from onnxprune.report import ModelStats, is_html, model_stats, write_report
 from onnxprune.verify import Validation, check_model, smoke_test, validate
@@ -107,7 +108,10 @@ class Recipe:
     data is below :data:`onnxprune.gates.LOW_AGREEMENT` (otherwise a warning). ``max_drop``: search
     the strongest compression of the budget pass whose measured drop stays within this many points
     (see :mod:`onnxprune.budget`). ``reference``: the original model, when ``model`` is already pruned;
-    the result is validated against it as well (see :mod:`onnxprune.references`).
+    the result is validated against it as well (see :mod:`onnxprune.references`). ``preset``: the
+    preset (``onnxprune presets``) the passes were expanded from; recorded in the report, its needs
+    (calibration data, labels, torch) checked before any pass runs. In a recipe file, ``preset: NAME``
+    with optional ``overrides:`` (``PASS.FIELD: VALUE``) may stand instead of ``passes:``.
     """
 
     model: str
@@ -124,10 +128,13 @@ class Recipe:
     strict: bool = False
     max_drop: float | None = None
     reference: str | None = None
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_at_least(self, {"latency_runs": 1, "threads": 1})
+        if self.preset is not None:
+            find_preset(self.preset)
         for name in ("model", "output"):
             if not getattr(self, name):
                 raise RecipeError(f"{name} must name a file, got ''")
@@ -161,11 +168,13 @@ class Recipe:
         if not isinstance(data, Mapping):
             raise RecipeError(f"{origin}: expected a mapping at the top level, got {short(data)}")
         data = dict(data)
-        _no_unknown(origin, data, {f.name for f in dataclasses.fields(cls)})
+        _no_unknown(origin, data, {f.name for f in dataclasses.fields(cls)} | {"overrides"})
         for key in ("model", "output", "passes"):
-            if key not in data:
-                raise RecipeError(f"{origin}: missing '{key}'")
-        entries = data.pop("passes")
+            if key not in data and not (key == "passes" and data.get("preset") is not None):
+                raise RecipeError(f"{origin}: missing '{key}'" + (" (or a 'preset')" if key == "passes" else ""))
+        entries = _preset_passes(data) if "passes" not in data else data.pop("passes")
+        if "overrides" in data:
+            raise RecipeError("overrides apply to a preset: give 'preset: NAME' instead of 'passes:'")
         if not isinstance(entries, list | tuple) or not entries:
             raise RecipeError(f"passes must be a non-empty list of {{name, config}}, got {short(entries)}")
         passes = []
@@ -280,6 +289,12 @@ def _load_yaml(path: Path) -> Any:
     if _too_large(data):
         raise RecipeError(f"{path}: more than {MAX_RECIPE_NODES} values once YAML aliases are expanded")
     return data
+
+
+def _preset_passes(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The passes of the recipe's ``preset`` with its ``overrides`` (popped from ``data``), then ``cleanup``."""
+    entries = expand(data["preset"], data.pop("overrides", None) or {}, what="overrides")
+    return [*entries, {"name": "cleanup"}]
 
 
 def _relative_paths(spec: PassSpec, rel: Callable[[str | None], str | None]) -> PassSpec:
@@ -411,7 +426,14 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     reference = _io.load(recipe.model)
     output = Path(recipe.output)
     require_finite_weights(model, recipe.model)
+    preset = None if recipe.preset is None else find_preset(recipe.preset)
+    calibrated = recipe.calibration.path is not None
+    if preset is not None:
+        check_needs(preset, calibration=calibrated, labels=None)
     source = _open(recipe, model, recipe.calibration.path, progress("reading calibration data"))
+    if preset is not None:
+        labelled = getattr(source, "labels", None) is not None or any(s.config.get("labels") for s in recipe.passes)
+        check_needs(preset, calibration=calibrated, labels=labelled)
     smoke_test(reference, source, origin=recipe.model, threads=recipe.threads)
     data = source
     if recipe.validation_data:
@@ -502,6 +524,8 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         "data": {"calibration": _describe(source, recipe.calibration.path), "validation": _describe(data, data_path)},
         "seconds": time.perf_counter() - started,
     }
+    if recipe.preset is not None:
+        report["preset"] = recipe.preset
     if search is not None:
         report["budget_search"] = search.as_dict(recipe.max_drop)
     if references:

@@ -25,7 +25,7 @@ BASE_PASSES: dict[str, dict[str, Any]] = {
 }
 TOP_KEYS = (
     "model", "output", "validate", "validation_data", "latency_runs", "threads", "external_data", "report",
-    "metric", "strict", "max_drop", "passes", "calibration",
+    "metric", "strict", "max_drop", "passes", "calibration", "preset", "overrides",
 )  # fmt: skip
 CALIB_KEYS = ("path", "samples", "batch_size", "input_shapes", "seed", "sequential", "memory_mb")
 CONFIG_KEYS = (
