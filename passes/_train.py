@@ -389,16 +389,23 @@ def probe_lr(
 ) -> tuple[float, list[dict[str, float]]]:
     """The candidate learning rate with the lowest held-out loss after ``steps`` constant-rate steps.
 
-    Every candidate starts from the same weights (restored afterwards) with a fresh optimizer and no
-    further pruning. Returns the chosen rate and one row per candidate (``lr``, ``heldout``).
+    Every candidate starts from the same weights (restored afterwards) with a fresh optimizer. When
+    the run prunes further (``final_sparsity`` above the current sparsity), each candidate first
+    prunes to it by magnitude, so the rate is chosen for recovering the pruned model -- the dense
+    start's distillation loss is about 0, and any rate looks best there. Returns the chosen rate and
+    one row per candidate (``lr``, ``heldout``).
     """
-    start = _Best({name: p for name, p in view.named_tensors().items() if p.requires_grad}, masks)
+    start = _Best({**masks.params, **{n: p for n, p in view.named_tensors().items() if p.requires_grad}}, masks)
     start.offer(0, 0.0)
     probe = dataclasses.replace(
         settings, steps=steps, schedule="constant", final_sparsity=None, eval_every=steps, patience=None
     )
+    final = settings.final_sparsity
     rows = []
     for lr in candidates:
+        if final is not None and final > masks.sparsity + 1e-9:
+            generator = torch.Generator().manual_seed(settings.seed)
+            masks.prune_to(final, generator, settings.drop_out, settings.drop_in, settings.prune_scope)
         history = train(view, data, dataclasses.replace(probe, lr=lr), masks, heldout=heldout, features=features)
         diverged = history["diverged_at"] is not None
         rows.append({"lr": lr, "heldout": float("nan") if diverged else history["curve"][-1]["heldout"]})

@@ -320,6 +320,19 @@ def test_training_that_helps_keeps_a_later_step_with_masks_and_curve() -> None:
         assert np.all(after[name][mask] == 0), name
 
 
+def test_the_lr_probe_of_a_pruning_run_measures_the_pruned_model() -> None:
+    """From a dense start the distillation loss is ~0 at any rate; the probe must see the final sparsity."""
+    model, context = _digits()
+    dense = _tensors(model)
+    result = FinetunePass(FinetuneConfig(steps=40, final_sparsity=0.9, probe_steps=5), context)(model)
+    probe = result.report.details["lr_probe"]
+    assert all(r["heldout"] > 1e-3 for r in probe)  # measured on the 90%-sparse model, not the dense one
+    assert len({round(r["heldout"], 6) for r in probe}) > 1
+    assert result.report.summary["sparsity_after"] == pytest.approx(0.9, abs=0.01)
+    after = _tensors(model)
+    assert any(not np.array_equal(after[n], dense[n]) for n in DIGIT_WEIGHTS)
+
+
 def test_gradual_pruning_keeps_only_weights_at_the_final_sparsity() -> None:
     model, context = _digits(UnstructuredPrunePass(UnstructuredPruneConfig(sparsity=0.5)))
     config = FinetuneConfig(steps=40, lr=1e-3, final_sparsity=0.9, prune_end=0.5, eval_every=5)
