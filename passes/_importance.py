@@ -100,6 +100,15 @@ class ChannelImportance:
             return None
         return _param_channels(analysis, use, self.power)
 
+    def group(
+        self, analysis: ChannelAnalysis, uses: Sequence[ParamUse], gid: int, stats: Stats | None, ratio: float
+    ) -> np.ndarray | None:
+        """Per-unit scores of group ``gid`` computed over the whole group at once (``None``: from its members).
+
+        ``ratio`` is the fraction to be removed, for a selection such as i-SpaSP.
+        """
+        return None
+
 
 @dataclasses.dataclass(frozen=True)
 class BatchNormGamma(ChannelImportance):
@@ -201,11 +210,13 @@ def group_scores(
     aggregate: str = "sum",
     normalize: str = "mean",
     stats: Mapping[str, ChannelStats] | None = None,
+    ratio: float = 0.0,
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Per-unit scores of each group in ``groups`` (root ids), and the importance each one used.
 
     A group with nothing to score by the chosen importance (no BatchNorm for ``bn``, no consumer
-    for the activation scores) falls back to L2 magnitude.
+    for the activation scores, a consumer i-SpaSP cannot model) falls back to L2 magnitude.
+    ``ratio`` is the fraction to be removed, for importances that select over a whole group.
     """
     importance = CHANNEL_IMPORTANCES.canonical("importance", importance)
     aggregate = AGGREGATES.canonical("aggregate", aggregate)
@@ -214,8 +225,10 @@ def group_scores(
     fallback = _member_scores(analysis, uses, "l2", None) if importance != "l2" else members
     scores: dict[int, np.ndarray] = {}
     used: dict[int, str] = {}
+    entry = CHANNEL_IMPORTANCES[importance]
     for gid in groups:
-        parts, used[gid] = members.get(gid), importance
+        whole = entry.group(analysis, uses, gid, stats, ratio)
+        parts, used[gid] = [whole] if whole is not None else members.get(gid), importance
         if not parts:
             parts, used[gid] = fallback.get(gid), "l2"
         if not parts:
