@@ -3,6 +3,7 @@
 Each family module registers its presets in :data:`PRESETS` when imported below.
 """
 
+from onnxprune.presets import scorers  # noqa: F401  (i-SpaSP, NNrelief, SNIP, GraSP, DRIVE)
 from onnxprune.presets._preset import NEEDS, PRESETS, Preset
 
 __all__ = ["NEEDS", "PRESETS", "Preset"]

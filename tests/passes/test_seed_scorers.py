@@ -459,3 +459,37 @@ def test_ispasp_falls_back_on_a_consumer_it_cannot_model() -> None:
     model = to_ir(proto)
     result = ChannelPrunePass(ChannelPruneConfig(ratio=0.5, importance="ispasp"), _context(model, _data(proto)))(model)
     assert [entry["importance"] for entry in result.report.changed] == ["l2"]
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name", ["ispasp", "nnrelief", "snip", "grasp", "drive"])
+def test_scorer_presets_run_as_recipes(tmp_path: Path, name: str) -> None:
+    from onnxprune.presets import PRESETS
+    from onnxprune.recipe import Recipe, run_recipe
+
+    preset = PRESETS[name]
+    assert "calibration" in preset.needs
+    assert ("labels" in preset.needs) == (name in ("snip", "grasp", "drive"))
+    proto = _random_mlp(sizes=(6, 24, 4))
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    arrays = _data(proto, n=48, classes=4)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **arrays)
+    passes = [{"name": p["name"], "config": dict(p["config"])} for p in preset.passes]
+    if name == "drive":
+        passes[0]["config"]["rounds"] = 3  # a smoke-sized schedule
+    recipe = Recipe.from_dict(
+        {"model": str(path), "output": str(tmp_path / "o.onnx"), "passes": passes, "calibration": {"path": str(calib)}}
+    )
+    result = run_recipe(recipe)
+    out = onnx.load(str(result.output))
+    logits = ort_run(out, {"x": arrays["x"]})["logits"]
+    assert logits.shape == (48, 4) and np.all(np.isfinite(logits))
+    if name == "ispasp":
+        assert next(t for t in out.graph.initializer if t.name == "w1").dims[0] < 24
+    else:
+        values = [numpy_helper.to_array(t) for t in out.graph.initializer if t.name in ("w1", "w2")]
+        assert sum(int(np.count_nonzero(v == 0)) for v in values) > 0
