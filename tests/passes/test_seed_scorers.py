@@ -493,3 +493,15 @@ def test_scorer_presets_run_as_recipes(tmp_path: Path, name: str) -> None:
     else:
         values = [numpy_helper.to_array(t) for t in out.graph.initializer if t.name in ("w1", "w2")]
         assert sum(int(np.count_nonzero(v == 0)) for v in values) > 0
+
+
+def test_cli_channels_with_ispasp(tmp_path: Path) -> None:
+    proto = _random_mlp(sizes=(6, 24, 4))
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    calib = tmp_path / "c.npz"
+    np.savez(calib, **_data(proto))
+    args = ("--channels", "0.5", "--importance", "ispasp", "--calib", calib, "--no-reconstruct")
+    result = _cli("prune", path, "-o", tmp_path / "o.onnx", *args)
+    assert result.exit_code == 0, result.output
+    assert next(t for t in onnx.load(str(tmp_path / "o.onnx")).graph.initializer if t.name == "w1").dims[0] == 12
