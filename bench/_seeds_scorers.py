@@ -130,6 +130,9 @@ def ispasp_vs_l2(quick: bool) -> Outcome:
         for ratio in ratios:
             for importance in ("ispasp", "l2"):
                 out = work / f"{importance}_{ratio}.onnx"
+                config = {"importance": importance, "ratio": ratio, "reconstruct": True}
+                _recipe(base, out, [{"name": "channels", "config": config}], calib)
+                refitted = accuracy(out)
                 config = {"importance": importance, "ratio": ratio, "reconstruct": False}
                 _recipe(base, out, [{"name": "channels", "config": config}], calib)
                 one_shot = accuracy(out)
@@ -142,6 +145,7 @@ def ispasp_vs_l2(quick: bool) -> Outcome:
                         "hidden kept": f"{h1}+{h2}",
                         "importance": importance,
                         "one-shot acc": one_shot,
+                        "one-shot + refit acc": refitted,
                         "after 1 epoch acc": tuned,
                     }
                 )
@@ -149,20 +153,25 @@ def ispasp_vs_l2(quick: bool) -> Outcome:
     by = {(r["removed"], r["importance"]): r for r in rows}
     wins_one = sum(by[(r, "ispasp")]["one-shot acc"] >= by[(r, "l2")]["one-shot acc"] for r in ratios)
     wins_ft = sum(by[(r, "ispasp")]["after 1 epoch acc"] >= by[(r, "l2")]["after 1 epoch acc"] for r in ratios)
-    summary = ", ".join(
-        f"{int(r * 100)}% removed: {by[(r, 'ispasp')]['one-shot acc']:.3f} vs {by[(r, 'l2')]['one-shot acc']:.3f}"
-        f" one-shot, {by[(r, 'ispasp')]['after 1 epoch acc']:.3f} vs {by[(r, 'l2')]['after 1 epoch acc']:.3f} tuned"
+    wins_refit = sum(by[(r, "ispasp")]["one-shot + refit acc"] >= by[(r, "l2")]["one-shot + refit acc"] for r in ratios)
+    keys = (("one-shot acc", "one-shot"), ("one-shot + refit acc", "refit"), ("after 1 epoch acc", "tuned"))
+    summary = "; ".join(
+        f"{int(r * 100)}% removed: "
+        + ", ".join(f"{by[(r, 'ispasp')][k]:.3f} vs {by[(r, 'l2')][k]:.3f} {label}" for k, label in keys)
         for r in ratios
     )
     return Outcome(
         measured=f"Dense {dense:.3f}. i-SpaSP vs L2 (held-out top-1) -- {summary}. i-SpaSP at least as good"
-        f" one-shot at {wins_one}/{len(ratios)} widths, after the fine-tune at {wins_ft}/{len(ratios)}.",
+        f" one-shot at {wins_one}/{len(ratios)} widths, with the ridge refit at {wins_refit}/{len(ratios)}, after"
+        f" the fine-tune at {wins_ft}/{len(ratios)}.",
         verdict=_verdict(wins_one + wins_ft, 2 * len(ratios)),
         rows=rows,
         notes=f"LeNet-300-100 trained {BASE_EPOCHS} epochs; both hidden layers lose the same fraction of units"
-        f" (channels pass, layer scope, no refit); scores from {SCORE_SAMPLES} training digits on the dense model"
+        " (channels pass, layer scope; the refit column adds onnxprune's ridge refit of the consumers, not part of"
+        f" the paper); scores from {SCORE_SAMPLES} training digits on the dense model"
         " (one shot, where the paper prunes block by block on the already pruned network); fine-tune: 1 epoch of"
-        " the 4,000 training digits, Adam 1e-3. i-SpaSP T=20.",
+        " the 4,000 training digits, Adam 1e-3, from the model without refit. i-SpaSP T=20. The verdict counts the"
+        " one-shot and fine-tuned comparisons.",
     )
 
 

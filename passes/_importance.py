@@ -21,7 +21,15 @@ from onnxprune.passes._registry import Registry
 from onnxprune.passes._scores import normalizer
 from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS
 
-__all__ = ["CHANNEL_IMPORTANCES", "ChannelImportance", "group_scores", "importance_requests", "stat_key"]
+__all__ = [
+    "CHANNEL_IMPORTANCES",
+    "ChannelImportance",
+    "group_scores",
+    "importance_requests",
+    "param_channels",
+    "per_unit",
+    "stat_key",
+]
 
 _WEIGHTS = ("out", "in")
 Stats = Mapping[str, ChannelStats]
@@ -31,7 +39,7 @@ def stat_key(value: ir.Value) -> str:
     return value.name or ""
 
 
-def _per_unit(
+def per_unit(
     analysis: ChannelAnalysis, value: ir.Value, channel_scores: np.ndarray, mean: bool
 ) -> dict[int, np.ndarray]:
     """Fold per-channel scores of ``value`` into per-unit scores of each group it carries."""
@@ -51,7 +59,7 @@ def _per_unit(
     return out
 
 
-def _param_channels(analysis: ChannelAnalysis, use: ParamUse, power: int) -> np.ndarray | None:
+def param_channels(analysis: ChannelAnalysis, use: ParamUse, power: int) -> np.ndarray | None:
     """Σ|w|^power over all axes but the channel axis, expanded to ``use.by``'s channels."""
     array = analysis.const(use.node.inputs[use.index])
     if array is None:
@@ -98,7 +106,7 @@ class ChannelImportance:
         """Scores of ``use.by``'s channels from this one use (``None``: the use says nothing)."""
         if use.role not in self.roles:
             return None
-        return _param_channels(analysis, use, self.power)
+        return param_channels(analysis, use, self.power)
 
     def group(
         self, analysis: ChannelAnalysis, uses: Sequence[ParamUse], gid: int, stats: Stats | None, ratio: float
@@ -157,7 +165,7 @@ class StructuredWanda(ChannelImportance):
     def member(self, analysis: ChannelAnalysis, use: ParamUse, stats: Stats | None) -> np.ndarray | None:
         if use.role != "in" or stats is None:
             return None
-        weight = _param_channels(analysis, use, 2)
+        weight = param_channels(analysis, use, 2)
         return None if weight is None else np.sqrt(weight) * stats[stat_key(use.by)].norm
 
 
@@ -191,7 +199,7 @@ def _member_scores(
     for use in uses:
         channels = entry.member(analysis, use, stats)
         if channels is not None:
-            for gid, units in _per_unit(analysis, use.by, channels, entry.mean).items():
+            for gid, units in per_unit(analysis, use.by, channels, entry.mean).items():
                 members[gid].append(np.sqrt(units) if entry.root else units)
     return members
 

@@ -2,6 +2,9 @@
 
 The sparsity is not given: it follows from ``alpha`` and is reported. The rule and the ``relief``
 score live in ``_relief``; this pass selects the weights, collects the statistics and writes the masks.
+Then, as the paper's backward pass, a neuron left with no outgoing connection (every consumer column
+zero, e.g. a neuron that never fires: its flows are all zero) loses its incoming weights and bias too,
+through the channel-dependency analysis (exact: nothing reads it).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune._fields import check_choices, check_fields
-from onnxprune.analysis.weights import Weight, constant_behind, read_weight, write_tensor, write_weight
+from onnxprune.analysis.channels import analyze_channels, mask, record
+from onnxprune.analysis.shapes import complete_shapes
+from onnxprune.analysis.weights import Weight, constant_behind, find_weights, read_weight, write_tensor, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._base import OnnxPrunePass, PruneResult
+from onnxprune.passes._importance import param_channels, per_unit
 from onnxprune.passes._relief import cumulative_keep, kernel_scores
 from onnxprune.passes._scores import WEIGHT_IMPORTANCES
 from onnxprune.passes._steps import each_weight
@@ -42,6 +48,8 @@ class CumulativePruneConfig(_Selection):
         alpha_fc: Fraction of each Gemm/MatMul neuron's importance kept.
         include_bias: The bias competes with the connections (``|b_i|``, the paper's rule): a bias
             below the cut is zeroed too. Off: biases are left alone and not counted.
+        backward: Then zero the incoming weights and bias of every neuron left with no outgoing
+            connection (the paper's backward pass; exact).
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last prunable layer dense.
     """
@@ -50,6 +58,7 @@ class CumulativePruneConfig(_Selection):
     alpha_conv: float = 0.9
     alpha_fc: float = 0.95
     include_bias: bool = True
+    backward: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -105,6 +114,12 @@ class CumulativePrunePass(OnnxPrunePass):
         report.summary["blocks"] = each_weight(
             self.context, model, weights, importance.requests, prune, needed_by=self.name, sequential=False
         )
+        if config.backward and weights:
+            report.summary["neurons_without_outputs"] = prune_backward(model, self.context.data_shapes(model))
+            zeros = {w.name: int(np.count_nonzero(read_weight(w) == 0)) for w in find_weights(model)}
+            for entry in report.changed:
+                entry["zeros"] = zeros.get(entry["tensor"], entry["zeros"])
+                entry["sparsity"] = entry["zeros"] / max(entry["numel"], 1)
         head = {"alpha_conv": config.alpha_conv, "alpha_fc": config.alpha_fc, "importance": config.importance}
         return finish(self, model, report, start, head, modified=bool(weights))
 
@@ -116,3 +131,29 @@ def _expand(weight: Weight, keep: np.ndarray) -> np.ndarray:
     ]
     full = np.broadcast_to(keep.reshape(*keep.shape, *([1] * (len(moved_shape) - 2))), moved_shape)
     return np.moveaxis(full, (0, 1), (weight.out_axis, weight.in_axis))
+
+
+def prune_backward(model: ir.Model, inputs: Mapping[str, tuple[int, ...]]) -> int:
+    """Zero the producer rows and biases of channel units no consumer reads any more; how many units.
+
+    A unit is unread when every consumer weight's columns for it are zero; groups that cannot be
+    pruned (a graph output, an op that mixes channels) are left alone.
+    """
+    analysis = analyze_channels(model, complete_shapes(model, inputs))
+    read: dict[int, np.ndarray] = {}
+    for use in record(analysis):
+        if use.role != "in":
+            continue
+        columns = param_channels(analysis, use, 1)
+        if columns is None:
+            continue
+        for gid, units in per_unit(analysis, use.by, columns, mean=False).items():
+            read[gid] = read.get(gid, 0) + units
+    keep = {}
+    for group in analysis.groups.roots():
+        seen = read.get(group.id)
+        if group.prunable and seen is not None and group.block == 1 and not np.all(seen > 0):
+            keep[group.id] = np.flatnonzero(seen > 0)
+    if keep:
+        mask(analysis, keep)
+    return sum(analysis.groups[gid].units - len(k) for gid, k in keep.items())

@@ -6,6 +6,7 @@ models; pruned models are run in onnxruntime.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,26 @@ def test_cumulative_conv_drops_whole_kernels() -> None:
     zero_kernels = np.all(wc == 0, axis=(2, 3))
     assert zero_kernels.any()
     assert np.array_equal(np.any(wc == 0, axis=(2, 3)), zero_kernels)  # never part of a kernel
+
+
+def test_cumulative_backward_pass_removes_neurons_that_never_fire() -> None:
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.normal(size=(12, 6)), rng.normal(size=12) * 0.1
+    b1[[2, 7]] = -1e3  # never active: their flows into fc2 are zero
+    proto = mlp(w1, b1, rng.normal(size=(4, 12)), np.zeros(4))
+    arrays = _data(proto)
+    before = ort_run(proto, {"x": arrays["x"]})["logits"]
+    for backward in (False, True):
+        model = to_ir(proto)
+        config = CumulativePruneConfig(alpha_fc=1.0, include_bias=False, backward=backward)
+        result = CumulativePrunePass(config, _context(model, arrays))(model)
+        weights = _weights(model)
+        assert np.all(weights["w2"][:, [2, 7]] == 0)
+        assert np.all(weights["w1"][[2, 7]] == 0) == backward
+        assert result.report.summary.get("neurons_without_outputs", 0) == (2 if backward else 0)
+        np.testing.assert_allclose(ort_run(model, {"x": arrays["x"]})["logits"], before, rtol=1e-5, atol=1e-5)
+    b1_after = model.graph.initializers["b1"].const_value.numpy()
+    assert np.all(b1_after[[2, 7]] == 0)
 
 
 def test_relief_works_in_the_unstructured_pass() -> None:
@@ -505,3 +526,13 @@ def test_cli_channels_with_ispasp(tmp_path: Path) -> None:
     result = _cli("prune", path, "-o", tmp_path / "o.onnx", *args)
     assert result.exit_code == 0, result.output
     assert next(t for t in onnx.load(str(tmp_path / "o.onnx")).graph.initializer if t.name == "w1").dims[0] == 12
+
+
+def test_gradient_pass_without_torch_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxprune.errors import OnnxPruneError
+
+    proto = _random_mlp()
+    model = to_ir(proto)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    with pytest.raises(OnnxPruneError, match="importance 'grasp' needs torch: pip install onnxprune"):
+        GradientPrunePass(GradientPruneConfig(importance="grasp"), _context(model, _data(proto, classes=4)))(model)
