@@ -127,10 +127,11 @@ def gradient_scores(
             z = sum((g.detach() * f).sum() for g, f in zip(grads, first, strict=True))
             for acc, part in zip(hg, torch.autograd.grad(z, params), strict=True):
                 acc += part
+    products = hg if hg is not None else [None] * len(params)
     with torch.no_grad():
         scores = [
-            importance.combine(p.detach(), g, None if hg is None else h).double().numpy()
-            for p, g, h in zip(params, grads, hg or grads, strict=True)
+            importance.combine(p.detach(), g, h).double().numpy()
+            for p, g, h in zip(params, grads, products, strict=True)
         ]
     for param in params:
         param.requires_grad_(False)
