@@ -246,7 +246,7 @@ def nnrelief(quick: bool) -> Outcome:
     return Outcome(
         measured=f"Dense {dense:.3f}. After {iterations} NNrelief iterations (alpha_fc 0.95, one retraining epoch each)"
         f" the weights are compressed {last['relief']['compression']:.1f}x at {last['relief']['retrained acc']:.3f}"
-        f" ({lost * 100:+.1f} points lost); magnitude pruning with the same per-layer sparsities and retraining"
+        f" ({-lost * 100:+.1f} points vs dense); magnitude pruning with the same per-layer sparsities and retraining"
         f" {last['magnitude']['retrained acc']:.3f}. NNrelief at least as accurate at {wins}/{iterations} iterations.",
         verdict=_verdict(wins + (lost <= 0.01), iterations + 1),
         rows=rows,
