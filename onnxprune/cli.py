@@ -354,7 +354,8 @@ def prune(
         spec = PassSpec("nm", {**target, "importance": importance, "allocation": allocation, **selection})
     else:
         config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize or "none"}
-        spec = PassSpec("unstructured", {**config, "allocation": allocation, **selection})
+        # unstructured, or the pass implementing the importance with the same fields (gradient: SNIP, GraSP, DRIVE)
+        spec = PassSpec(WEIGHT_IMPORTANCES[importance].method, {**config, "allocation": allocation, **selection})
     specs = [spec]
     if finetune_steps is not None:
         tune = {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size, "labels": absolute(labels)}

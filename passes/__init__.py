@@ -4,11 +4,14 @@
 importing a module never registers anything behind your back.
 """
 
+from onnxprune.passes import _ispasp  # noqa: F401  (registers the i-SpaSP channel importance)
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
+from onnxprune.passes.cumulative import CumulativePruneConfig, CumulativePrunePass
 from onnxprune.passes.depth import DepthPruneConfig, DepthPrunePass
 from onnxprune.passes.finetune import FinetuneConfig, FinetunePass
+from onnxprune.passes.gradient import GradientPruneConfig, GradientPrunePass
 from onnxprune.passes.lowrank import LowRankConfig, LowRankPass
 from onnxprune.passes.quantize import QuantizeConfig, QuantizePass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
@@ -18,6 +21,8 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     UnstructuredPrunePass.name: UnstructuredPrunePass,
     NMPrunePass.name: NMPrunePass,
     SparseGPTPass.name: SparseGPTPass,
+    GradientPrunePass.name: GradientPrunePass,
+    CumulativePrunePass.name: CumulativePrunePass,
     ChannelPrunePass.name: ChannelPrunePass,
     LowRankPass.name: LowRankPass,
     DepthPrunePass.name: DepthPrunePass,
@@ -32,10 +37,14 @@ __all__ = [
     "ChannelPrunePass",
     "CleanupConfig",
     "CleanupPass",
+    "CumulativePruneConfig",
+    "CumulativePrunePass",
     "DepthPruneConfig",
     "DepthPrunePass",
     "FinetuneConfig",
     "FinetunePass",
+    "GradientPruneConfig",
+    "GradientPrunePass",
     "LowRankConfig",
     "LowRankPass",
     "NMPruneConfig",

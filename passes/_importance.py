@@ -21,7 +21,15 @@ from onnxprune.passes._registry import Registry
 from onnxprune.passes._scores import normalizer
 from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS
 
-__all__ = ["CHANNEL_IMPORTANCES", "ChannelImportance", "group_scores", "importance_requests", "stat_key"]
+__all__ = [
+    "CHANNEL_IMPORTANCES",
+    "ChannelImportance",
+    "group_scores",
+    "importance_requests",
+    "param_channels",
+    "per_unit",
+    "stat_key",
+]
 
 _WEIGHTS = ("out", "in")
 Stats = Mapping[str, ChannelStats]
@@ -31,7 +39,7 @@ def stat_key(value: ir.Value) -> str:
     return value.name or ""
 
 
-def _per_unit(
+def per_unit(
     analysis: ChannelAnalysis, value: ir.Value, channel_scores: np.ndarray, mean: bool
 ) -> dict[int, np.ndarray]:
     """Fold per-channel scores of ``value`` into per-unit scores of each group it carries."""
@@ -51,7 +59,7 @@ def _per_unit(
     return out
 
 
-def _param_channels(analysis: ChannelAnalysis, use: ParamUse, power: int) -> np.ndarray | None:
+def param_channels(analysis: ChannelAnalysis, use: ParamUse, power: int) -> np.ndarray | None:
     """Σ|w|^power over all axes but the channel axis, expanded to ``use.by``'s channels."""
     array = analysis.const(use.node.inputs[use.index])
     if array is None:
@@ -98,7 +106,16 @@ class ChannelImportance:
         """Scores of ``use.by``'s channels from this one use (``None``: the use says nothing)."""
         if use.role not in self.roles:
             return None
-        return _param_channels(analysis, use, self.power)
+        return param_channels(analysis, use, self.power)
+
+    def group(
+        self, analysis: ChannelAnalysis, uses: Sequence[ParamUse], gid: int, stats: Stats | None, ratio: float
+    ) -> np.ndarray | None:
+        """Per-unit scores of group ``gid`` computed over the whole group at once (``None``: from its members).
+
+        ``ratio`` is the fraction to be removed, for a selection such as i-SpaSP.
+        """
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +165,7 @@ class StructuredWanda(ChannelImportance):
     def member(self, analysis: ChannelAnalysis, use: ParamUse, stats: Stats | None) -> np.ndarray | None:
         if use.role != "in" or stats is None:
             return None
-        weight = _param_channels(analysis, use, 2)
+        weight = param_channels(analysis, use, 2)
         return None if weight is None else np.sqrt(weight) * stats[stat_key(use.by)].norm
 
 
@@ -182,7 +199,7 @@ def _member_scores(
     for use in uses:
         channels = entry.member(analysis, use, stats)
         if channels is not None:
-            for gid, units in _per_unit(analysis, use.by, channels, entry.mean).items():
+            for gid, units in per_unit(analysis, use.by, channels, entry.mean).items():
                 members[gid].append(np.sqrt(units) if entry.root else units)
     return members
 
@@ -201,11 +218,13 @@ def group_scores(
     aggregate: str = "sum",
     normalize: str = "mean",
     stats: Mapping[str, ChannelStats] | None = None,
+    ratio: float = 0.0,
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Per-unit scores of each group in ``groups`` (root ids), and the importance each one used.
 
     A group with nothing to score by the chosen importance (no BatchNorm for ``bn``, no consumer
-    for the activation scores) falls back to L2 magnitude.
+    for the activation scores, a consumer i-SpaSP cannot model) falls back to L2 magnitude.
+    ``ratio`` is the fraction to be removed, for importances that select over a whole group.
     """
     importance = CHANNEL_IMPORTANCES.canonical("importance", importance)
     aggregate = AGGREGATES.canonical("aggregate", aggregate)
@@ -214,8 +233,10 @@ def group_scores(
     fallback = _member_scores(analysis, uses, "l2", None) if importance != "l2" else members
     scores: dict[int, np.ndarray] = {}
     used: dict[int, str] = {}
+    entry = CHANNEL_IMPORTANCES[importance]
     for gid in groups:
-        parts, used[gid] = members.get(gid), importance
+        whole = entry.group(analysis, uses, gid, stats, ratio)
+        parts, used[gid] = [whole] if whole is not None else members.get(gid), importance
         if not parts:
             parts, used[gid] = fallback.get(gid), "l2"
         if not parts:

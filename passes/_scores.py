@@ -21,6 +21,7 @@ from onnxprune.passes._registry import Registry
 __all__ = [
     "WEIGHT_IMPORTANCES",
     "WeightImportance",
+    "feature_means",
     "feature_norms",
     "from_rows",
     "input_requests",
@@ -32,13 +33,13 @@ __all__ = [
 Stats = Mapping[str, ChannelStats]
 
 
-def input_requests(weight: Weight, *, gram: bool = False) -> list[StatRequest]:
+def input_requests(weight: Weight, *, gram: bool = False, sums: str = "sq") -> list[StatRequest]:
     """Statistics requests for the activations multiplied by ``weight`` (one per use).
 
-    Only the sum of squares is requested: it is all that ‖X_j‖ needs.
+    Only the one running sum ``sums`` is requested: the sum of squares is all that ‖X_j‖ needs.
     """
     return [
-        StatRequest(use.activation.name or "", use.feature_axis, gram=gram, sums=frozenset({"sq"}))
+        StatRequest(use.activation.name or "", use.feature_axis, gram=gram, sums=frozenset({sums}))
         for use in weight.uses
         if use.activation is not None
     ]
@@ -50,7 +51,19 @@ def feature_norms(weight: Weight, stats: Stats) -> np.ndarray:
     A tensor shared by several nodes combines the activations of all its uses.
     """
     sum_sq = sum(stats[use.activation.name or ""].sum_sq for use in weight.uses if use.activation is not None)
-    norms = np.sqrt(np.asarray(sum_sq, dtype=np.float64))
+    return _per_feature(weight, np.sqrt(np.asarray(sum_sq, dtype=np.float64)))
+
+
+def feature_means(weight: Weight, stats: Stats) -> np.ndarray:
+    """Mean |X_j| per input feature of the weight (over every sample and position of all its uses), broadcastable."""
+    used = [stats[use.activation.name or ""] for use in weight.uses if use.activation is not None]
+    total = sum(s.sum_abs for s in used)
+    count = max(sum(s.count for s in used), 1)
+    return _per_feature(weight, np.asarray(total, dtype=np.float64) / count)
+
+
+def _per_feature(weight: Weight, norms: np.ndarray) -> np.ndarray:
+    """A per-input-channel vector shaped to broadcast against the weight (grouped Conv: per row's group)."""
     ndim = len(weight.shape)
     if weight.op_type == "Conv" and weight.groups > 1:
         out, per_group = weight.shape[0], weight.shape[1]

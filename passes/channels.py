@@ -56,7 +56,8 @@ class ChannelPruneConfig:
         target_params: Instead of ``ratio``: keep this fraction of the parameters.
         importance: How a channel is scored: ``l1``/``l2`` magnitude (``magnitude`` is ``l2``), ``bn``
             (BatchNorm |γ|), ``act_mean`` (DropNet), ``apoz``/``density`` (activation density), ``wanda``
-            (‖W_col‖·‖X‖); the last four need calibration data.
+            (‖W_col‖·‖X‖), ``ispasp`` (i-SpaSP's support selection for removing ``ratio`` of each group,
+            from its linear consumers' output residual; other groups L2); the last five need calibration data.
         aggregate: How a group combines its members' scores.
         normalize: Per-group score normalization before the global threshold (``scope: global``).
         scope: Which scores compete: each group's own (``layer``; old recipes' ``uniform`` still loads)
@@ -244,6 +245,7 @@ class ChannelPrunePass(OnnxPrunePass):
             aggregate=config.aggregate,
             normalize=config.normalize,
             stats=stats,
+            ratio=config.ratio,
         )
         groups = {
             gid: GroupScores(analysis.groups[gid].units, analysis.groups[gid].block, unit_scores[gid]) for gid in chosen

@@ -38,12 +38,12 @@ MIN_HOLDOUT = 4
 TRAIN_CHOICES = ("all", "weights", "norms+bias")
 
 
-def require_torch() -> Any:
-    """Import torch, or fail with the install hint."""
+def require_torch(what: str = "fine-tuning") -> Any:
+    """Import torch, or fail with the install hint (``what`` needs it)."""
     try:
         import torch
     except ImportError as e:
-        raise OnnxPruneError("fine-tuning needs torch: pip install onnxprune[torch]") from e
+        raise OnnxPruneError(f"{what} needs torch: pip install onnxprune[torch]") from e
     return torch
 
 

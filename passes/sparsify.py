@@ -50,8 +50,9 @@ class UnstructuredPruneConfig(_Selection):
 
     Attributes:
         sparsity: Fraction of weights set to zero, in [0, 1).
-        importance: How a weight is scored: ``magnitude`` (|W|) or ``wanda`` (|W|·‖X_in‖, needs
-            calibration data).
+        importance: How a weight is scored: ``magnitude`` (|W|), ``wanda`` (|W|·‖X_in‖) or ``relief``
+            (mean |x·w|, NNrelief); the last two need calibration data. (``snip``, ``grasp``, ``drive``:
+            the ``gradient`` pass.)
         scope: Which scores compete: each tensor's own (``layer``; Wanda: each output row's) or all
             tensors' at once (``global``, the same as ``allocation: global``).
         normalize: Per-tensor score normalization before the global threshold (``scope: global``).

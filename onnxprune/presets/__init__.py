@@ -3,7 +3,10 @@
 Each family module registers its presets in :data:`PRESETS` when imported below.
 """
 
-from onnxprune.presets import classic  # noqa: F401 - registers the presets of the methods that already work
+from onnxprune.presets import (
+    classic,  # noqa: F401 - registers the presets of the methods that already work
+    scorers,  # noqa: F401  (i-SpaSP, NNrelief, SNIP, GraSP, DRIVE)
+)
 from onnxprune.presets._expand import apply_overrides, check_needs, expand, find_preset
 from onnxprune.presets._preset import NEEDS, PRESETS, Preset
 
