@@ -24,6 +24,7 @@ from onnxprune import (
     _io,
     _signals,
 )
+from onnxprune._assign import parse_assignments
 from onnxprune._cli_base import (
     Job,
     cli,
@@ -130,6 +131,11 @@ def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
     return {"n": n, "m": m, "sparsity": 1.0 - n / m if sparsity is None else sparsity}
 
 
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``allocation_options`` config entry (none when empty, so recipes stay as they were)."""
+    return {"allocation_options": options} if options else {}
+
+
 def _check_words(normalize: str | None, aggregate: str | None, allocation: str, *, structured: bool) -> None:
     """Refuse ``--normalize``/``--aggregate`` where they would change nothing (never ignored silently)."""
     if aggregate is not None and not structured:
@@ -215,6 +221,13 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     + "; ".join(f"{e.name}: {e.description}" for e in ALLOCATORS)
     + ". Default: uniform (global with --scope global).",
 )
+@click.option(
+    "--allocation-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of --allocation (repeatable), e.g. --allocation-option variance=0.95 for pca,"
+    " --allocation-option scope=layer for pqi.",
+)
 @click.option("--normalize", type=click.Choice(NORMALIZERS.names()))
 @click.option("--aggregate", type=click.Choice(AGGREGATES.names()))
 @click.option("--round-to", type=click.IntRange(1), default=1, show_default=True)
@@ -253,6 +266,7 @@ def prune(
     importance: str | None,
     scope: str,
     allocation: str | None,
+    allocation_option: tuple[str, ...],
     normalize: str | None,
     aggregate: str | None,
     round_to: int,
@@ -266,7 +280,12 @@ def prune(
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
     targets = (channels, target_flops, target_params, target_latency)
-    structured = any(t is not None for t in targets)
+    structured = any(t is not None for t in targets) or (
+        allocation in ALLOCATORS and ALLOCATORS[allocation].kinds == ("channels",) and sparsity is None
+    )
+    allocation_options = parse_assignments(allocation_option, "--allocation-option")
+    if allocation_options and allocation is None:
+        raise click.UsageError("--allocation-option sets an option of --allocation: give --allocation")
     budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
     if sum((sparsity is not None and not budgeted_nm, pattern is not None, structured)) != 1:
         raise click.UsageError(
@@ -277,8 +296,9 @@ def prune(
     if sum(t is not None for t in targets[1:]) > 1:
         raise click.UsageError("give one of --target-flops, --target-params and --target-latency")
     selection = job.selection
-    importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
     allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
+    ranked_by = ALLOCATORS[allocation].scores_by if ALLOCATORS[allocation].ranks else None
+    importance = importance or ranked_by or default_importance(structured=structured, calibrated=job.calib is not None)
     if budgeted_nm and allocation != "sensitivity":
         raise click.UsageError("--pattern with --sparsity needs --allocation sensitivity (which layers stay dense)")
     scope = "global" if allocation == "global" else scope
@@ -298,7 +318,7 @@ def prune(
             hidden=hidden,
             hardware=_hardware(target_latency, widths, ep),
         )
-        spec = PassSpec(spec.name, {**spec.config, "allocation": allocation})
+        spec = PassSpec(spec.name, {**spec.config, "allocation": allocation, **_options(allocation_options)})
     elif importance not in WEIGHT_IMPORTANCES:
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
     elif WEIGHT_IMPORTANCES[importance].method == "sparsegpt":
@@ -313,7 +333,9 @@ def prune(
         spec = PassSpec("nm", {**target, "importance": importance, "allocation": allocation, **selection})
     else:
         config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize or "none"}
-        spec = PassSpec("unstructured", {**config, "allocation": allocation, **selection})
+        spec = PassSpec(
+            "unstructured", {**config, "allocation": allocation, **_options(allocation_options), **selection}
+        )
     specs = [spec]
     if finetune_steps is not None:
         specs.append(PassSpec("finetune", {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size}))

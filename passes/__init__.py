@@ -4,6 +4,7 @@
 importing a module never registers anything behind your back.
 """
 
+from onnxprune.passes import _kfac, _pqi, _sipp  # noqa: F401, E402  (register the seed allocators and importances)
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass

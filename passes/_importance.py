@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
@@ -21,10 +22,13 @@ from onnxprune.passes._registry import Registry
 from onnxprune.passes._scores import normalizer
 from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS
 
+if TYPE_CHECKING:
+    from onnxprune.context import PassContext
+
 __all__ = ["CHANNEL_IMPORTANCES", "ChannelImportance", "group_scores", "importance_requests", "stat_key"]
 
 _WEIGHTS = ("out", "in")
-Stats = Mapping[str, ChannelStats]
+Stats = Mapping[str, Any]  # calibration statistics (ChannelStats) by default; an importance's own data otherwise
 
 
 def stat_key(value: ir.Value) -> str:
@@ -99,6 +103,18 @@ class ChannelImportance:
         if use.role not in self.roles:
             return None
         return _param_channels(analysis, use, self.power)
+
+    def gather(
+        self, context: PassContext, model: ir.Model, analysis: ChannelAnalysis, uses: Sequence[ParamUse]
+    ) -> Stats | None:
+        """The data :meth:`member` reads: calibration statistics of :meth:`requests` (``None`` without need)."""
+        if not self.needs_data:
+            return None
+        return context.stats(model, self.requests(analysis, uses), needed_by=f"importance '{self.name}'")
+
+    def summary(self, stats: Stats | None) -> dict[str, Any]:
+        """What the pass's report shows about the gathered data (nothing by default)."""
+        return {}
 
 
 @dataclasses.dataclass(frozen=True)
