@@ -322,3 +322,31 @@ def test_cli_bad_options_one_line_exit_2(tmp_path: Path, args: list[str], messag
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert message in lines[0]
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name", ["pca-width", "sipp", "kfac-neuron", "pqi"])
+def test_presets_run_as_recipes(tmp_path: Path, name: str) -> None:
+    import yaml
+
+    from onnxprune.presets import PRESETS
+    from tests.conftest import DIGITS
+
+    preset = PRESETS[name]
+    passes = [dict(p) for p in preset.passes]
+    for p in passes:  # a short fine-tune keeps the test quick
+        if p["name"] == "finetune":
+            p["config"] = {**p["config"], "steps": 3}
+    recipe = {
+        "model": str(DIGITS / "digits_cnn.onnx"),
+        "output": str(tmp_path / "out.onnx"),
+        "passes": passes,
+        "calibration": {"path": str(DIGITS / "digits_calib.npz")},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = _cli("run", path)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.onnx").is_file()
