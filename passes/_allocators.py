@@ -79,6 +79,10 @@ class Allocator:
         needs_data: Needs calibration statistics (Wanda feature norms).
         needs_sensitivity: Needs a sensitivity table (measured on the calibration data).
         kinds: Pruning kinds it serves (``unstructured``, ``channels``).
+        rows: Its units' scores come as ``[neurons, fan-in]`` rows and a unit's ratio may be one per
+            neuron (an array).
+        scores_by: The importance its scores are (``None``: the pass's).
+        ranks: Those scores also choose the weights pruned (the pass's importance becomes ``scores_by``).
     """
 
     name: str = "uniform"
