@@ -131,6 +131,16 @@ def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
     return {"n": n, "m": m, "sparsity": 1.0 - n / m if sparsity is None else sparsity}
 
 
+def _budget_free_kind(allocation: str | None, options: dict[str, Any]) -> str | None:
+    """The one pruning kind of an allocation whose ratios follow from its own rule (``None``: it spends a budget)."""
+    if allocation is None or allocation not in ALLOCATORS:
+        return None
+    entry = ALLOCATORS[allocation]
+    if len(entry.kinds) != 1 or entry.configured(options).uses_budget:
+        return None
+    return entry.kinds[0]
+
+
 def _options(options: dict[str, Any]) -> dict[str, Any]:
     """The ``allocation_options`` config entry (none when empty, so recipes stay as they were)."""
     return {"allocation_options": options} if options else {}
@@ -280,12 +290,15 @@ def prune(
 ) -> None:
     """Prune MODEL (unstructured --sparsity, N:M --pattern, or structured --channels) and write OUTPUT."""
     targets = (channels, target_flops, target_params, target_latency)
-    structured = any(t is not None for t in targets) or (
-        allocation in ALLOCATORS and ALLOCATORS[allocation].kinds == ("channels",) and sparsity is None
-    )
     allocation_options = parse_assignments(allocation_option, "--allocation-option")
     if allocation_options and allocation is None:
         raise click.UsageError("--allocation-option sets an option of --allocation: give --allocation")
+    # an allocation that chooses the budget itself (pca, pqi) needs no --channels/--sparsity
+    own_kind = _budget_free_kind(allocation, allocation_options)
+    given = any(t is not None for t in (sparsity, pattern, *targets))
+    structured = any(t is not None for t in targets) or (own_kind == "channels" and not given)
+    if own_kind == "unstructured" and not given:
+        sparsity = 0.0
     budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
     if sum((sparsity is not None and not budgeted_nm, pattern is not None, structured)) != 1:
         raise click.UsageError(

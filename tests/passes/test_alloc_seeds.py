@@ -302,6 +302,8 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     for args in (["--allocation", "sipp"], ["--allocation", "pqi", "--allocation-option", "scope=layer"]):
         result = _cli("prune", model, "-o", tmp_path / "u.onnx", "--sparsity", "0.5", *args, "--calib", calib)
         assert result.exit_code == 0, result.output
+    result = _cli("prune", model, "-o", tmp_path / "u.onnx", "--allocation", "pqi")  # its own sparsity, no data
+    assert result.exit_code == 0, result.output
     result = _cli("prune", model, "-o", out, "--channels", "0.5", "--importance", "kfac", "--calib", calib)
     assert result.exit_code == 0, result.output
 
@@ -314,6 +316,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         (["--allocation", "pca", "--allocation-option", "variance=2"], "variance must be in"),
         (["--sparsity", "0.5", "--allocation-option", "p=1"], "give --allocation"),
         (["--target-flops", "0.5", "--allocation", "pca"], "set its option fit"),
+        (["--allocation", "pqi", "--allocation-option", "fit=true"], "give exactly one of"),
     ],
 )
 def test_cli_bad_options_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
