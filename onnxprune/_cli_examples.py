@@ -21,8 +21,6 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "onnxprune prune model.onnx -o pruned.onnx --sparsity 0.5 --calib calib.npz --data test.npz",
         "onnxprune prune model.onnx -o sparse24.onnx --pattern 2:4 --calib calib.npz",
         "onnxprune prune model.onnx -o slim.onnx --channels 0.3 --scope global --normalize l2 --quiet",
-        "onnxprune prune model.onnx -o narrow.onnx --allocation pca --allocation-option variance=0.95"
-        " --calib calib.npz",
     ),
     "lowrank": (
         "onnxprune lowrank model.onnx -o lowrank.onnx --energy 0.95",
