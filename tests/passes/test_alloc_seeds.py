@@ -21,7 +21,13 @@ from onnxprune.calibration.stats import sample_rows
 from onnxprune.cli import cli
 from onnxprune.context import PassContext
 from onnxprune.errors import RecipeError
-from onnxprune.passes import ChannelPruneConfig, ChannelPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
+from onnxprune.passes import (
+    ChannelPruneConfig,
+    ChannelPrunePass,
+    SparseGPTConfig,
+    UnstructuredPruneConfig,
+    UnstructuredPrunePass,
+)
 from onnxprune.passes._allocators import ALLOCATORS, AllocUnit
 from onnxprune.passes._kfac import kfac_factors, spectral_radius
 from onnxprune.passes._pca_width import pca_width
@@ -72,6 +78,8 @@ def test_registered_with_their_kinds() -> None:
     with pytest.raises(RecipeError, match="ranks weights by 'sipp'"):
         UnstructuredPruneConfig(allocation="sipp", importance="wanda")
     assert UnstructuredPruneConfig(allocation="sipp").importance == "sipp"
+    with pytest.raises(RecipeError, match="use the unstructured pass"):
+        SparseGPTConfig(allocation="pqi")
 
 
 # --------------------------------------------------------------------------- PQI (M33)
