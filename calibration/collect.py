@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from onnxprune import _ort
 from onnxprune.calibration.sources import CalibrationSource
-from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, gram_rows
+from onnxprune.calibration.stats import ALL_SUMS, ChannelStats, ConvGeometry, gram_rows, sample_rows
 from onnxprune.errors import CalibrationError, UnsupportedModelError
 
 __all__ = ["StatRequest", "collect_stats", "conv_geometry"]
@@ -34,7 +34,8 @@ class StatRequest:
     :class:`ChannelStats`); ``paired_gram`` also keeps the reference's own Gram. Results are keyed
     by ``key`` (default: the value name), so one value can be unfolded for two different convs.
     ``holdout`` also sums every other batch apart (``ChannelStats.holdout``), so that a fit on the
-    other batches can be checked on data it did not see.
+    other batches can be checked on data it did not see. ``sample`` keeps the rows of that many
+    samples themselves (``ChannelStats.sample``; a Conv's patches, at most ``positions`` per sample).
     """
 
     value: str
@@ -46,6 +47,8 @@ class StatRequest:
     paired: bool = False
     paired_gram: bool = False
     holdout: bool = False
+    sample: int = 0
+    positions: int = 64
 
     @property
     def name(self) -> str:
@@ -113,7 +116,10 @@ def _merge(requests: Sequence[StatRequest]) -> dict[str, StatRequest]:
         else:
             gram_of = request if request.gram else prior
             holdout = prior.holdout or request.holdout
-            merged[request.name] = dataclasses.replace(gram_of, sums=prior.sums | request.sums, holdout=holdout)
+            sample = max(prior.sample, request.sample)
+            merged[request.name] = dataclasses.replace(
+                gram_of, sums=prior.sums | request.sums, holdout=holdout, sample=sample
+            )
     return merged
 
 
@@ -143,8 +149,19 @@ def _real_tokens(array: np.ndarray, axis: int, mask: np.ndarray | None) -> tuple
     return array[np.asarray(mask) != 0], -1
 
 
+def _keep_sample(entry: ChannelStats, request: StatRequest, array: np.ndarray) -> None:
+    """Append the rows of this batch's first samples to ``entry.sample`` until it holds ``request.sample``."""
+    have = 0 if entry.sample is None else entry.sample.shape[0]
+    if have >= request.sample:
+        return
+    rows = sample_rows(array, request.axis, request.conv, request.sample - have, request.positions)
+    entry.sample = rows if entry.sample is None else np.concatenate([entry.sample, rows])
+
+
 def _accumulate(entry: ChannelStats, request: StatRequest, array: np.ndarray, ref: np.ndarray | None) -> None:
     entry.update(array)
+    if request.sample:
+        _keep_sample(entry, request, array)
     if not request.gram:
         return
     chunk_bytes = 16 << 20  # three chunks (model, reference, difference) alive at once

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["ALL_SUMS", "ChannelStats", "ConvGeometry", "gram_rows", "unfold_conv_input"]
+__all__ = ["ALL_SUMS", "ChannelStats", "ConvGeometry", "gram_rows", "sample_rows", "unfold_conv_input"]
 
 #: The running sums a :class:`ChannelStats` can keep: sum |a|, sum a², count of nonzeros.
 ALL_SUMS = frozenset({"abs", "sq", "nonzero"})
@@ -59,6 +59,24 @@ def gram_rows(x: np.ndarray, axis: int, conv: ConvGeometry | None, max_bytes: in
         yield unfold_conv_input(x[i : i + step], conv)
 
 
+def sample_rows(x: np.ndarray, axis: int, conv: ConvGeometry | None, samples: int, positions: int) -> np.ndarray:
+    """The rows a weight multiplies for the first ``samples`` samples: ``[samples, positions, features]``.
+
+    A Conv input is unfolded (im2col) and at most ``positions`` patches per sample are kept, evenly
+    spaced; other inputs are their vectors along ``axis`` (one position per row of a sample).
+    """
+    x = np.asarray(x[:samples], dtype=np.float32)
+    if conv is not None:
+        rows = unfold_conv_input(x, conv)
+        rows = rows.reshape(x.shape[0], -1, rows.shape[-1])
+    else:
+        moved = np.moveaxis(x, axis, -1)
+        rows = moved.reshape(x.shape[0], -1, moved.shape[-1])
+    if rows.shape[1] > positions:
+        rows = rows[:, np.linspace(0, rows.shape[1] - 1, positions).round().astype(int)]
+    return rows
+
+
 @dataclasses.dataclass
 class ChannelStats:
     """Running sums over one axis of an activation.
@@ -69,7 +87,9 @@ class ChannelStats:
     of a reference model at the same place (layer-sequential refits), ``delta`` accumulates
     Xᵀ(R − X) (so ``XᵀR = gram + delta``, see :attr:`cross`, without cancellation when ``R ≈ X``),
     ``ref_gram`` RᵀR and ``ref_sum`` the column sums of ``R``. ``holdout`` (optional) holds the same
-    sums over every other batch only, for checking a fit on data it was not fitted to.
+    sums over every other batch only, for checking a fit on data it was not fitted to. ``sample``
+    (optional) keeps the rows of the first few samples themselves, ``[samples, positions, features]``
+    (positions: a Conv's im2col patches, evenly thinned; see :func:`sample_rows`).
 
     Gram-sized sums are float32 (each chunk's product is float32 anyway; half the memory of the
     widest layers' Grams), vectors float64.
@@ -89,6 +109,7 @@ class ChannelStats:
     ref_gram: np.ndarray | None = None
     ref_sum: np.ndarray | None = None
     holdout: ChannelStats | None = None
+    sample: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("sum_abs", "sum_sq", "nonzero"):

@@ -25,6 +25,7 @@ from onnxprune import (
     _io,
     _signals,
 )
+from onnxprune._assign import parse_assignments
 from onnxprune._cli_base import (
     Job,
     absolute,
@@ -132,6 +133,21 @@ def _nm_target(pattern: str, sparsity: float | None) -> dict[str, float]:
     return {"n": n, "m": m, "sparsity": 1.0 - n / m if sparsity is None else sparsity}
 
 
+def _budget_free_kind(allocation: str | None, options: dict[str, Any]) -> str | None:
+    """The one pruning kind of an allocation whose ratios follow from its own rule (``None``: it spends a budget)."""
+    if allocation is None or allocation not in ALLOCATORS:
+        return None
+    entry = ALLOCATORS[allocation]
+    if len(entry.kinds) != 1 or entry.configured(options).uses_budget:
+        return None
+    return entry.kinds[0]
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``allocation_options`` config entry (none when empty, so recipes stay as they were)."""
+    return {"allocation_options": options} if options else {}
+
+
 def _check_words(normalize: str | None, aggregate: str | None, allocation: str, *, structured: bool) -> None:
     """Refuse ``--normalize``/``--aggregate`` where they would change nothing (never ignored silently)."""
     if aggregate is not None and not structured:
@@ -217,6 +233,13 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     + "; ".join(f"{e.name}: {e.description}" for e in ALLOCATORS)
     + ". Default: uniform (global with --scope global).",
 )
+@click.option(
+    "--allocation-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of --allocation (repeatable), e.g. --allocation-option variance=0.95 for pca,"
+    " --allocation-option scope=layer for pqi.",
+)
 @click.option("--normalize", type=click.Choice(NORMALIZERS.names()))
 @click.option("--aggregate", type=click.Choice(AGGREGATES.names()))
 @click.option("--round-to", type=click.IntRange(1), default=1, show_default=True)
@@ -276,6 +299,7 @@ def prune(
     importance: str | None,
     scope: str,
     allocation: str | None,
+    allocation_option: tuple[str, ...],
     normalize: str | None,
     aggregate: str | None,
     round_to: int,
@@ -307,7 +331,15 @@ def prune(
     if labels is not None and finetune_steps is None:
         raise click.UsageError("--labels feeds fine-tuning: give --preset NAME or --finetune-steps N")
     targets = (channels, target_flops, target_params, target_latency)
-    structured = any(t is not None for t in targets)
+    allocation_options = parse_assignments(allocation_option, "--allocation-option")
+    if allocation_options and allocation is None:
+        raise click.UsageError("--allocation-option sets an option of --allocation: give --allocation")
+    # an allocation that chooses the budget itself (pca, pqi) needs no --channels/--sparsity
+    own_kind = _budget_free_kind(allocation, allocation_options)
+    given = any(t is not None for t in (sparsity, pattern, *targets))
+    structured = any(t is not None for t in targets) or (own_kind == "channels" and not given)
+    if own_kind == "unstructured" and not given:
+        sparsity = 0.0
     budgeted_nm = pattern is not None and sparsity is not None  # --pattern N:M --sparsity S: S covered by N:M
     if sum((sparsity is not None and not budgeted_nm, pattern is not None, structured)) != 1:
         raise click.UsageError(
@@ -318,8 +350,9 @@ def prune(
     if sum(t is not None for t in targets[1:]) > 1:
         raise click.UsageError("give one of --target-flops, --target-params and --target-latency")
     selection = job.selection
-    importance = importance or default_importance(structured=structured, calibrated=job.calib is not None)
     allocation = _allocation(scope, allocation, job, pattern=pattern is not None)
+    ranked_by = ALLOCATORS[allocation].scores_by if ALLOCATORS[allocation].ranks else None
+    importance = importance or ranked_by or default_importance(structured=structured, calibrated=job.calib is not None)
     if budgeted_nm and allocation != "sensitivity":
         raise click.UsageError("--pattern with --sparsity needs --allocation sensitivity (which layers stay dense)")
     scope = "global" if allocation == "global" else scope
@@ -339,7 +372,7 @@ def prune(
             hidden=hidden,
             hardware=_hardware(target_latency, widths, ep),
         )
-        spec = PassSpec(spec.name, {**spec.config, "allocation": allocation})
+        spec = PassSpec(spec.name, {**spec.config, "allocation": allocation, **_options(allocation_options)})
     elif importance not in WEIGHT_IMPORTANCES:
         raise click.UsageError(f"--importance {importance} is for structured pruning (--channels)")
     elif WEIGHT_IMPORTANCES[importance].method == "sparsegpt":
@@ -355,7 +388,10 @@ def prune(
     else:
         config = {"sparsity": sparsity, "importance": importance, "scope": scope, "normalize": normalize or "none"}
         # unstructured, or the pass implementing the importance with the same fields (gradient: SNIP, GraSP, DRIVE)
-        spec = PassSpec(WEIGHT_IMPORTANCES[importance].method, {**config, "allocation": allocation, **selection})
+        spec = PassSpec(
+            WEIGHT_IMPORTANCES[importance].method,
+            {**config, "allocation": allocation, **_options(allocation_options), **selection},
+        )
     specs = [spec]
     if finetune_steps is not None:
         tune = {"steps": finetune_steps, "lr": finetune_lr, "batch_size": job.batch_size, "labels": absolute(labels)}

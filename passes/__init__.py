@@ -4,7 +4,12 @@
 importing a module never registers anything behind your back.
 """
 
-from onnxprune.passes import _ispasp  # noqa: F401  (registers the i-SpaSP channel importance)
+from onnxprune.passes import (  # noqa: F401, E402  (register the seed allocators and importances)
+    _ispasp,  # noqa: F401  (registers the i-SpaSP channel importance)
+    _kfac,
+    _pqi,
+    _sipp,
+)
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass

@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune._fields import short
 from onnxprune.analysis.weights import Weight, read_weight
 from onnxprune.context import PassContext
 from onnxprune.errors import CalibrationError, RecipeError
 from onnxprune.passes._registry import Registry
-from onnxprune.passes._scores import WEIGHT_IMPORTANCES, normalizer, score
+from onnxprune.passes._scores import WEIGHT_IMPORTANCES, neuron_rows, normalizer, score
 from onnxprune.passes._select import prune_lowest
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ __all__ = [
     "ALLOCATORS",
     "AllocUnit",
     "Allocator",
+    "Ratio",
+    "allocator",
     "check_allocation",
     "hull_segments",
     "nm_coverage",
@@ -62,6 +65,8 @@ class AllocUnit:
 
 
 Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]
+#: a unit's ratio: one for the unit, or (allocators with ``rows``) one per neuron
+Ratio = float | np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +79,10 @@ class Allocator:
         needs_data: Needs calibration statistics (Wanda feature norms).
         needs_sensitivity: Needs a sensitivity table (measured on the calibration data).
         kinds: Pruning kinds it serves (``unstructured``, ``channels``).
+        rows: Its units' scores come as ``[neurons, fan-in]`` rows and a unit's ratio may be one per
+            neuron (an array).
+        scores_by: The importance its scores are (``None``: the pass's).
+        ranks: Those scores also choose the weights pruned (the pass's importance becomes ``scores_by``).
     """
 
     name: str = "uniform"
@@ -81,15 +90,53 @@ class Allocator:
     needs_data: bool = False
     needs_sensitivity: bool = False
     kinds: tuple[str, ...] = ("unstructured", "channels")
+    rows: bool = False
+    scores_by: str | None = None
+    ranks: bool = False
 
-    def ratios(self, units: Sequence[AllocUnit], budget: float, curves: Curves | None = None) -> dict[str, float]:
-        """Ratio per unit name, cost-weighted mean ``budget``."""
+    def ratios(self, units: Sequence[AllocUnit], budget: float, curves: Curves | None = None) -> dict[str, Ratio]:
+        """Ratio per unit name, cost-weighted mean ``budget``.
+
+        An allocator with ``rows`` gets each unit's scores as ``[neurons, fan-in]`` rows and may give a
+        unit an array of per-neuron ratios (``scores_by``: the importance those scores are, ``ranks``:
+        they also choose which weights go).
+        """
         return {u.name: budget for u in units}
+
+    @property
+    def uses_budget(self) -> bool:
+        """Whether the ratios follow the budget (``False``: they follow from the allocator's own rule)."""
+        return True
 
     def check(self, kind: str) -> None:
         """Refuse a pruning kind this allocator does not serve."""
         if kind not in self.kinds:
             raise RecipeError(f"allocation '{self.name}' is for {' and '.join(self.kinds)} pruning, not {kind}")
+
+    def option_names(self) -> tuple[str, ...]:
+        """Its options (``--allocation-option KEY=VALUE``): the fields a subclass adds."""
+        base = {f.name for f in dataclasses.fields(Allocator)}
+        return tuple(f.name for f in dataclasses.fields(self) if f.name not in base)
+
+    def configured(self, options: Mapping[str, Any]) -> Allocator:
+        """A copy with ``options`` set; unknown options or values of the wrong type are refused."""
+        known = self.option_names()
+        for key, value in options.items():
+            if key not in known:
+                hint = ", ".join(known) or "none"
+                raise RecipeError(f"allocation '{self.name}' has no option {short(key)} (its options: {hint})")
+            default = getattr(self, key)
+            wanted = float if isinstance(default, float) else type(default)
+            if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+                raise RecipeError(f"allocation option {key} must be a {wanted.__name__}, got {short(value)}")
+        configured = dataclasses.replace(self, **options)
+        configured.validate()
+        return configured
+
+    def validate(self) -> None:
+        """Refuse option values out of range (one line)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +178,7 @@ class OWL(Allocator):
     description: str = f"outlier-weighed layer-wise sparsity (OWL, M={OWL_M:g}, lambda={OWL_LAMBDA:g}); needs data"
     needs_data: bool = True
     kinds: tuple[str, ...] = ("unstructured",)
+    scores_by: str | None = "wanda"
 
     def ratios(self, units: Sequence[AllocUnit], budget: float, curves: Curves | None = None) -> dict[str, float]:
         outliers = []
@@ -220,10 +268,17 @@ def sensitivity_ratios(units: Sequence[AllocUnit], budget: float, curves: Curves
 # --------------------------------------------------------------------------- #
 
 
-def check_allocation(name: str, kind: str) -> None:
-    """Refuse an unknown allocation, or one that does not serve ``kind`` (config validation)."""
+def check_allocation(name: str, kind: str, options: Mapping[str, Any] | None = None) -> None:
+    """Refuse an unknown allocation, one that does not serve ``kind``, or bad options (config validation)."""
     ALLOCATORS.check("allocation", name)
     ALLOCATORS[name].check(kind)
+    if options:
+        ALLOCATORS[name].configured(options)
+
+
+def allocator(name: str, options: Mapping[str, Any] | None = None) -> Allocator:
+    """The registered allocator ``name`` with ``options`` set."""
+    return ALLOCATORS[name].configured(options or {})
 
 
 def scope_allocation(scope: str, allocation: str, global_scope: str = "global") -> str:
@@ -307,26 +362,31 @@ def weight_ratios(
     importance: str = "magnitude",
     normalize: str = "none",
     curves_by: str | None = None,
-) -> dict[str, float]:
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Ratio]:
     """Sparsity per weight name for ``allocation`` at mean sparsity ``budget`` (weighted by size).
+
+    An allocator with ``rows`` may give a weight one sparsity per neuron (an array); ``options`` are
+    the allocator's (``--allocation-option``).
 
     ``global`` thresholds ``importance`` scores (normalized per tensor); ``owl`` uses Wanda scores;
     ``sensitivity`` measures (or reads) the per-weight curves with ``curves_by`` (default: magnitude
     pruning, or Wanda when ``importance`` is data-aware).
     """
-    allocator = ALLOCATORS[allocation]
+    allocator = ALLOCATORS[allocation].configured(options or {})
     if allocator.needs_data:
         _require_data(context, allocation)
     stats = None
-    scored = "wanda" if allocation == "owl" else importance
-    if allocation in ("global", "owl") and WEIGHT_IMPORTANCES[scored].needs_data:
+    scored = allocator.scores_by or importance
+    if (allocation == "global" or allocator.scores_by) and WEIGHT_IMPORTANCES[scored].needs_data:
         requests = [r for w in weights for r in WEIGHT_IMPORTANCES[scored].requests(w)]
         stats = context.stats(model, requests, needed_by=f"allocation '{allocation}'")
 
     def scores_of(weight: Weight) -> Callable[[], np.ndarray]:
         def fn() -> np.ndarray:
             values = score(weight, read_weight(weight), scored, stats)
-            return values / np.float32(normalizer(values, normalize))
+            values = values / np.float32(normalizer(values, normalize))
+            return neuron_rows(weight, values) if allocator.rows else values
 
         return fn
 

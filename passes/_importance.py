@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
@@ -20,6 +21,9 @@ from onnxprune.calibration.stats import ChannelStats
 from onnxprune.passes._registry import Registry
 from onnxprune.passes._scores import normalizer
 from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS
+
+if TYPE_CHECKING:
+    from onnxprune.context import PassContext
 
 __all__ = [
     "CHANNEL_IMPORTANCES",
@@ -32,7 +36,7 @@ __all__ = [
 ]
 
 _WEIGHTS = ("out", "in")
-Stats = Mapping[str, ChannelStats]
+Stats = Mapping[str, Any]  # calibration statistics (ChannelStats) by default; an importance's own data otherwise
 
 
 def stat_key(value: ir.Value) -> str:
@@ -116,6 +120,18 @@ class ChannelImportance:
         ``ratio`` is the fraction to be removed, for a selection such as i-SpaSP.
         """
         return None
+
+    def gather(
+        self, context: PassContext, model: ir.Model, analysis: ChannelAnalysis, uses: Sequence[ParamUse]
+    ) -> Stats | None:
+        """The data :meth:`member` reads: calibration statistics of :meth:`requests` (``None`` without need)."""
+        if not self.needs_data:
+            return None
+        return context.stats(model, self.requests(analysis, uses), needed_by=f"importance '{self.name}'")
+
+    def summary(self, stats: Stats | None) -> dict[str, Any]:
+        """What the pass's report shows about the gathered data (nothing by default)."""
+        return {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,10 @@ __all__ = [
     "WeightImportance",
     "feature_means",
     "feature_norms",
+    "from_neuron_rows",
     "from_rows",
     "input_requests",
+    "neuron_rows",
     "normalizer",
     "score",
     "to_rows",
@@ -157,6 +159,22 @@ def from_rows(weight: Weight, rows: np.ndarray) -> np.ndarray:
         + [shape[weight.in_axis]]
     )
     return np.moveaxis(rows.reshape(moved_shape), (0, -1), (weight.out_axis, weight.in_axis))
+
+
+def neuron_rows(weight: Weight, array: np.ndarray) -> np.ndarray:
+    """View ``array`` (weight-shaped) as ``[neurons, fan-in]``: one row per output unit.
+
+    Conv ``[out, in, kh, kw]`` becomes ``[out, in*kh*kw]`` (im2col column order); MatMul ``[in, out]``
+    becomes ``[out, in]``.
+    """
+    moved = np.moveaxis(array, weight.out_axis, 0)
+    return moved.reshape(moved.shape[0], -1)
+
+
+def from_neuron_rows(weight: Weight, rows: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`neuron_rows`."""
+    moved_shape = [weight.shape[weight.out_axis]] + [d for i, d in enumerate(weight.shape) if i != weight.out_axis]
+    return np.moveaxis(rows.reshape(moved_shape), 0, weight.out_axis)
 
 
 def normalizer(scores: np.ndarray, how: str) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ROW_CHUNK_BYTES", "nm_mask", "prune_lowest", "row_chunks", "row_mask", "split_count"]
+__all__ = ["ROW_CHUNK_BYTES", "counts_mask", "nm_mask", "prune_lowest", "row_chunks", "row_mask", "split_count"]
 
 ScoreFn = Callable[[], np.ndarray]
 
@@ -73,12 +73,16 @@ def split_count(total: int, parts: int) -> np.ndarray:
 
 def row_mask(scores: np.ndarray, n: int) -> np.ndarray:
     """Keep mask for ``scores [rows, cols]`` pruning ``n`` in total, spread evenly over rows."""
+    return counts_mask(scores, split_count(n, scores.shape[0]))
+
+
+def counts_mask(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Keep mask for ``scores [rows, cols]`` pruning the ``counts[r]`` lowest scores of each row ``r``."""
     rows, cols = scores.shape
-    per_row = split_count(n, rows)
     order = np.argsort(scores, axis=1, kind="stable")
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(cols)[None, :].repeat(rows, axis=0), axis=1)
-    return ranks >= per_row[:, None]
+    return ranks >= np.asarray(counts)[:, None]
 
 
 #: Bytes of the rows a large weight is worked on at once where its rows are independent (N:M):

@@ -12,6 +12,7 @@ import fnmatch
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -27,12 +28,20 @@ from onnxprune.calibration.sequential import Step, each_step
 from onnxprune.calibration.sources import open_source
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.context import PassContext
-from onnxprune.errors import RecipeError, ValidationError
+from onnxprune.errors import CalibrationError, RecipeError, ValidationError
 from onnxprune.passes._allocate import Allocation, GroupScores, allocate, search_ratio
-from onnxprune.passes._allocators import ALLOCATORS, AllocUnit, check_allocation, scope_allocation, sensitivity_curves
+from onnxprune.passes._allocators import (
+    ALLOCATORS,
+    AllocUnit,
+    allocator,
+    check_allocation,
+    scope_allocation,
+    sensitivity_curves,
+)
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, check_choice
 from onnxprune.passes._hw_plan import hardware_plan
-from onnxprune.passes._importance import CHANNEL_IMPORTANCES, group_scores, importance_requests
+from onnxprune.passes._importance import CHANNEL_IMPORTANCES, group_scores
+from onnxprune.passes._pca_width import group_spectra, spectrum_requests
 from onnxprune.passes._reconstruct import original_weights, plan_refits, refit
 from onnxprune.passes._restore import restore_outputs
 from onnxprune.passes._vocab import AGGREGATES, NORMALIZERS, SCOPES, choice_field
@@ -62,9 +71,13 @@ class ChannelPruneConfig:
         normalize: Per-group score normalization before the global threshold (``scope: global``).
         scope: Which scores compete: each group's own (``layer``; old recipes' ``uniform`` still loads)
             or all groups' at once (``global``, the same as ``allocation: global``).
-        allocation: ``uniform``, ``global`` (the same as ``scope: global``) or ``sensitivity``
+        allocation: ``uniform``, ``global`` (the same as ``scope: global``), ``sensitivity``
             (per-group ratios minimizing the summed measured output error, mean ``ratio``
-            weighted by channels; needs calibration data).
+            weighted by channels; needs calibration data) or ``pca`` (each group keeps the principal
+            components explaining a variance of its calibration activations; ``ratio`` is not used
+            unless its option ``fit`` is set; needs calibration data).
+        allocation_options: The allocator's options (``--allocation-option KEY=VALUE``): ``pca``'s
+            ``variance`` (default 0.99) and ``fit`` (solve the variance to meet ``ratio`` or the target).
         round_to: Kept channel counts are multiples of this (8 suits most hardware); with measured
             widths, the widths measured are multiples of it.
         widths: ``round`` (kept counts rounded to ``round_to``) or ``measured``: each group's latency
@@ -113,6 +126,7 @@ class ChannelPruneConfig:
     target_latency: float | None = None
     ep: str = "cpu"
     latency_cache: str | None = None
+    allocation_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -135,7 +149,14 @@ class ChannelPruneConfig:
             raise RecipeError("give target_flops or target_params, not both")
         if self.round_to < 1 or self.min_channels < 0:
             raise RecipeError("round_to must be >= 1 and min_channels >= 0")
-        check_allocation(self.allocation, "channels")
+        check_allocation(self.allocation, "channels", self.allocation_options)
+        if not allocator(self.allocation, self.allocation_options).uses_budget and (
+            self.target_flops is not None or self.target_params is not None
+        ):
+            raise RecipeError(
+                f"allocation '{self.allocation}' chooses the widths itself: set its option fit: true to meet"
+                " target_flops/target_params"
+            )
         allocation = scope_allocation(self.scope, self.allocation)
         object.__setattr__(self, "allocation", allocation)
         object.__setattr__(self, "scope", "global" if allocation == "global" else "layer")
@@ -183,8 +204,11 @@ def prune_plan(
     """
     alloc = Allocation(config.round_to, config.min_channels, config.max_ratio)
 
+    budget_free = not allocator(config.allocation, config.allocation_options).uses_budget
+
     def choose(ratio: float, scope: str) -> dict[int, np.ndarray]:
-        return allocate(scores, ratio, alloc, scope, group_ratios(ratio) if group_ratios and ratio > 0 else None)
+        given = group_ratios is not None and (ratio > 0 or budget_free)
+        return allocate(scores, ratio, alloc, scope, group_ratios(ratio) if given else None)  # type: ignore[misc]
 
     target = config.target_flops if config.target_flops is not None else config.target_params
     if target is None:
@@ -232,11 +256,9 @@ class ChannelPrunePass(OnnxPrunePass):
         calibrated = self.context.calibration is not None and not getattr(self.context.calibration, "random", False)
         if config.reconstruct and not calibrated:
             report.summary["reconstruction"] = "off: needs real calibration data (--calib)"
-        stats_needed = CHANNEL_IMPORTANCES[config.importance].needs_data
-        requests = importance_requests(analysis, uses, config.importance)
-        stats = (
-            self.context.stats(model, requests, needed_by=f"importance '{config.importance}'") if stats_needed else None
-        )
+        importance = CHANNEL_IMPORTANCES[config.importance]
+        stats = importance.gather(self.context, model, analysis, uses)
+        report.summary.update(importance.summary(stats))
         unit_scores, used = group_scores(
             analysis,
             uses,
@@ -305,12 +327,31 @@ class ChannelPrunePass(OnnxPrunePass):
         allocation = self.config.allocation
         if allocation in ("uniform", "global"):
             return None
-        curves = sensitivity_curves(self.context, model, "channels")
+        entry = allocator(allocation, self.config.allocation_options)
         by_name = {analysis.groups[gid].producers[0]: gid for gid in chosen}
-        by_name = {name: gid for name, gid in by_name.items() if name in curves}  # unmeasured groups stay whole
-        units = [AllocUnit(name, analysis.groups[gid].units) for name, gid in by_name.items()]
-        allocator = ALLOCATORS[allocation]
-        return lambda ratio: {by_name[n]: r for n, r in allocator.ratios(units, ratio, curves).items()}
+        if entry.needs_sensitivity:
+            curves = sensitivity_curves(self.context, model, "channels")
+            by_name = {name: gid for name, gid in by_name.items() if name in curves}  # unmeasured groups stay whole
+            units = [AllocUnit(name, analysis.groups[gid].units) for name, gid in by_name.items()]
+            return lambda ratio: {by_name[n]: float(r) for n, r in entry.ratios(units, ratio, curves).items()}
+        spectra = self._spectra(model, analysis, chosen)
+        by_name = {
+            name: gid for name, gid in by_name.items() if gid in spectra
+        }  # groups without activations stay whole
+        units = [
+            AllocUnit(name, analysis.groups[gid].units, lambda gid=gid: spectra[gid]) for name, gid in by_name.items()
+        ]
+        return lambda ratio: {by_name[n]: float(r) for n, r in entry.ratios(units, ratio).items()}
+
+    def _spectra(self, model: ir.Model, analysis: ChannelAnalysis, chosen: list[int]) -> dict[int, np.ndarray]:
+        """Activation covariance eigenvalues of the chosen groups (calibration Grams)."""
+        if self.context.calibration is None or getattr(self.context.calibration, "random", False):
+            raise CalibrationError(f"allocation '{self.config.allocation}' needs calibration data (--calib PATH)")
+        uses = record(analysis)
+        stats = self.context.stats(
+            model, spectrum_requests(analysis, uses), needed_by=f"allocation '{self.config.allocation}'"
+        )
+        return group_spectra(analysis, uses, chosen, stats)
 
     def _choose_groups(self, analysis: ChannelAnalysis, report: PassReport) -> list[int]:
         chosen = []
@@ -389,6 +430,8 @@ class ChannelPrunePass(OnnxPrunePass):
             "refitted": len(refits),
             "refit_error_before": float(np.mean([r["error_before"] for r in refits])) if refits else None,
             "refit_error_after": float(np.mean([r["error_after"] for r in refits])) if refits else None,
+            "allocation": self.config.allocation,
+            **({"allocation_options": dict(self.config.allocation_options)} if self.config.allocation_options else {}),
             **report.summary,
         }
         logger.info("channels: removed %d of %d channels in %d groups", removed, units, len(keep))

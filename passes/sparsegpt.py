@@ -77,6 +77,8 @@ class SparseGPTConfig(_Selection):
         check_fields(self)
         check_choices(self)
         check_allocation(self.allocation, "unstructured")
+        if ALLOCATORS[self.allocation].ranks:
+            raise RecipeError(f"allocation '{self.allocation}' chooses the weights itself: use the unstructured pass")
         if self.m > 0 and self.allocation not in ("uniform", "sensitivity"):
             raise RecipeError(
                 f"allocation '{self.allocation}' spreads unstructured sparsity; N:M takes 'uniform' or 'sensitivity'"

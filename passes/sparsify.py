@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -14,10 +15,17 @@ from onnxprune._fields import check_choices, check_fields
 from onnxprune.analysis.weights import Weight, find_weights, read_weight, write_weight
 from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
-from onnxprune.passes._allocators import ALLOCATORS, check_allocation, nm_coverage, scope_allocation, weight_ratios
+from onnxprune.passes._allocators import (
+    ALLOCATORS,
+    Ratio,
+    check_allocation,
+    nm_coverage,
+    scope_allocation,
+    weight_ratios,
+)
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult, matches
-from onnxprune.passes._scores import WEIGHT_IMPORTANCES, normalizer, score, to_rows
-from onnxprune.passes._select import nm_mask, prune_lowest, row_chunks, row_mask
+from onnxprune.passes._scores import WEIGHT_IMPORTANCES, from_neuron_rows, neuron_rows, normalizer, score, to_rows
+from onnxprune.passes._select import counts_mask, nm_mask, prune_lowest, row_chunks, row_mask
 from onnxprune.passes._steps import each_weight
 from onnxprune.passes._vocab import NORMALIZERS, SCOPES, choice_field
 
@@ -57,8 +65,13 @@ class UnstructuredPruneConfig(_Selection):
             tensors' at once (``global``, the same as ``allocation: global``).
         normalize: Per-tensor score normalization before the global threshold (``scope: global``).
         allocation: How the sparsity is spread over the tensors (mean weighted by size):
-            ``uniform``, ``global``, ``sensitivity`` (measured output error) or ``owl``
-            (outlier-weighed); the last two need calibration data.
+            ``uniform``, ``global``, ``sensitivity`` (measured output error), ``owl``
+            (outlier-weighed), ``sipp`` (SiPP: one threshold over empirical sensitivities gives each
+            neuron its count; importance ``sipp``) or ``pqi`` (PQ-index bound per neuron/layer, by
+            magnitude; the sparsity follows from the index unless its option ``fit`` is set);
+            ``sensitivity``, ``owl`` and ``sipp`` need calibration data.
+        allocation_options: The allocator's options (``--allocation-option KEY=VALUE``), e.g. ``pqi``'s
+            ``p``, ``q``, ``eta``, ``gamma``, ``beta``, ``scope``, ``fit``.
         include/exclude: Node- or tensor-name globs.
         keep_first/keep_last: Leave the first/last prunable layer dense.
     """
@@ -68,6 +81,7 @@ class UnstructuredPruneConfig(_Selection):
     scope: str = choice_field("layer", SCOPES)
     normalize: str = choice_field("none", NORMALIZERS)
     allocation: str = choice_field("uniform", ALLOCATORS)
+    allocation_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -75,7 +89,8 @@ class UnstructuredPruneConfig(_Selection):
         if not 0.0 <= self.sparsity < 1.0:
             raise RecipeError(f"sparsity must be in [0, 1), got {self.sparsity}")
         check_score_importance(self.importance)
-        check_allocation(self.allocation, "unstructured")
+        check_allocation(self.allocation, "unstructured", self.allocation_options)
+        object.__setattr__(self, "importance", ranked_importance(self.allocation, self.importance))
         allocation = scope_allocation(self.scope, self.allocation)
         object.__setattr__(self, "allocation", allocation)
         object.__setattr__(self, "scope", "global" if allocation == "global" else "layer")
@@ -118,6 +133,16 @@ class NMPruneConfig(_Selection):
             raise RecipeError(f"sparsity must be in [0, {1 - self.n / self.m:g}] for {self.n}:{self.m}")
 
 
+def ranked_importance(allocation: str, importance: str) -> str:
+    """The importance that chooses the weights: an allocator that ranks (``sipp``, ``pqi``) imposes its own."""
+    entry = ALLOCATORS[allocation]
+    if not entry.ranks or entry.scores_by is None or importance == entry.scores_by:
+        return importance
+    if importance != "magnitude":
+        raise RecipeError(f"allocation '{allocation}' ranks weights by '{entry.scores_by}', not '{importance}'")
+    return entry.scores_by
+
+
 def check_score_importance(name: str) -> None:
     """Refuse an importance that is not registered or that its own pass implements (``sparsegpt``)."""
     entry = WEIGHT_IMPORTANCES[name]
@@ -156,8 +181,15 @@ def select_weights(
     return chosen
 
 
-def layer_keep(weight: Weight, scores: np.ndarray, sparsity: float, importance: str) -> np.ndarray:
-    """Keep mask of one tensor pruned to ``sparsity`` by its ``scores`` (per output row for Wanda)."""
+def layer_keep(weight: Weight, scores: np.ndarray, sparsity: Ratio, importance: str) -> np.ndarray:
+    """Keep mask of one tensor pruned to ``sparsity`` by its ``scores`` (per output row for Wanda).
+
+    An array ``sparsity`` holds one sparsity per neuron (output unit): each prunes its own share.
+    """
+    if isinstance(sparsity, np.ndarray):
+        rows = neuron_rows(weight, scores)
+        counts = np.rint(sparsity * rows.shape[1]).astype(np.int64)
+        return from_neuron_rows(weight, counts_mask(rows, counts))
     n = int(round(sparsity * weight.size))
     if WEIGHT_IMPORTANCES[importance].per_row:
         moved = np.moveaxis(scores, weight.out_axis, 0)
@@ -222,18 +254,27 @@ class UnstructuredPrunePass(OnnxPrunePass):
         needs_data = WEIGHT_IMPORTANCES[config.importance].needs_data
         weights = select_weights(self, model, config, report, needs_data=needs_data)
         modified = False
-        if config.sparsity > 0 and weights:
+        budget_free = not ALLOCATORS[config.allocation].configured(config.allocation_options).uses_budget
+        if (config.sparsity > 0 or budget_free) and weights:
             if config.allocation == "global":  # one threshold over every tensor: all statistics at once
                 modified = self._global(weights, _stats_for(self, model, weights, config.importance), report)
             else:
                 ratios = weight_ratios(
-                    self.context, model, weights, config.allocation, config.sparsity, importance=config.importance
+                    self.context,
+                    model,
+                    weights,
+                    config.allocation,
+                    config.sparsity,
+                    importance=config.importance,
+                    options=config.allocation_options,
                 )
                 modified = self._layerwise(model, weights, ratios, report)
-        head = {"requested_sparsity": config.sparsity, "allocation": config.allocation}
+        head = {"requested_sparsity": None if budget_free else config.sparsity, "allocation": config.allocation}
+        if config.allocation_options:
+            head["allocation_options"] = dict(config.allocation_options)
         return finish(self, model, report, start, head, modified=modified)
 
-    def _layerwise(self, model: ir.Model, weights: list[Weight], ratios: dict[str, float], report: PassReport) -> bool:
+    def _layerwise(self, model: ir.Model, weights: list[Weight], ratios: dict[str, Ratio], report: PassReport) -> bool:
         """Each tensor at its allocated sparsity, statistics taken block by block.
 
         Scores come from the unchanged model unless sequential calibration is asked for: on the

@@ -1,0 +1,79 @@
+"""Allocator presets: PCA width (M4), SiPP (M6), K-FAC neurons (M25), PQ index (M33).
+
+Each is one pruning pass with the seed allocator or importance (``passes/_pca_width.py``,
+``_sipp.py``, ``_kfac.py``, ``_pqi.py``), followed where the paper retrains by a short fine-tune.
+"""
+
+from __future__ import annotations
+
+from onnxprune.presets._preset import PRESETS, Preset
+
+__all__: list[str] = []
+
+_RETRAIN = {"name": "finetune", "config": {"steps": 300}}
+
+PRESETS.register(
+    Preset(
+        name="pca-width",
+        method="M4",
+        paper="Riera, Arnau, González: (Pen-) Ultimate DNN Pruning (arXiv 1906.02535, 2019)",
+        description="each layer keeps the principal components explaining 99% of its activations' variance,"
+        " the channels by L2 magnitude, then one retraining",
+        passes=(
+            {
+                "name": "channels",
+                "config": {"ratio": 0.0, "allocation": "pca", "allocation_options": {"variance": 0.99}},
+            },
+            _RETRAIN,
+        ),
+        needs=("calibration", "torch"),
+        notes="budget-free as in the paper (the width follows from the variance; allocation option fit: true"
+        " meets a ratio or FLOPs target instead); the connection-pruning step is not included; the retraining"
+        " is a 300-step distillation fine-tune",
+    )
+)
+PRESETS.register(
+    Preset(
+        name="sipp",
+        method="M6",
+        paper="Baykal, Liebenwein, Gilitschenski, Feldman, Rus: SiPPing Neural Networks: Sensitivity-informed"
+        " Provable Pruning of Neural Networks (SIAM J. Math. Data Sci. 2022, arXiv 1910.05422)",
+        description="50% unstructured: empirical sensitivities on 128 calibration points, one global top-k"
+        " gives each neuron its count",
+        passes=({"name": "unstructured", "config": {"sparsity": 0.5, "allocation": "sipp"}},),
+        needs=("calibration",),
+        notes="deterministic SiPP only (no sampling, no reweighting); a Conv's sensitivity is the mean over 64"
+        " evenly spaced patches; a zero same-sign sum adds nothing (the paper's code makes it infinite)",
+    )
+)
+PRESETS.register(
+    Preset(
+        name="kfac-neuron",
+        method="M25",
+        paper="Ebrahimi, Klabjan: Neuron-based Pruning of Deep Neural Networks with Better Generalization using"
+        " Kronecker Factored Curvature Approximation (arXiv 2111.08577, 2021)",
+        description="remove 30% of neurons/channels by K-FAC OBD saliency (gradients via torch), report each"
+        " layer's Hessian spectral radius, then fine-tune",
+        passes=(
+            {"name": "channels", "config": {"ratio": 0.3, "importance": "kfac", "allocation": "global"}},
+            _RETRAIN,
+        ),
+        needs=("calibration", "torch"),
+        notes="one-shot after training (the paper prunes during training with a spectral-radius penalty, which is"
+        " not applied); without labels the loss is ½‖y‖² of the first output",
+    )
+)
+PRESETS.register(
+    Preset(
+        name="pqi",
+        method="M33",
+        paper="Yang, Wang, Ding, Yang: A Theoretical Understanding of Neural Network Compression from Sparse"
+        " Linear Approximation (arXiv 2206.05604); rule from Diao et al.: Pruning Deep Neural Networks from a"
+        " Sparsity Perspective (PQ Index, ICLR 2023)",
+        description="per neuron, prune the smallest |w| down to the PQ-index bound (p=0.5, q=1, eta=0, gamma=1,"
+        " beta=0.9); the sparsity follows from the weights",
+        passes=({"name": "unstructured", "config": {"sparsity": 0.0, "allocation": "pqi"}},),
+        notes="one round of the paper's iterative prune-retrain; allocation option fit: true scales gamma to"
+        " meet a given sparsity",
+    )
+)
