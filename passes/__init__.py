@@ -4,6 +4,7 @@
 importing a module never registers anything behind your back.
 """
 
+from onnxprune.passes import _dst_methods  # noqa: F401 - registers finetune --method rigl, gap, scl
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
