@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from onnxprune import _io
+from onnxprune._field_docs import undocumented
 from onnxprune.analysis.weights import find_weights, read_weight
 from onnxprune.calibration.sources import ArraySource, input_specs
 from onnxprune.cli import cli
@@ -221,7 +222,9 @@ def test_rigl_prunes_a_dense_model_to_erk_densities() -> None:
     densities = erk_densities({n: tuple(p.shape) for n, p in setup.masks.params.items()}, 0.8)
     for name, keep in setup.masks.keep.items():
         assert int(keep.sum()) == max(1, round(densities[name] * keep.numel()))
-    assert history["sparsity"] == pytest.approx(0.8, abs=1e-2) and spy.settled_at(5) == 3  # one update, at step 2 (< 0.75 · 5)
+    assert (
+        history["sparsity"] == pytest.approx(0.8, abs=1e-2) and spy.settled_at(5) == 3
+    )  # one update, at step 2 (< 0.75 · 5)
 
 
 def test_erk_densities() -> None:
@@ -352,7 +355,9 @@ def test_option_checks_of_gap_and_scl() -> None:
 def test_finetune_pass_reports_the_method_and_writes_the_masks() -> None:
     model = to_ir(mlp_model(seed=0))
     x = np.random.default_rng(0).standard_normal((48, 16)).astype(np.float32)
-    context = PassContext(calibration=ArraySource({"x": x}, input_specs(model), "calib"), reference=to_ir(mlp_model(seed=1)))
+    context = PassContext(
+        calibration=ArraySource({"x": x}, input_specs(model), "calib"), reference=to_ir(mlp_model(seed=1))
+    )
     config = FinetuneConfig(steps=20, lr=1e-2, method="rigl", method_options={"sparsity": 0.75, "update_every": 5})
     result = FinetunePass(config, context)(model)
     assert result.report.details["method"]["updates"] == 2
@@ -371,8 +376,8 @@ def test_preset_recipes_run(tmp_path: Path, name: str) -> None:
         config = dict(entry["config"])
         if entry["name"] == "finetune":
             options = dict(config["method_options"])
-            options.update({"update_every": 5} if config["method"] == "rigl" else {})
-            config.update(steps=20, lr=1e-3, method_options=options)
+            options.update({"update_every": 4} if config["method"] == "rigl" else {})
+            config.update(steps=12, lr=1e-3, method_options=options)
         passes.append(PassSpec(entry["name"], config))
     out = tmp_path / "out.onnx"
     recipe = Recipe(
@@ -388,3 +393,9 @@ def test_preset_recipes_run(tmp_path: Path, name: str) -> None:
     total = sum(w.size for w in weights)
     zeros = sum(int(np.sum(read_weight(w) == 0)) for w in weights)
     assert zeros / total >= 0.85  # every preset ends ~90% sparse
+
+
+def test_every_method_option_is_documented() -> None:
+    for name in ("rigl", "gap", "scl"):
+        method = SPARSE_METHODS[name]
+        assert method.paper and method.description and not undocumented(method.options), name
