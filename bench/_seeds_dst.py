@@ -25,8 +25,9 @@ DENSITIES, QUICK_DENSITIES = (0.1, 0.05, 0.02), (0.05,)
 
 
 def _common(steps: int) -> list[str]:
-    """The fine-tuning flags every run shares: labels from the calibration file, fixed lr, no early stop."""
-    return ["--steps", steps, "--lr", "1e-3", "--schedule", "cosine", "--batch-size", 64, "--patience", 0]
+    """Flags every run shares: labels from the calibration file, fixed lr, no early stop, one torch thread."""
+    flags = {"--steps": steps, "--lr": "1e-3", "--schedule": "cosine", "--batch-size": 64, "--patience": 0}
+    return [str(item) for pair in {**flags, "--threads": 1}.items() for item in pair]
 
 
 @functools.cache
