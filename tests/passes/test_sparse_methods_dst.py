@@ -379,14 +379,11 @@ def test_preset_recipes_run(tmp_path: Path, name: str) -> None:
             options.update({"update_every": 4} if config["method"] == "rigl" else {})
             config.update(steps=12, lr=1e-3, method_options=options)
         passes.append(PassSpec(entry["name"], config))
-    out = tmp_path / "out.onnx"
+    model, calib, out = tmp_path / "mlp.onnx", tmp_path / "calib.npz", tmp_path / "out.onnx"
+    model.write_bytes(mlp_model(seed=0).SerializeToString())
+    np.savez(calib, x=np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32))
     recipe = Recipe(
-        str(DIGITS / "digits_cnn.onnx"),
-        str(out),
-        tuple(passes),
-        calibration=CalibrationSpec(str(DIGITS / "digits_calib.npz")),
-        validate=False,
-        latency_runs=1,
+        str(model), str(out), tuple(passes), calibration=CalibrationSpec(str(calib)), validate=False, latency_runs=1
     )
     run_recipe(recipe)
     weights = find_weights(_io.load(out))
