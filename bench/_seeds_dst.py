@@ -126,7 +126,7 @@ def rigl_vs_static(quick: bool) -> Outcome:
                 "sparsity": sparsity,
                 "static acc": static["accuracy"],
                 "RigL acc": rigl["accuracy"],
-                "RigL - static (points)": 100 * (rigl["accuracy"] - static["accuracy"]),
+                "RigL - static (points)": round(100 * (rigl["accuracy"] - static["accuracy"]), 2),
                 "updates": rigl["method"].get("updates", 0),
                 "regrown": rigl["method"].get("regrown", 0),
                 "mask change/update": rigl["method"].get("mask_change_mean", 0.0),
@@ -165,7 +165,7 @@ def set_vs_rigl(quick: bool) -> Outcome:
                 "sparsity": sparsity,
                 "SET acc": rand["accuracy"],
                 "RigL acc": rigl["accuracy"],
-                "RigL - SET (points)": 100 * (rigl["accuracy"] - rand["accuracy"]),
+                "RigL - SET (points)": round(100 * (rigl["accuracy"] - rand["accuracy"]), 2),
                 "SET regrown": rand["method"].get("regrown", 0),
                 "RigL regrown": rigl["method"].get("regrown", 0),
             }
@@ -200,7 +200,7 @@ def gap_vs_oneshot(quick: bool) -> Outcome:
                 "sparsity": sparsity,
                 "one-shot+FT acc": oneshot["accuracy"],
                 "GaP acc": gap["accuracy"],
-                "GaP - one-shot (points)": 100 * (gap["accuracy"] - oneshot["accuracy"]),
+                "GaP - one-shot (points)": round(100 * (gap["accuracy"] - oneshot["accuracy"]), 2),
                 "GaP sparsity": gap["sparsity"],
                 "parts grown": len(gap["method"].get("parts_grown", [])),
             }
@@ -240,7 +240,7 @@ def scl_vs_magnitude(quick: bool) -> Outcome:
                 "density": density,
                 "magnitude+FT acc": magnitude["accuracy"],
                 "SCL acc": scl["accuracy"],
-                "SCL - magnitude (points)": 100 * (scl["accuracy"] - magnitude["accuracy"]),
+                "SCL - magnitude (points)": round(100 * (scl["accuracy"] - magnitude["accuracy"]), 2),
                 "SCL density": 1 - scl["sparsity"],
                 "density learned by λ": learned if learned is not None else float("nan"),
             }
