@@ -253,7 +253,7 @@ def scl_vs_magnitude(quick: bool) -> Outcome:
         rows,
         _notes(
             quick,
-            "SCL starts dense and learns the masks for 75% of the run (λ annealed by a controller to a cubic "
+            "SCL starts dense and learns the masks for 75% of the run (λ set each step to meet a cubic "
             "density schedule, then the masks fixed at exactly the target by their logits); the baseline prunes "
             "by global magnitude at once and fine-tunes the same steps.",
         ),

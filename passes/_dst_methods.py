@@ -112,16 +112,13 @@ class SCLOptions(MethodOptions):
 
     Every weight has a mask logit m; the forward uses θ ⊙ 1[m > 0]; the identity straight-through
     estimator gives m the gradient of the masked weight times θ, normalised per output feature; the
-    regulariser λ·(active count) pushes every logit down. λ is annealed by a controller: multiplied by
-    ``lambda_growth`` after a step whose density is above a cubic schedule from the start density to
-    ``target_density`` (reached at ``end``), divided by it otherwise. At ``end`` the masks are fixed
-    at exactly ``target_density`` (the largest logits over all tensors) and only θ trains on.
+    connection-count penalty λ·Σ 1[m > 0] pushes every logit down by ``mask_lr``·λ. λ is annealed as
+    the count's multiplier: at each step the smallest λ >= 0 that brings the density (over all tensors
+    at once) down to a cubic schedule from the start density to ``target_density`` at ``end``. From
+    ``end`` on the masks are fixed at exactly ``target_density`` and only θ trains.
 
     Attributes:
         target_density: Fraction of the prunable weights kept at the end, in (0, 1].
-        l0_lambda: The starting λ; ``None``: ``mask_init / (mask_lr · end steps)``, the penalty that alone
-            would take an active logit to 0 by ``end``.
-        lambda_growth: The controller's factor on λ per step (> 1).
         mask_lr: Step size of the mask logits (plain gradient descent).
         mask_init: Starting logit of an active weight (a pruned weight starts at ``-mask_init``).
         normalize: ``per_feature`` (each output neuron's mask gradient scaled to unit norm) or ``none``.
@@ -129,8 +126,6 @@ class SCLOptions(MethodOptions):
     """
 
     target_density: float = 0.1
-    l0_lambda: float | None = None
-    lambda_growth: float = 1.05
     mask_lr: float = 0.05
     mask_init: float = 1.0
     normalize: str = "per_feature"
@@ -141,8 +136,8 @@ class SCLOptions(MethodOptions):
         _fraction("target_density", self.target_density, low_open=True)
         _fraction("end", self.end, low_open=True)
         check_choice("method option normalize", self.normalize, ("per_feature", "none"))
-        if (self.l0_lambda or 0) < 0 or self.lambda_growth <= 1 or self.mask_lr <= 0 or self.mask_init <= 0:
-            raise RecipeError("method options: l0_lambda must be >= 0, lambda_growth > 1, mask_lr and mask_init > 0")
+        if self.mask_lr <= 0 or self.mask_init <= 0:
+            raise RecipeError("method options mask_lr and mask_init must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,10 @@ masked weights). After the backward pass, with g the gradient of the masked weig
 * θ gets g ⊙ 1[m > 0] and the loop's optimizer steps on it (the parameter holds θ during the step);
 * m gets the identity-STE gradient g ⊙ θ, normalised per output feature (``normalize``), plus λ for
   the connection count, and steps by ``mask_lr``;
-* λ follows a controller: × ``lambda_growth`` while the density is above a cubic schedule from the
-  start density down to ``target_density`` at ``end``, ÷ it otherwise.
+* λ is annealed as the multiplier of the connection count: at every step the smallest λ >= 0 that
+  brings the density after the step down to a cubic schedule (from the start density to
+  ``target_density`` at ``end``), over all tensors at once -- so layers lose connections where the
+  normalised task gradients least hold them, with no per-layer setting.
 
 At ``end`` the masks are fixed at exactly ``target_density`` (the largest logits over all tensors);
 θ then trains under the fixed masks.
@@ -51,8 +53,7 @@ class SCLRun(MethodRun):
             for name, keep in masks.keep.items()
         }
         self.start_density = 1 - masks.sparsity
-        automatic = options.mask_init / (options.mask_lr * max(1, self.end_step))
-        self.lam = automatic if options.l0_lambda is None else options.l0_lambda
+        self.lam = 0.0
         self.frozen = False
         self.trace: list[dict[str, float]] = []
         self.learned_density: float | None = None
@@ -88,26 +89,37 @@ class SCLRun(MethodRun):
                     mask_grad = grad * self.theta[name]  # identity STE: ∂L/∂m := ∂L/∂m_b
                     if self.options.normalize == "per_feature":
                         mask_grad = per_feature_normalized(mask_grad, self.masks.out_axes[name])
-                    self.logits[name] -= self.options.mask_lr * (mask_grad + self.lam)
+                    self.logits[name] -= self.options.mask_lr * mask_grad
                 param.grad.mul_(keep)  # ∂L/∂θ = g ⊙ m_b
                 param.copy_(self.theta[name])  # the optimizer steps on θ
                 self.masks.keep[name] = torch.ones_like(keep)  # the loop's apply() must not cut θ
+            if not self.frozen:
+                self._penalize(state.step + 1)
+
+    def _scheduled(self, step: int) -> float:
+        """The density the schedule asks for after ``step`` steps."""
+        start, final = 1 - self.start_density, 1 - self.options.target_density
+        return 1 - cubic_sparsity(step, self.end_step, start, final)
+
+    def _penalize(self, step: int) -> None:
+        """λ ← the smallest penalty (>= 0) leaving at most the scheduled count of logits > 0; logits -= lr·λ."""
+        flat = torch.cat([m.reshape(-1) for m in self.logits.values()])
+        count = round(self._scheduled(step) * flat.numel())
+        if count >= flat.numel():
+            self.lam = 0.0
+            return
+        threshold = float(torch.topk(flat, count + 1).values[-1])
+        self.lam = max(0.0, threshold) / self.options.mask_lr
+        for name in self.logits:
+            self.logits[name] -= self.options.mask_lr * self.lam
 
     def after_step(self, state: StepState) -> None:
         with torch.no_grad():
             for name, param in self.masks.params.items():
                 self.theta[name].copy_(param)
         if not self.frozen:
-            density = self.density
-            scheduled = 1 - cubic_sparsity(
-                state.step + 1, self.end_step, 1 - self.start_density, 1 - self.options.target_density
-            )
-            factor = self.options.lambda_growth
-            self.lam = self.lam * factor if density > scheduled else self.lam / factor
             if state.step % max(1, self.end_step // 20) == 0:
-                self.trace.append(
-                    {"step": state.step + 1, "density": density, "scheduled": scheduled, "lambda": self.lam}
-                )
+                self.trace.append({"step": state.step + 1, "density": self.density, "lambda": self.lam})
             if state.step + 1 >= self.end_step or state.step == state.steps - 1:
                 self._freeze()
         self._show_masked()

@@ -64,6 +64,6 @@ PRESETS.register(
         description="learn binary masks with the weights (identity STE), connection penalty annealed to 10% density",
         passes=(_finetune("scl", {"target_density": 0.1}),),
         needs=("calibration", "torch"),
-        notes=f"{_FT_NOTE}; λ follows a controller to a cubic density schedule, masks fixed at the target at 75%",
+        notes=f"{_FT_NOTE}; λ set each step to meet a cubic density schedule, masks fixed at the target at 75%",
     )
 )
