@@ -5,6 +5,7 @@ importing a module never registers anything behind your back.
 """
 
 from onnxprune.passes import (  # noqa: F401, E402  (register the seed allocators and importances)
+    _dst_methods,  # noqa: F401 - registers finetune --method rigl, gap, scl
     _ispasp,  # noqa: F401  (registers the i-SpaSP channel importance)
     _kfac,
     _pqi,

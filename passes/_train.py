@@ -88,11 +88,16 @@ class TrainSettings:
 
 
 class Masks:
-    """Which weights of the prunable tensors stay; re-applied after every optimizer step."""
+    """Which weights of the prunable tensors stay; re-applied after every optimizer step.
 
-    def __init__(self, view: TorchView, names: Sequence[str]) -> None:
+    ``out_axes`` gives each tensor's output-neuron axis (Conv/Gemm 0, MatMul the last; default 0),
+    for methods that work per output feature.
+    """
+
+    def __init__(self, view: TorchView, names: Sequence[str], out_axes: Mapping[str, int] | None = None) -> None:
         self.params = {name: view.parameter(name) for name in names}
         self.keep = {name: (p.detach() != 0) for name, p in self.params.items()}
+        self.out_axes = {name: (out_axes or {}).get(name, 0) for name in names}
 
     def apply(self) -> None:
         """Zero every masked-out weight."""

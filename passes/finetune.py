@@ -301,8 +301,9 @@ class FinetunePass(OnnxPrunePass):
         try:
             view = TorchView(model)
             names = _trainable(view, config.train)
-            prunable = [w.name for w in find_weights(model) if w.name in view.named_tensors()]
-            masks = Masks(view, prunable)
+            weights = [w for w in find_weights(model) if w.name in view.named_tensors()]
+            prunable = [w.name for w in weights]
+            masks = Masks(view, prunable, {w.name: w.out_axis for w in weights})
             probe: list[dict[str, float]] = []
             if config.lr is None:
                 candidates = [config.lr_max * 10 ** (-k / 2) for k in range(7)]
