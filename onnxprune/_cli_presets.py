@@ -21,7 +21,7 @@ from onnxprune._assign import parse_assignments
 from onnxprune._cli_base import Job, absolute, cli, handle_errors, job_options, out
 from onnxprune.errors import RecipeError
 from onnxprune.passes import PASSES
-from onnxprune.presets import PRESETS, apply_overrides, find_preset
+from onnxprune.presets import apply_overrides, find_preset, ordered
 from onnxprune.recipe import PassSpec, Recipe
 
 __all__ = ["FLAG_FIELDS", "preset_passes", "presets"]
@@ -145,7 +145,7 @@ def presets(names: tuple[str, ...], as_json: bool) -> None:
     With NAME: that preset in full, with the recipe it expands to (``prune MODEL -o OUT --preset NAME``
     runs it; ``--set PASS.FIELD=VALUE`` changes a field).
     """
-    chosen = [find_preset(n) for n in names] if names else list(PRESETS)
+    chosen = [find_preset(n) for n in names] if names else ordered()
     if as_json:
         click.echo(json.dumps([{**p.to_dict(), "recipe": _recipe(p.name)} for p in chosen], indent=2))
         return

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from onnxprune.cli import cli
-from onnxprune.presets import PRESETS, Preset, _expand, expand
+from onnxprune.presets import PRESETS, Preset, _expand, expand, ordered
 from onnxprune.presets.classic import CLASSIC_PRESETS
 from tests.conftest import DIGITS, sha256
 
@@ -60,7 +60,7 @@ def test_presets_json_holds_every_preset_and_its_recipe() -> None:
     result = CliRunner().invoke(cli, ["presets", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert [d["name"] for d in data] == list(PRESETS.names())
+    assert [d["name"] for d in data] == [p.name for p in ordered()]  # by METHODS id, then name
     imp = next(d for d in data if d["name"] == "imp-slr")
     assert imp["method"] == "M21" and imp["needs"] == ["calibration", "torch"]
     assert imp["recipe"]["passes"][-1]["name"] == "cleanup"

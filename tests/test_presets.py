@@ -70,7 +70,7 @@ def test_bad_overrides_name_the_problem(overrides: dict[str, object], fragment: 
 def test_an_unknown_preset_lists_the_close_names_or_all() -> None:
     with pytest.raises(RecipeError, match=re.escape("unknown preset 'imp_slr' (did you mean imp-slr?")):
         find_preset("imp_slr")
-    with pytest.raises(RecipeError, match="known: imp-slr, lth-rewind"):
+    with pytest.raises(RecipeError, match="known: drop-pruning, .*, imp-slr, .*, lth-rewind, .*, 2:4, .*; see"):
         find_preset("qqqqqqqq")
 
 

@@ -10,6 +10,6 @@ from onnxprune.presets import (
     scorers,  # noqa: F401  (i-SpaSP, NNrelief, SNIP, GraSP, DRIVE)
 )
 from onnxprune.presets._expand import apply_overrides, check_needs, expand, find_preset
-from onnxprune.presets._preset import NEEDS, PRESETS, Preset
+from onnxprune.presets._preset import NEEDS, PRESETS, Preset, ordered
 
-__all__ = ["NEEDS", "PRESETS", "Preset", "apply_overrides", "check_needs", "expand", "find_preset"]
+__all__ = ["NEEDS", "PRESETS", "Preset", "apply_overrides", "check_needs", "expand", "find_preset", "ordered"]

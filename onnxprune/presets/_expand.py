@@ -15,7 +15,7 @@ from typing import Any
 from onnxprune._fields import short
 from onnxprune.errors import CalibrationError, OnnxPruneError, RecipeError
 from onnxprune.passes import PASSES
-from onnxprune.presets._preset import PRESETS, Preset
+from onnxprune.presets._preset import PRESETS, Preset, ordered
 
 __all__ = ["apply_overrides", "check_needs", "expand", "find_preset", "has_torch"]
 
@@ -29,7 +29,7 @@ def find_preset(name: str) -> Preset:
     if isinstance(name, str) and name in PRESETS:
         return PRESETS[name]
     close = _close(name, PRESETS.names()) if isinstance(name, str) else []
-    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(PRESETS.names()) or 'none'}"
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(p.name for p in ordered()) or 'none'}"
     raise RecipeError(f"unknown preset {short(name)} ({hint}; see 'onnxprune presets')")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from onnxprune.passes._registry import Registry
 
-__all__ = ["NEEDS", "PRESETS", "Preset"]
+__all__ = ["NEEDS", "PRESETS", "Preset", "ordered"]
 
 #: What a preset may need beyond the model: calibration inputs, labels aligned with them, torch.
 NEEDS = ("calibration", "labels", "torch")
@@ -79,3 +79,13 @@ def _plain(value: Any) -> Any:
 
 
 PRESETS: Registry[Preset] = Registry("preset")
+
+
+def ordered() -> list[Preset]:
+    """The registered presets by METHODS.md id (M1, M2, ..., then those of no seed method), then name."""
+
+    def key(preset: Preset) -> tuple[int, str]:
+        digits = preset.method.removeprefix("M")
+        return (int(digits) if digits.isdigit() else 10_000, preset.name)
+
+    return sorted(PRESETS, key=key)
