@@ -48,7 +48,7 @@ class CampfireOptions(MethodOptions):
         start: Fraction of the run at which pruning starts.
         end: Fraction of the run at which ``sparsity`` is reached.
         every: Steps between two pruning steps.
-        freeze_after: Fraction of the run from which the mask is fixed (default: ``end``; earlier
+        freeze_after: Fraction of the run after which the mask is fixed (default: ``end``; earlier
             stops the schedule short of ``sparsity``).
         exclude: Globs on weight tensor names left dense (e.g. the first conv).
     """
@@ -101,8 +101,8 @@ class CampfireRun(MethodRun):
         self.options = options
         self.first = int(options.start * settings.steps)
         self.last = max(self.first + 1, int(options.end * settings.steps))
-        freeze = options.freeze_after if options.freeze_after is not None else options.end
-        self.frozen_from = max(self.first + 1, int(freeze * settings.steps))
+        freeze = self.last if options.freeze_after is None else int(options.freeze_after * settings.steps)
+        self.frozen_after = max(self.first + 1, freeze)
         axes = layouts(view, list(masks.params))
         self.blocks: dict[str, torch.Tensor] = {}
         for name, param in masks.params.items():
@@ -114,11 +114,11 @@ class CampfireRun(MethodRun):
         self.schedule: list[dict[str, float]] = []
 
     def settled_at(self, steps: int) -> int:
-        return min(self.last, self.frozen_from - 1) + 1
+        return min(self.last, self.frozen_after) + 1
 
     def target(self, step: int) -> float | None:
         """The block sparsity to prune to before ``step`` (``None``: no pruning at this step)."""
-        if step < self.first or step > self.last or step >= self.frozen_from:
+        if step < self.first or step > min(self.last, self.frozen_after):
             return None
         if (step - self.first) % self.options.every and step != self.last:
             return None
@@ -150,7 +150,7 @@ class CampfireRun(MethodRun):
     def summary(self) -> dict[str, Any]:
         return {
             "schedule": self.schedule,
-            "frozen_from": min(self.last + 1, self.frozen_from),
+            "frozen_after": min(self.last, self.frozen_after),
             "pruned": sorted(self.blocks),
         }
 
