@@ -154,7 +154,7 @@ def early_bird(quick: bool) -> Outcome:
     WORK.mkdir(parents=True, exist_ok=True)
     scratch = export(module("cnn"), WORK / "cnn_init.onnx")
     calib = calibration(512 if quick else 4000, labels=True)
-    steps, retrain = (40, 10) if quick else (500, 150)
+    steps, retrain = (40, 10) if quick else (400, 100)
     search = {"distill_weight": 0.0, "schedule": "constant"}  # cross-entropy only: training from scratch
     watch = {"ratio": 0.5, "importance": "l1", "every": 10, "window": 5}
     full, bird = WORK / "eb_full.onnx", WORK / "eb_bird.onnx"
