@@ -4,10 +4,13 @@
 importing a module never registers anything behind your back.
 """
 
-from onnxprune.passes import (  # noqa: F401, E402  (register the seed allocators and importances)
+from onnxprune.passes import (  # noqa: F401, E402  (register the seed allocators and importances)  # noqa: F401 - registers the in-loop methods
+    _campfire,
     _dst_methods,  # noqa: F401 - registers finetune --method rigl, gap, scl
+    _early_bird,
     _ispasp,  # noqa: F401  (registers the i-SpaSP channel importance)
     _kfac,
+    _platon,
     _pqi,
     _sipp,
 )

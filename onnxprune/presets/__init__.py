@@ -7,6 +7,7 @@ from onnxprune.presets import (
     allocators,  # noqa: F401  (registers pca-width, sipp, kfac-neuron, pqi)
     classic,  # noqa: F401 - registers the presets of the methods that already work
     dst,  # noqa: F401 - registers rigl, set, gap, scl
+    schedules,  # noqa: F401 - registers platon, campfire, early-bird
     scorers,  # noqa: F401  (i-SpaSP, NNrelief, SNIP, GraSP, DRIVE)
 )
 from onnxprune.presets._expand import apply_overrides, check_needs, expand, find_preset

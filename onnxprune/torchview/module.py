@@ -163,6 +163,11 @@ class TorchView(torch.nn.Module):
         self.input_names = [v.name or "" for v in model.graph.inputs if v.name not in self._constants]
         self.output_names = [v.name or "" for v in model.graph.outputs]
 
+    @property
+    def nodes(self) -> tuple[ir.Node, ...]:
+        """The main graph's nodes the view runs, in order (for methods that read the layout of a weight)."""
+        return tuple(step.node for step in self._steps)
+
     def parameter(self, name: str) -> torch.nn.Parameter:
         """The parameter standing for tensor ``name``."""
         return self._params[name]
