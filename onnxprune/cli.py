@@ -547,6 +547,32 @@ def passes(names: tuple[str, ...]) -> None:
             text = describe(cls.config_class, field.name)
             if text:
                 out.print(Padding(Text(text, style="dim"), (0, 0, 0, 8), expand=False))
+            for entry, options in _entry_options(field.metadata.get("choices")):
+                out.print(f"        [bold]{field.name}: {entry}[/bold] options:", highlight=False)
+                for option, default, doc in options:
+                    out.print(f"            {option} = {default!r}", highlight=False)
+                    if doc:
+                        out.print(Padding(Text(doc, style="dim"), (0, 0, 0, 16), expand=False))
+
+
+def _entry_options(registry: Any) -> list[tuple[str, list[tuple[str, Any, str]]]]:
+    """The options of each entry of a config field's vocabulary, as ``(entry, [(option, default, text)])``.
+
+    Sparse-training methods hold an ``options`` dataclass; allocators' options are their own extra fields.
+    """
+    found = []
+    for entry in registry or ():
+        kind = getattr(entry, "options", None)
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            owner, names = kind, [f.name for f in dataclasses.fields(kind)]
+        elif hasattr(entry, "option_names"):
+            owner, names = type(entry), list(entry.option_names())
+        else:
+            continue
+        defaults = {f.name: f.default for f in dataclasses.fields(owner)}
+        if names:
+            found.append((entry.name, [(n, defaults.get(n), describe(owner, n)) for n in names]))
+    return found
 
 
 def main() -> None:

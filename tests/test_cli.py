@@ -101,6 +101,9 @@ def test_validate_inspect_passes(tmp_path: Path, digits_model: Path, digits_cali
     assert info["macs"] > 0
     listing = _invoke("passes").output
     assert "unstructured" in listing and "nm" in listing
+    finetune = " ".join(_invoke("passes", "finetune").output.split())
+    assert "method: rigl options: update_every = 100" in finetune  # each method's options, with their docs
+    assert "allocation: pca options: variance = 0.99" in " ".join(_invoke("passes", "channels").output.split())
 
 
 def test_bundled_model_keeps_stated_accuracy_at_50_percent(
