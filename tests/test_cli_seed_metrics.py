@@ -86,3 +86,12 @@ def test_validate_report_has_shrinkbench_and_activity(
         assert activity["layers"] and activity["samples"] == 128
         assert activity["dead_rate"] == pytest.approx(1 - activity["density"])
         assert all(0 <= layer["density"] <= 1 for layer in activity["layers"])
+
+
+def test_prune_report_has_shrinkbench(digits_model: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    _prune(digits_model, tmp_path / "p.onnx", "--sparsity", 0.75, "--report", report)
+    shrink = json.loads(report.read_text())["shrinkbench"]
+    assert shrink["before"]["theoretical_speedup"] == 1.0
+    assert shrink["after"]["prunable_compression"] == pytest.approx(4.0, rel=0.02)
+    assert shrink["after"]["theoretical_speedup"] > 1.5
