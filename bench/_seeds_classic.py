@@ -10,6 +10,7 @@ compared in one claim get the same steps, learning rate and data.
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,17 @@ LR = 1e-3
 SHAPES = {"input": (1, 1, 28, 28)}
 
 
+def calibration(count: int, labels: bool = False) -> Path:
+    """The first ``count`` training digits as a calibration file, written once (atomically): claims may run in
+    parallel processes that read it while another starts."""
+    path = OUT / f"calib_{count}{'_labels' if labels else ''}.npz"
+    if not path.is_file():
+        data = kit.digits()
+        arrays = {"input": data["x_train"][:count], **({"labels": data["y_train"][:count]} if labels else {})}
+        kit.write_npz(path.with_suffix(f".{os.getpid()}.npz"), **arrays).replace(path)
+    return path
+
+
 def base(name: str) -> Path:
     """The trained dense model (cached)."""
     return kit.trained(name, EPOCHS[name])
@@ -39,7 +51,7 @@ def finetune(model: Path, tag: str, steps: int, *flags: Any, teacher: Path | Non
     out.parent.mkdir(parents=True, exist_ok=True)
     kit.onnxprune(
         [
-            "finetune", model, "-o", out, "--teacher", teacher or model, "--calib", kit.calibration(4000, labels=True),
+            "finetune", model, "-o", out, "--teacher", teacher or model, "--calib", calibration(4000, labels=True),
             "--steps", steps, "--holdout", "0", "--patience", "0", "--threads", "2", "--seed", seed,
             *(["--lr", LR] if "--lr" not in flags else []), *flags,
         ]
@@ -225,7 +237,7 @@ def dropnet(quick: bool) -> Outcome:
     model = base("lenet300")
     dense = kit.accuracy(model)
     cycles, steps = (2, 50) if quick else (8, 250)
-    calib = kit.calibration(1000)
+    calib = calibration(1000)
     rows: list[dict[str, Any]] = []
     removable: dict[str, float] = {}
     for importance in ("act_mean", "apoz", "l1"):
@@ -485,7 +497,9 @@ def activity(path: Path) -> dict[str, Any]:
 
     model = _io.load(str(path))
     data = kit.digits()
-    held_out = kit.write_npz(OUT / "heldout_inputs.npz", input=data["x_test"])
+    held_out = OUT / "heldout_inputs.npz"
+    if not held_out.is_file():
+        kit.write_npz(held_out.with_suffix(f".{os.getpid()}.npz"), input=data["x_test"]).replace(held_out)
     found = measure_activity(model, open_source(str(held_out), model), batch_size=250, threads=2)
     return {
         "dead_rate": round(found.dead_rate, 4),
