@@ -40,6 +40,11 @@ def calibration(count: int, labels: bool = False) -> Path:
     return path
 
 
+def accuracy(path: Path) -> float:
+    """Held-out top-1 with one onnxruntime thread (a loaded machine makes more threads slower)."""
+    return kit.accuracy(path, threads=1)
+
+
 def base(name: str) -> Path:
     """The trained dense model (cached)."""
     return kit.trained(name, EPOCHS[name])
@@ -52,7 +57,7 @@ def finetune(model: Path, tag: str, steps: int, *flags: Any, teacher: Path | Non
     kit.onnxprune(
         [
             "finetune", model, "-o", out, "--teacher", teacher or model, "--calib", calibration(4000, labels=True),
-            "--steps", steps, "--holdout", "0", "--patience", "0", "--threads", "2", "--seed", seed,
+            "--steps", steps, "--holdout", "0", "--patience", "0", "--threads", "1", "--seed", seed,
             *(["--lr", LR] if "--lr" not in flags else []), *flags,
         ]
     )  # fmt: skip
@@ -64,7 +69,7 @@ def measure(path: Path, **row: Any) -> dict[str, Any]:
     counts = shrinkbench_counts(_io.load(str(path)), SHAPES)
     return {
         **row,
-        "accuracy": round(kit.accuracy(path), 4),
+        "accuracy": round(accuracy(path), 4),
         "compression": round(counts.prunable_compression, 2),
         "speedup": round(counts.speedup, 2),
     }
@@ -88,7 +93,7 @@ DROP_SPARSITY = 0.93  # 14.3x on the prunable weights
 )
 def drop_pruning(quick: bool) -> Outcome:
     model = base("lenet5")
-    dense = kit.accuracy(model)
+    dense = accuracy(model)
     steps, seeds = (200, (0,)) if quick else (3000, (0, 1))
     common = ("--final-sparsity", DROP_SPARSITY, "--cycles", 8)
     variants = {
@@ -135,7 +140,7 @@ def imp_runs(quick: bool, variants: dict[str, tuple[Any, ...]], tag: str) -> tup
     model = base("lenet300")
     steps, cycles = (100, 2) if quick else (2500, IMP_CYCLES)
     sparsity = 0.5 if quick else IMP_SPARSITY
-    rows = [{"method": "dense", "accuracy": round(kit.accuracy(model), 4), "compression": 1.0, "speedup": 1.0}]
+    rows = [{"method": "dense", "accuracy": round(accuracy(model), 4), "compression": 1.0, "speedup": 1.0}]
     for i, (label, flags) in enumerate(variants.items()):
         out = finetune(model, f"{tag}_{i}", steps, "--final-sparsity", sparsity, "--cycles", cycles, *flags)
         rows.append(measure(out, method=label))
@@ -235,7 +240,7 @@ def silo(quick: bool) -> Outcome:
 )
 def dropnet(quick: bool) -> Outcome:
     model = base("lenet300")
-    dense = kit.accuracy(model)
+    dense = accuracy(model)
     cycles, steps = (2, 50) if quick else (8, 250)
     calib = calibration(1000)
     rows: list[dict[str, Any]] = []
@@ -247,7 +252,7 @@ def dropnet(quick: bool) -> Outcome:
             pruned = OUT / f"m22_{importance}_{cycle}_p.onnx"
             kit.onnxprune(
                 ["prune", current, "-o", pruned, "--channels", 0.2, "--importance", importance, "--calib", calib,
-                 "--no-reconstruct", "--threads", "2"]
+                 "--no-reconstruct", "--threads", "1"]
             )  # fmt: skip
             current = finetune(pruned, f"m22_{importance}_{cycle}", steps, teacher=model)
             kept *= 0.8
@@ -285,21 +290,21 @@ def dropnet(quick: bool) -> Outcome:
 )
 def lrpet(quick: bool) -> Outcome:
     model = base("lenet300")
-    dense = kit.accuracy(model)
+    dense = accuracy(model)
     steps = 50 if quick else 500
     rows = [{"method": "dense", "target_params": 1.0, "one_shot": round(dense, 4), "fine_tuned": round(dense, 4)}]
     for target in (0.3,) if quick else (0.5, 0.3, 0.15):
         for label, flags in (("SVD truncation", ()), ("SVD + energy transfer", ("--energy-transfer",))):
             tag = f"m36_{target}_{len(flags)}"
             low = OUT / f"{tag}_p.onnx"
-            kit.onnxprune(["lowrank", model, "-o", low, "--target-params", target, *flags])
+            kit.onnxprune(["lowrank", model, "-o", low, "--target-params", target, *flags, "--threads", 1])
             tuned = finetune(low, tag, steps, teacher=model)
             rows.append(
                 {
                     "method": label,
                     "target_params": target,
-                    "one_shot": round(kit.accuracy(low), 4),
-                    "fine_tuned": round(kit.accuracy(tuned), 4),
+                    "one_shot": round(accuracy(low), 4),
+                    "fine_tuned": round(accuracy(tuned), 4),
                 }
             )
     pairs = list(zip(rows[1::2], rows[2::2], strict=True))
@@ -328,12 +333,27 @@ def lrpet(quick: bool) -> Outcome:
 )
 def cubic(quick: bool) -> Outcome:
     model = base("lenet5")
-    dense = kit.accuracy(model)
+    dense = accuracy(model)
     steps = 100 if quick else 2000
     rows = [{"method": "dense", "sparsity": 0.0, "accuracy": round(dense, 4), "compression": 1.0, "speedup": 1.0}]
     for sparsity in (0.9,) if quick else (0.9, 0.95, 0.98):
         one = OUT / f"gmp_one_{sparsity}_p.onnx"
-        kit.onnxprune(["prune", model, "-o", one, "--sparsity", sparsity, "--scope", "global", "--normalize", "none"])
+        kit.onnxprune(
+            [
+                "prune",
+                model,
+                "-o",
+                one,
+                "--sparsity",
+                sparsity,
+                "--scope",
+                "global",
+                "--normalize",
+                "none",
+                "--threads",
+                1,
+            ]
+        )
         rows.append(
             measure(
                 finetune(one, f"gmp_one_{sparsity}", steps, teacher=model),
@@ -388,7 +408,9 @@ def paganini(quick: bool) -> Outcome:
                 model, f"m5_{int(rewind)}_{seed}", steps, *flags, *(("--rewind",) if rewind else ()), seed=seed
             )
     one = OUT / "m5_oneshot.onnx"
-    kit.onnxprune(["prune", model, "-o", one, "--sparsity", sparsity, "--scope", "global", "--normalize", "none"])
+    kit.onnxprune(
+        ["prune", model, "-o", one, "--sparsity", sparsity, "--scope", "global", "--normalize", "none", "--threads", 1]
+    )
     runs["one-shot magnitude"] = one
     rows = []
     names = list(runs)
@@ -448,7 +470,7 @@ def paganini(quick: bool) -> Outcome:
 )
 def shrinkbench(quick: bool) -> Outcome:
     model = base("lenet5")
-    dense = kit.accuracy(model)
+    dense = accuracy(model)
     steps = 50 if quick else 300
     rows = [
         {
@@ -464,10 +486,23 @@ def shrinkbench(quick: bool) -> Outcome:
         for scope in ("global", "layer"):
             pruned = OUT / f"m35_{scope}_{c}_p.onnx"
             kit.onnxprune(
-                ["prune", model, "-o", pruned, "--sparsity", 1 - 1 / c, "--scope", scope, "--normalize", "none"]
+                [
+                    "prune",
+                    model,
+                    "-o",
+                    pruned,
+                    "--sparsity",
+                    1 - 1 / c,
+                    "--scope",
+                    scope,
+                    "--normalize",
+                    "none",
+                    "--threads",
+                    1,
+                ]
             )
             tuned = finetune(pruned, f"m35_{scope}_{c}", steps, teacher=model)
-            rows.append({**measure(pruned, scope=scope, c=c), "fine_tuned": round(kit.accuracy(tuned), 4)})
+            rows.append({**measure(pruned, scope=scope, c=c), "fine_tuned": round(accuracy(tuned), 4)})
     for row in rows:
         row["accuracy"], row["fine_tuned"] = row.pop("accuracy"), row.pop("fine_tuned")
     pairs = list(zip(rows[1::2], rows[2::2], strict=True))
@@ -500,7 +535,7 @@ def activity(path: Path) -> dict[str, Any]:
     held_out = OUT / "heldout_inputs.npz"
     if not held_out.is_file():
         kit.write_npz(held_out.with_suffix(f".{os.getpid()}.npz"), input=data["x_test"]).replace(held_out)
-    found = measure_activity(model, open_source(str(held_out), model), batch_size=250, threads=2)
+    found = measure_activity(model, open_source(str(held_out), model), batch_size=250, threads=1)
     return {
         "dead_rate": round(found.dead_rate, 4),
         "dead_units": f"{sum(layer.dead_units for layer in found.layers)}/{sum(layer.units for layer in found.layers)}",
