@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import onnx_ir as ir
 
-from onnxprune.analysis.shapes import complete_shapes
+from onnxprune.analysis.shapes import complete_shapes, infer_shapes
 from onnxprune.calibration.collect import StatRequest, collect_stats
 from onnxprune.calibration.sources import CalibrationSource
 
@@ -26,12 +26,18 @@ __all__ = ["Activity", "LayerActivity", "measure_activity", "relu_outputs"]
 _CHANNEL_FIRST = frozenset({"Conv", "ConvTranspose", "BatchNormalization", "MaxPool", "AveragePool"})
 
 
+def _relus(model: ir.Model) -> list[ir.Node]:
+    return [
+        node
+        for node in model.graph
+        if node.op_type == "Relu" and node.domain in ("", "ai.onnx") and node.outputs[0].name
+    ]
+
+
 def relu_outputs(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
     """The output of every ``Relu`` of the main graph with its channel axis (1 for maps, -1 for features)."""
     found = {}
-    for node in model.graph:
-        if node.op_type != "Relu" or node.domain not in ("", "ai.onnx") or not node.outputs[0].name:
-            continue
+    for node in _relus(model):
         rank = len(shapes.get(node.outputs[0].name, ()))
         producer = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
         channel_first = rank >= 4 or (rank == 3 and producer is not None and producer.op_type in _CHANNEL_FIRST)
@@ -110,7 +116,13 @@ def measure_activity(
     threads: int | None = None,
 ) -> Activity:
     """Activation density and dead units of every ReLU of ``model`` over ``source`` (one onnxruntime pass)."""
-    outputs = relu_outputs(model, complete_shapes(model, input_shapes))
+    relus = _relus(model)
+    if not relus:  # nothing to run (transformers: GELU)
+        return Activity((), source.num_samples)
+    shapes = infer_shapes(model, input_shapes)
+    if any(node.outputs[0].name not in shapes for node in relus):
+        shapes = complete_shapes(model, input_shapes)
+    outputs = relu_outputs(model, shapes)
     requests = [StatRequest(name, axis, sums=frozenset({"nonzero"})) for name, axis in outputs.items()]
     stats = collect_stats(model, source, requests, batch_size=batch_size, threads=threads) if requests else {}
     layers = tuple(
