@@ -515,7 +515,8 @@ def shrinkbench(quick: bool) -> Outcome:
         if wins == len(pairs) and abs(gaps[-1]) >= max(abs(g) for g in gaps[:-1] or [0])
         else ("partly" if wins else "not reproduced"),
         rows,
-        f"LeNet-5; `prune --sparsity 1-1/c --scope global --normalize none` or `--scope layer` (c over the Conv/Gemm weights; "
+        "LeNet-5; `prune --sparsity 1-1/c --scope global --normalize none` or `--scope layer` "
+        "(c over the Conv/Gemm weights; "
         f"ShrinkBench also excludes the classifier, we do not), accuracy one-shot and after {steps} fine-tuning "
         "steps; compression = prunable weights / nonzero, speedup = dense MACs / density-scaled MACs at 1x28x28.",
     )
