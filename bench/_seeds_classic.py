@@ -10,8 +10,11 @@ compared in one claim get the same steps, learning rate and data.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,18 +53,52 @@ def base(name: str) -> Path:
     return kit.trained(name, EPOCHS[name])
 
 
+@dataclasses.dataclass(frozen=True)
+class Tune:
+    """One ``onnxprune finetune`` run: fixed lr, every training digit (with labels) trained, last weights kept."""
+
+    model: Path
+    tag: str
+    steps: int
+    flags: tuple[Any, ...] = ()
+    teacher: Path | None = None
+    seed: int = 0
+
+    @property
+    def out(self) -> Path:
+        return OUT / f"{self.tag}.onnx"
+
+    def args(self) -> list[str]:
+        lr = ["--lr", LR] if "--lr" not in self.flags else []
+        return [
+            str(a)
+            for a in (
+                "--quiet", "finetune", self.model, "-o", self.out, "--teacher", self.teacher or self.model,
+                "--calib", calibration(4000, labels=True), "--steps", self.steps, "--holdout", 0, "--patience", 0,
+                "--threads", 1, "--seed", self.seed, *lr, *self.flags,
+            )
+        ]  # fmt: skip
+
+
+def finetune_all(tunes: Sequence[Tune]) -> list[Path]:
+    """Run the fine-tunings side by side, one process and one thread each; their outputs in order."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    cli = Path(sys.executable).parent / "onnxprune"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running = [
+        subprocess.Popen([str(cli), *tune.args()], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for tune in tunes
+    ]
+    for tune, process in zip(tunes, running, strict=True):
+        output, _ = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"finetune {tune.tag} exited {process.returncode}: {output[-2000:]}")
+    return [tune.out for tune in tunes]
+
+
 def finetune(model: Path, tag: str, steps: int, *flags: Any, teacher: Path | None = None, seed: int = 0) -> Path:
-    """``onnxprune finetune`` on the labelled training digits: fixed lr, every sample trained, last weights kept."""
-    out = OUT / f"{tag}.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    kit.onnxprune(
-        [
-            "finetune", model, "-o", out, "--teacher", teacher or model, "--calib", calibration(4000, labels=True),
-            "--steps", steps, "--holdout", "0", "--patience", "0", "--threads", "1", "--seed", seed,
-            *(["--lr", LR] if "--lr" not in flags else []), *flags,
-        ]
-    )  # fmt: skip
-    return out
+    """One :class:`Tune`, run now."""
+    return finetune_all([Tune(model, tag, steps, flags, teacher, seed)])[0]
 
 
 def measure(path: Path, **row: Any) -> dict[str, Any]:
@@ -102,10 +139,13 @@ def drop_pruning(quick: bool) -> Outcome:
         "IMP layer magnitude": ("--prune-scope", "layer"),
     }
     rows = [{"method": "dense", "seed": "-", "accuracy": round(dense, 4), "compression": 1.0, "speedup": 1.0}]
-    for label, flags in variants.items():
-        for seed in seeds:
-            tag = f"m1_{len(rows)}_{seed}"
-            rows.append(measure(finetune(model, tag, steps, *common, *flags, seed=seed), method=label, seed=seed))
+    runs = [(label, seed) for label in variants for seed in seeds]
+    tunes = [
+        Tune(model, f"m1_{i}_{seed}", steps, (*common, *variants[label]), seed=seed)
+        for i, (label, seed) in enumerate(runs)
+    ]
+    for (label, seed), out in zip(runs, finetune_all(tunes), strict=True):
+        rows.append(measure(out, method=label, seed=seed))
     by = {label: [r for r in rows if r["method"] == label] for label in variants}
     drop, imp_g, imp_l = (mean(by[label]) for label in variants)
     compression = min(r["compression"] for r in by[next(iter(variants))])
@@ -141,8 +181,9 @@ def imp_runs(quick: bool, variants: dict[str, tuple[Any, ...]], tag: str) -> tup
     steps, cycles = (100, 2) if quick else (2500, IMP_CYCLES)
     sparsity = 0.5 if quick else IMP_SPARSITY
     rows = [{"method": "dense", "accuracy": round(accuracy(model), 4), "compression": 1.0, "speedup": 1.0}]
-    for i, (label, flags) in enumerate(variants.items()):
-        out = finetune(model, f"{tag}_{i}", steps, "--final-sparsity", sparsity, "--cycles", cycles, *flags)
+    common = ("--final-sparsity", sparsity, "--cycles", cycles)
+    tunes = [Tune(model, f"{tag}_{i}", steps, (*common, *flags)) for i, flags in enumerate(variants.values())]
+    for label, out in zip(variants, finetune_all(tunes), strict=True):
         rows.append(measure(out, method=label))
     return rows[0]["accuracy"], rows, steps
 
@@ -293,20 +334,22 @@ def lrpet(quick: bool) -> Outcome:
     dense = accuracy(model)
     steps = 50 if quick else 500
     rows = [{"method": "dense", "target_params": 1.0, "one_shot": round(dense, 4), "fine_tuned": round(dense, 4)}]
-    for target in (0.3,) if quick else (0.5, 0.3, 0.15):
-        for label, flags in (("SVD truncation", ()), ("SVD + energy transfer", ("--energy-transfer",))):
-            tag = f"m36_{target}_{len(flags)}"
-            low = OUT / f"{tag}_p.onnx"
-            kit.onnxprune(["lowrank", model, "-o", low, "--target-params", target, *flags, "--threads", 1])
-            tuned = finetune(low, tag, steps, teacher=model)
-            rows.append(
-                {
-                    "method": label,
-                    "target_params": target,
-                    "one_shot": round(accuracy(low), 4),
-                    "fine_tuned": round(accuracy(tuned), 4),
-                }
-            )
+    runs = [
+        (label, target, flags)
+        for target in ((0.3,) if quick else (0.5, 0.3, 0.15))
+        for label, flags in (("SVD truncation", ()), ("SVD + energy transfer", ("--energy-transfer",)))
+    ]
+    tunes = []
+    for _, target, flags in runs:
+        tag = f"m36_{target}_{len(flags)}"
+        kit.onnxprune(
+            ["lowrank", model, "-o", OUT / f"{tag}_p.onnx", "--target-params", target, *flags, "--threads", 1]
+        )
+        tunes.append(Tune(OUT / f"{tag}_p.onnx", tag, steps, teacher=model))
+    for (label, target, _), tune in zip(runs, tunes, strict=True):
+        rows.append({"method": label, "target_params": target, "one_shot": round(accuracy(tune.model), 4)})
+    for row, tuned in zip(rows[1:], finetune_all(tunes), strict=True):
+        row["fine_tuned"] = round(accuracy(tuned), 4)
     pairs = list(zip(rows[1::2], rows[2::2], strict=True))
     wins = sum(b["one_shot"] > a["one_shot"] for a, b in pairs)
     wins_ft = sum(b["fine_tuned"] > a["fine_tuned"] for a, b in pairs)
@@ -336,33 +379,20 @@ def cubic(quick: bool) -> Outcome:
     dense = accuracy(model)
     steps = 100 if quick else 2000
     rows = [{"method": "dense", "sparsity": 0.0, "accuracy": round(dense, 4), "compression": 1.0, "speedup": 1.0}]
-    for sparsity in (0.9,) if quick else (0.9, 0.95, 0.98):
+    levels = (0.9,) if quick else (0.9, 0.95, 0.98)
+    tunes = []
+    for sparsity in levels:
         one = OUT / f"gmp_one_{sparsity}_p.onnx"
         kit.onnxprune(
-            [
-                "prune",
-                model,
-                "-o",
-                one,
-                "--sparsity",
-                sparsity,
-                "--scope",
-                "global",
-                "--normalize",
-                "none",
-                "--threads",
-                1,
-            ]
-        )
-        rows.append(
-            measure(
-                finetune(one, f"gmp_one_{sparsity}", steps, teacher=model),
-                method="one-shot + fine-tune",
-                sparsity=sparsity,
-            )
-        )
-        gradual = finetune(model, f"gmp_cubic_{sparsity}", steps, "--final-sparsity", sparsity)
-        rows.append(measure(gradual, method="cubic gradual", sparsity=sparsity))
+            ["prune", model, "-o", one, "--sparsity", sparsity, "--scope", "global", "--normalize", "none",
+             "--threads", 1]
+        )  # fmt: skip
+        tunes.append(Tune(one, f"gmp_one_{sparsity}", steps, teacher=model))
+        tunes.append(Tune(model, f"gmp_cubic_{sparsity}", steps, ("--final-sparsity", sparsity)))
+    outs = finetune_all(tunes)
+    for i, sparsity in enumerate(levels):
+        rows.append(measure(outs[2 * i], method="one-shot + fine-tune", sparsity=sparsity))
+        rows.append(measure(outs[2 * i + 1], method="cubic gradual", sparsity=sparsity))
     pairs = list(zip(rows[1::2], rows[2::2], strict=True))
     wins = sum(b["accuracy"] > a["accuracy"] for a, b in pairs)
     figures = ", ".join(f"{a['sparsity']:.0%}: {b['accuracy']:.3f} vs {a['accuracy']:.3f}" for a, b in pairs)
@@ -399,14 +429,15 @@ def _kernel_structure(path: Path) -> tuple[float, float]:
 def paganini(quick: bool) -> Outcome:
     model = base("lenet5")
     steps, cycles, sparsity = (100, 2, 0.5) if quick else (2000, 5, 0.9)
-    runs: dict[str, Path] = {}
-    for rewind in (True, False):
-        for seed in (0, 1):
-            label = f"IMP {'rewind' if rewind else 'fine-tune'} seed {seed}"
-            flags = ("--final-sparsity", sparsity, "--cycles", cycles, "--schedule", "slr")
-            runs[label] = finetune(
-                model, f"m5_{int(rewind)}_{seed}", steps, *flags, *(("--rewind",) if rewind else ()), seed=seed
-            )
+    flags = ("--final-sparsity", sparsity, "--cycles", cycles, "--schedule", "slr")
+    tunes = {
+        f"IMP {'rewind' if rewind else 'fine-tune'} seed {seed}": Tune(
+            model, f"m5_{int(rewind)}_{seed}", steps, (*flags, *(("--rewind",) if rewind else ())), seed=seed
+        )
+        for rewind in (True, False)
+        for seed in (0, 1)
+    }
+    runs = dict(zip(tunes, finetune_all(list(tunes.values())), strict=True))
     one = OUT / "m5_oneshot.onnx"
     kit.onnxprune(
         ["prune", model, "-o", one, "--sparsity", sparsity, "--scope", "global", "--normalize", "none", "--threads", 1]
@@ -482,6 +513,7 @@ def shrinkbench(quick: bool) -> Outcome:
             "speedup": 1.0,
         }
     ]
+    tunes = []
     for c in (4,) if quick else (2, 4, 8, 16, 32):
         for scope in ("global", "layer"):
             pruned = OUT / f"m35_{scope}_{c}_p.onnx"
@@ -500,8 +532,10 @@ def shrinkbench(quick: bool) -> Outcome:
                     1,
                 ]
             )
-            tuned = finetune(pruned, f"m35_{scope}_{c}", steps, teacher=model)
-            rows.append({**measure(pruned, scope=scope, c=c), "fine_tuned": round(accuracy(tuned), 4)})
+            tunes.append(Tune(pruned, f"m35_{scope}_{c}", steps, teacher=model))
+            rows.append(measure(pruned, scope=scope, c=c))
+    for row, tuned in zip(rows[1:], finetune_all(tunes), strict=True):
+        row["fine_tuned"] = round(accuracy(tuned), 4)
     for row in rows:
         row["accuracy"], row["fine_tuned"] = row.pop("accuracy"), row.pop("fine_tuned")
     pairs = list(zip(rows[1::2], rows[2::2], strict=True))
@@ -554,8 +588,9 @@ def dead_neurons(quick: bool) -> Outcome:
     model = base("lenet300")
     steps = 50 if quick else 500
     rows = [{"sparsity": 0.0, **measure(model), **activity(model)}]
-    for sparsity in (0.8,) if quick else (0.5, 0.8, 0.9, 0.95, 0.98):
-        tuned = finetune(model, f"m19_{sparsity}", steps, "--final-sparsity", sparsity)
+    levels = (0.8,) if quick else (0.5, 0.8, 0.9, 0.95, 0.98)
+    tunes = [Tune(model, f"m19_{sparsity}", steps, ("--final-sparsity", sparsity)) for sparsity in levels]
+    for sparsity, tuned in zip(levels, finetune_all(tunes), strict=True):
         rows.append({"sparsity": sparsity, **measure(tuned), **activity(tuned)})
     rates = [r["dead_rate"] for r in rows]
     rising = all(b >= a - 0.005 for a, b in zip(rates, rates[1:], strict=False)) and rates[-1] > rates[0]
