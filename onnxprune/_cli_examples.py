@@ -44,6 +44,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "onnxprune validate model.onnx sparse24.onnx --data test.npz --fail-below agree=0.9 --report check.json",
         "onnxprune validate model.onnx pruned.onnx --data test.npz --ep cpu --threads 1",
     ),
+    "compare": (
+        "onnxprune compare pruned.onnx sparse24.onnx",
+        "onnxprune compare pruned.onnx sparse24.onnx --structure --json",
+    ),
     "analyze": (
         "onnxprune analyze model.onnx --calib calib.npz --data test.npz --grid 0.25,0.5 --no-cache",
         "onnxprune analyze model.onnx --calib calib.npz --kinds channels -o digits --no-cache",

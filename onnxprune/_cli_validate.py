@@ -14,10 +14,11 @@ from onnxprune._cli_data import data_options
 from onnxprune._paths import check_outputs, data_files
 from onnxprune._providers import ExecutionTarget, resolve_ep
 from onnxprune._run_paths import model_inputs
+from onnxprune.analysis.activity import measure_activity
 from onnxprune.calibration.preprocess import ImagePreprocess
 from onnxprune.calibration.sources import open_source, parse_input_shapes, sample_shapes
 from onnxprune.calibration.text import TextSpec
-from onnxprune.report import comparison_table, model_stats
+from onnxprune.report import activity_table, comparison_table, model_stats, shrinkbench_of, shrinkbench_table
 from onnxprune.sparse_kernels import TRT_OPTIONS, probe, sparse_kernel_report
 
 
@@ -125,9 +126,22 @@ def validate_cmd(
     missed = missed_gates(result, gates)
     shapes = {**sample_shapes(source), **shapes}
     before, after = model_stats(reference, shapes), model_stats(candidate, shapes)
+    shrink = {"before": shrinkbench_of(reference, before), "after": shrinkbench_of(candidate, after)}
+    activity = {
+        side: measure_activity(model, source, input_shapes=shapes, batch_size=batch_size, threads=threads)
+        for side, model in (("reference", reference), ("candidate", candidate))
+    }
     if report:
         write_report(
-            {"ref": ref, "cand": cand, "before": before.as_dict(), "after": after.as_dict(), "validation": result},
+            {
+                "ref": ref,
+                "cand": cand,
+                "before": before.as_dict(),
+                "after": after.as_dict(),
+                "validation": result,
+                "shrinkbench": {side: counts.as_dict() for side, counts in shrink.items()},
+                "activity": {side: found.as_dict() for side, found in activity.items()},
+            },
             report,
             op_latency=compare_op_latency(reference, candidate, source, threads=threads, labels=("REF", "CAND"))
             if is_html(report)
@@ -135,6 +149,9 @@ def validate_cmd(
         )
     if not ctx.obj["quiet"]:
         out.print(comparison_table(before, after, result))
+        out.print(shrinkbench_table(shrink["before"], shrink["after"]))
+        if activity["reference"].layers or activity["candidate"].layers:
+            out.print(activity_table(activity["reference"], activity["candidate"]))
         out.print(f"execution provider: {target.provider} (--ep {target.ep})", highlight=False)
         if kernels is not None:
             _print_sparse_kernels(kernels)

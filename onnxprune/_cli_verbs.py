@@ -159,6 +159,7 @@ def depth(
 @click.option("--rewind", is_flag=True)
 @click.option("--drop-out", type=click.FloatRange(0, 1), default=0.0)
 @click.option("--drop-in", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--prune-scope", type=click.Choice(["global", "layer"]), default="global", show_default=True)
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1))
 @click.option(
@@ -209,6 +210,7 @@ def finetune(
     rewind: bool,
     drop_out: float,
     drop_in: float,
+    prune_scope: str,
     holdout: float,
     eval_every: int | None,
     patience: int,
@@ -240,6 +242,7 @@ def finetune(
         "rewind": rewind,
         "drop_out": drop_out,
         "drop_in": drop_in,
+        "prune_scope": prune_scope,
         "holdout": holdout,
         "eval_every": eval_every,
         "patience": patience or None,

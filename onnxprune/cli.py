@@ -1,7 +1,7 @@
 """The ``onnxprune`` command line: every verb compiles to a :class:`Recipe` and runs it.
 
 The group and the shared options live in ``_cli_base``; ``lowrank``, ``depth`` and ``finetune`` in ``_cli_verbs``;
-``analyze``, ``quantize`` and ``validate`` in their own ``_cli_*`` modules.
+``analyze``, ``compare``, ``quantize`` and ``validate`` in their own ``_cli_*`` modules.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from rich.text import Text
 
 from onnxprune import (
     _cli_analyze,  # noqa: F401 - registers analyze on the group
+    _cli_compare,  # noqa: F401 - registers compare on the group
     _cli_presets,
     _cli_quantize,  # noqa: F401 - registers quantize on the group
     _cli_validate,  # noqa: F401 - registers validate on the group
@@ -467,6 +468,11 @@ def inspect(
     table.add_column("value", justify="right")
     for key in ("opset", "nodes", "params", "nonzero_params", "macs", "flops"):
         table.add_row(key, str(info[key]))
+    shrink = info["shrinkbench"]
+    table.add_row(
+        "compression (all / prunable)", f"{shrink['compression']:.2f}x / {shrink['prunable_compression']:.2f}x"
+    )
+    table.add_row("theoretical speedup", f"{shrink['theoretical_speedup']:.2f}x")
     table.add_row("ops", ", ".join(f"{k}×{v}" for k, v in info["ops"].items()))
     if info["assumed_dims"]:
         table.add_row("[bold red]MACs at assumed dim 1[/bold red]", ", ".join(info["assumed_dims"]))

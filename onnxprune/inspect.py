@@ -14,6 +14,7 @@ from onnxprune._integrity import nonfinite_weights
 from onnxprune.analysis.channels import analyze_channels, record
 from onnxprune.analysis.flops import count_model
 from onnxprune.analysis.shapes import assumed_dims, complete_shapes
+from onnxprune.analysis.shrinkbench import ShrinkBenchCounts
 from onnxprune.analysis.weights import find_weights, read_weight
 
 __all__ = ["channel_groups", "inspect_model"]
@@ -25,13 +26,17 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
     ``assumed_dims`` lists the dynamic input dims the MACs were counted at 1 for (see
     :func:`onnxprune.analysis.shapes.assumed_dims`); give ``input_shapes`` to count real ones.
     ``nonfinite`` lists the weights holding NaN/inf values (commands that transform refuse them).
+    ``shrinkbench`` holds ShrinkBench's compression ratios and theoretical speedup (see
+    :mod:`onnxprune.analysis.shrinkbench`).
     """
     counts = count_model(model, complete_shapes(model, input_shapes))
     ops = Counter(node.op_type for node in ir.traversal.RecursiveGraphIterator(model.graph))
     found = find_weights(model)
     prunable = []
+    total = nonzero = 0
     for w in found:
         values = read_weight(w)
+        total, nonzero = total + values.size, nonzero + int(np.count_nonzero(values))
         prunable.append(
             {
                 "tensor": w.name,
@@ -55,6 +60,9 @@ def inspect_model(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]] |
         "prunable": prunable,
         "skipped": [{"tensor": s.name, "node": s.node, "op": s.op_type, "reason": s.reason} for s in found.skipped],
         "nonfinite": [dataclasses.asdict(bad) for bad in nonfinite_weights(model)],
+        "shrinkbench": ShrinkBenchCounts(
+            counts.params, counts.nonzero_params, total, nonzero, counts.macs, counts.sparse_macs
+        ).as_dict(),
     }
 
 

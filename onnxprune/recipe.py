@@ -34,7 +34,7 @@ from onnxprune.passes import PASSES, OnnxPrunePass
 from onnxprune.pipeline import Pipeline, PipelineResult
 from onnxprune.presets import check_needs, expand, find_preset
 from onnxprune.references import Reference, compare_references, load_reference, pruned_before_quantize
-from onnxprune.report import ModelStats, is_html, model_stats, write_report
+from onnxprune.report import ModelStats, is_html, model_stats, shrinkbench_of, write_report
 from onnxprune.verify import Validation, check_model, smoke_test, validate
 
 __all__ = [
@@ -519,6 +519,10 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         "recipe": recipe.to_dict(),
         "before": before.as_dict(),
         "after": after.as_dict(),
+        "shrinkbench": {
+            "before": shrinkbench_of(reference, before).as_dict(),
+            "after": shrinkbench_of(model, after).as_dict(),
+        },
         "passes": [r.as_dict() for r in result.reports],
         "validation": validation,
         "data": {"calibration": _describe(source, recipe.calibration.path), "validation": _describe(data, data_path)},

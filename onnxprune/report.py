@@ -17,20 +17,25 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune import _io, _scratch
+from onnxprune.analysis.activity import Activity
 from onnxprune.analysis.flops import ModelCounts, count_model
 from onnxprune.analysis.shapes import assumed_dims, complete_shapes
+from onnxprune.analysis.shrinkbench import ShrinkBenchCounts, prunable_counts
 from onnxprune.analysis.weights import drop_pages
 
 __all__ = [
     "HTML_SUFFIXES",
     "STAT_ROWS",
     "ModelStats",
+    "activity_table",
     "comparison_table",
     "file_sizes",
     "human",
     "model_stats",
     "is_html",
     "print_table",
+    "shrinkbench_of",
+    "shrinkbench_table",
     "write_json",
     "write_report",
 ]
@@ -191,6 +196,48 @@ def _validation_rows(table: Table, validation: Mapping[str, Any]) -> None:
                 f"{out['accuracy_cand'] - out['accuracy_ref']:+.4f}",
             )
         table.add_row(f"output '{out['name']}'", "", _fidelity_cell(out), "")
+
+
+def shrinkbench_of(model: ir.Model, stats: ModelStats) -> ShrinkBenchCounts:
+    """ShrinkBench's counts of ``model``, reusing the parameter and MAC counts of its ``stats``."""
+    prunable, nonzero = prunable_counts(model)
+    return ShrinkBenchCounts(stats.params, stats.nonzero_params, prunable, nonzero, stats.macs, stats.sparse_macs)
+
+
+def shrinkbench_table(before: ShrinkBenchCounts, after: ShrinkBenchCounts) -> Table:
+    """ShrinkBench's compression ratios and theoretical speedup of both models."""
+    table = Table(title="ShrinkBench (nonzero counts)")
+    for column in ("metric", "before", "after"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+    table.add_row("compression (all parameters)", f"{before.compression:.2f}x", f"{after.compression:.2f}x")
+    table.add_row(
+        "compression (prunable weights)", f"{before.prunable_compression:.2f}x", f"{after.prunable_compression:.2f}x"
+    )
+    table.add_row("theoretical speedup (MACs)", f"{before.speedup:.2f}x", f"{after.speedup:.2f}x")
+    return table
+
+
+def activity_table(reference: Activity, candidate: Activity) -> Table:
+    """Activation density and dead units of every ReLU output in both models (matched by value name)."""
+    table = Table(title=f"ReLU activity over {reference.samples} samples (density / dead-neuron rate / dead units)")
+    for column in ("ReLU output", "reference", "candidate"):
+        table.add_column(column, justify="right" if column != "ReLU output" else "left")
+
+    def cell(layer: Any) -> str:
+        if layer is None:
+            return "-"
+        return f"{layer.density:.3f} / {layer.dead_rate:.3f} / {layer.dead_units}/{layer.units}"
+
+    ref_layers = {layer.value: layer for layer in reference.layers}
+    cand_layers = {layer.value: layer for layer in candidate.layers}
+    for name in dict.fromkeys((*ref_layers, *cand_layers)):
+        table.add_row(name, cell(ref_layers.get(name)), cell(cand_layers.get(name)))
+    table.add_row(
+        "all",
+        f"{reference.density:.3f} / {reference.dead_rate:.3f}",
+        f"{candidate.density:.3f} / {candidate.dead_rate:.3f}",
+    )
+    return table
 
 
 def print_table(table: Table, console: Console | None = None) -> None:

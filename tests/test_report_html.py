@@ -112,7 +112,18 @@ def test_json_report_is_unchanged(tmp_path: Path, digits_model: Path, digits_cal
     text = (tmp_path / "r.json").read_text()
     assert text == json.dumps(_finite(result.report), indent=2, default=str)
     data = json.loads(text)
-    assert set(data) == {"model", "output", "recipe", "before", "after", "passes", "validation", "seconds", "data"}
+    assert set(data) == {
+        "model",
+        "output",
+        "recipe",
+        "before",
+        "after",
+        "passes",
+        "validation",
+        "seconds",
+        "data",
+        "shrinkbench",
+    }
     assert "sensitivity" not in data["passes"][0]["details"]
     assert (tmp_path / "r.json").stat().st_mode & 0o644 == 0o644
 
