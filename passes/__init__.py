@@ -4,6 +4,7 @@
 importing a module never registers anything behind your back.
 """
 
+from onnxprune.passes import _ticket_methods  # noqa: F401  (registers sup-tickets, free-tickets)
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
