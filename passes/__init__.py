@@ -12,6 +12,7 @@ from onnxprune.passes.depth import DepthPruneConfig, DepthPrunePass
 from onnxprune.passes.finetune import FinetuneConfig, FinetunePass
 from onnxprune.passes.lowrank import LowRankConfig, LowRankPass
 from onnxprune.passes.quantize import QuantizeConfig, QuantizePass
+from onnxprune.passes.scratch import ScratchConfig, ScratchPass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
 from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
 
@@ -23,6 +24,7 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     LowRankPass.name: LowRankPass,
     DepthPrunePass.name: DepthPrunePass,
     FinetunePass.name: FinetunePass,
+    ScratchPass.name: ScratchPass,
     QuantizePass.name: QuantizePass,
     CleanupPass.name: CleanupPass,
 }
@@ -45,6 +47,8 @@ __all__ = [
     "PassReport",
     "QuantizeConfig",
     "QuantizePass",
+    "ScratchConfig",
+    "ScratchPass",
     "PruneResult",
     "SparseGPTConfig",
     "SparseGPTPass",
