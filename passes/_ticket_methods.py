@@ -55,8 +55,9 @@ class SupTicketsOptions(MethodOptions):
         combine: ``caa`` (cumulative average: the arithmetic mean of the tickets) or ``cima``
             (exponential moving average, ``avg = (1 - cima_factor) * avg + cima_factor * ticket``).
         cima_factor: The weight of the newest ticket with ``cima``.
-        reprune: The average is magnitude-re-pruned to the sparsity the cycles started at (or
-            ``final_sparsity`` when higher): ``global`` (one threshold) or ``layer`` (per tensor).
+        reprune: How the average is magnitude-re-pruned: ``global`` (one threshold over all tensors, to
+            the sparsity the cycles started at, or ``final_sparsity`` when higher; the paper's) or
+            ``layer`` (each tensor back to the count of weights it kept when the cycles started).
     """
 
     cycles: int = 3

@@ -14,7 +14,16 @@ from onnxprune.analysis.weights import write_tensor
 from onnxprune.ensemble import build_ensemble, check_ensemble
 from onnxprune.passes._sparse_methods import MethodRun, StepState
 from onnxprune.passes._ticket_methods import FreeTicketsOptions, SupTicketsOptions
-from onnxprune.passes._tickets import Values, caa, cima, explore_lr, prune_and_regrow, snapshot, triangular_lr
+from onnxprune.passes._tickets import (
+    Values,
+    caa,
+    cima,
+    explore_lr,
+    keep_largest,
+    prune_and_regrow,
+    snapshot,
+    triangular_lr,
+)
 from onnxprune.passes._train import Masks, TrainSettings
 from onnxprune.torchview import TorchView
 from onnxprune.torchview.module import tensor_holders
@@ -85,6 +94,7 @@ class SupTicketsRun(_TicketRun):
         self.average: Values | None = None
         self.count = 0
         self.target: float | None = None
+        self.kept: dict[str, int] = {}
         self.union_sparsity: float | None = None
         self.bn_nodes = sum(1 for step in getattr(view, "_steps", ()) if step.node.op_type == "BatchNormalization")
 
@@ -102,6 +112,7 @@ class SupTicketsRun(_TicketRun):
             return
         if self.target is None:
             self.target = max(state.masks.sparsity, self.settings.final_sparsity or 0.0)
+            self.kept = {name: int(keep.sum()) for name, keep in state.masks.keep.items()}
         self.moved.append(prune_and_regrow(state.masks, self.options.reexplore, state.generator))
 
     def after_step(self, state: StepState) -> None:
@@ -128,7 +139,10 @@ class SupTicketsRun(_TicketRun):
                     param.copy_(self.average[name])
         masks.keep = {name: masks.params[name].detach() != 0 for name in masks.params}
         self.union_sparsity = masks.sparsity
-        masks.prune_to(self.target, state.generator, scope=self.options.reprune)
+        if self.options.reprune == "layer":
+            keep_largest(masks, self.kept)
+        else:
+            masks.prune_to(self.target, state.generator, scope="global")
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ from onnxprune.passes._schedules import learning_rate
 from onnxprune.passes._train import Masks, TrainSettings
 from onnxprune.torchview import TorchView
 
-__all__ = ["caa", "cima", "explore_lr", "prune_and_regrow", "snapshot", "triangular_lr"]
+__all__ = ["caa", "cima", "explore_lr", "keep_largest", "prune_and_regrow", "snapshot", "triangular_lr"]
 
 Values = dict[str, torch.Tensor]
 
@@ -55,6 +55,16 @@ def prune_and_regrow(masks: Masks, fraction: float, generator: torch.Generator) 
             moved += count
     masks.apply()
     return moved
+
+
+def keep_largest(masks: Masks, counts: Mapping[str, int]) -> None:
+    """Per tensor, keep only the ``counts[name]`` largest-magnitude weights (the others pruned, zeroed)."""
+    for name, param in masks.params.items():
+        scores = param.detach().abs().reshape(-1).masked_fill(~masks.keep[name].reshape(-1), -1.0)
+        keep = torch.zeros(scores.numel(), dtype=torch.bool)
+        keep[torch.topk(scores, min(counts[name], scores.numel())).indices] = True
+        masks.keep[name] = keep.reshape(param.shape) & masks.keep[name]
+    masks.apply()
 
 
 def snapshot(view: TorchView, masks: Masks) -> Values:
