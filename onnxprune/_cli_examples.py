@@ -34,6 +34,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "onnxprune finetune pruned.onnx -o tuned.onnx --teacher model.onnx --calib calib.npz --steps 20 --lr 1e-4",
         "onnxprune finetune pruned.onnx -o tuned.onnx --teacher model.onnx --calib calib.npz --steps 20"
         " --final-sparsity 0.7",
+        "onnxprune finetune pruned.onnx -o tickets.onnx --teacher model.onnx --calib calib.npz --steps 20 --lr 1e-3"
+        " --method free-tickets --method-option ensemble=mean_softmax",
     ),
     "quantize": (
         "onnxprune quantize model.onnx -o int8.onnx --calib calib.npz --data test.npz",

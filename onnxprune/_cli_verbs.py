@@ -186,6 +186,12 @@ def depth(
     metavar="KEY=VALUE",
     help="An option of --method (repeatable), e.g. --method-option drop_fraction=0.3.",
 )
+@click.option(
+    "--scratch",
+    type=click.Choice(["E", "B"]),
+    help="Train MODEL's architecture from scratch instead (Rethinking): its weights re-initialised like torch's "
+    "defaults (seeded), then E: the same steps, B: steps x FLOPs(TEACHER)/FLOPs(MODEL). Uses labels when given.",
+)
 @job_options
 @click.pass_context
 @handle_errors
@@ -217,9 +223,14 @@ def finetune(
     train_which: str,
     method: str,
     method_option: tuple[str, ...],
+    scratch: str | None,
     job: Job,
 ) -> None:
-    """Fine-tune MODEL by distillation from TEACHER on the calibration data and write OUTPUT (same graph)."""
+    """Fine-tune MODEL by distillation from TEACHER on the calibration data and write OUTPUT (same graph).
+
+    --method free-tickets also writes each member next to OUTPUT (OUTPUT's stem + _member{i}.onnx, and
+    _ensemble.onnx with --method-option ensemble=mean_softmax); --scratch trains from a fresh initialisation.
+    """
     if job.calib is None:
         raise click.UsageError("finetune needs --calib PATH (the inputs to train on)")
     config: dict[str, Any] = {
@@ -250,4 +261,7 @@ def finetune(
         "method": method,
         "method_options": parse_assignments(method_option, "--method-option"),
     }
+    if scratch:
+        emit(ctx, job, model, output, PassSpec("scratch", {**config, "budget": scratch}))
+        return
     emit(ctx, job, model, output, PassSpec("finetune", config))

@@ -42,6 +42,8 @@ class PassContext:
             ``{"ratios", "errors"}``); the pipeline moves them into that pass's report (``details.sensitivity``).
         float_model: The model as it was just before ``quantize`` ran (set by that pass): the float
             model the INT8 result is validated against besides the original.
+        extra_outputs: Models a pass made besides the output (FreeTickets' members), by file-name suffix:
+            saved next to the output (``OUT`` stem + suffix) after it, atomically.
     """
 
     analyses: AnalysisManager = dataclasses.field(default_factory=AnalysisManager)
@@ -55,6 +57,7 @@ class PassContext:
     scratch: Scratch = dataclasses.field(default_factory=Scratch)
     sensitivity: dict[str, dict[str, dict[str, list[float]]]] = dataclasses.field(default_factory=dict)
     float_model: ir.Model | None = None
+    extra_outputs: dict[str, ir.Model] = dataclasses.field(default_factory=dict)
 
     def is_sequential(self, preferred: bool = True) -> bool:
         """Whether data-fitted work runs layer-sequentially (``preferred``: the pass's own choice)."""

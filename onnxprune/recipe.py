@@ -441,6 +441,7 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     data_path = recipe.validation_data or recipe.calibration.path
     original = load_reference(recipe.reference, reference) if recipe.reference else None
     float_models: dict[int, ir.Model] = {}  # per result, the model before quantize (pruned, float)
+    extra_outputs: dict[int, dict[str, ir.Model]] = {}  # per result, the models saved next to it
     metric = load_metric(recipe.metric) if recipe.metric else None
     if (metric is not None or recipe.strict) and not recipe.validate:
         raise RecipeError("metric and strict need validation (validate: true)")
@@ -463,6 +464,7 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
         )
         result = Pipeline([build_pass(spec, context) for spec in specs], context)(model)
         _refuse_emptied(result)
+        extra_outputs[id(model)] = context.extra_outputs
         if context.float_model is not None and pruned_before_quantize([spec.name for spec in specs]):
             float_models[id(model)] = context.float_model
         if not recipe.validate:
@@ -513,6 +515,10 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     before = model_stats(reference, shapes)
     _io.save(model, output, external_data=recipe.external_data)
     after = model_stats(model, shapes)
+    extras = []
+    for suffix, extra in extra_outputs.get(id(model), {}).items():
+        extras.append(str(output.with_name(f"{output.stem}{suffix}{output.suffix}")))
+        _io.save(extra, extras[-1], external_data=recipe.external_data)
     report: dict[str, Any] = {
         "model": recipe.model,
         "output": str(output),
@@ -530,6 +536,8 @@ def _run(recipe: Recipe, model: ir.Model, scratch: Scratch, progress: ProgressFa
     }
     if recipe.preset is not None:
         report["preset"] = recipe.preset
+    if extras:
+        report["extra_outputs"] = extras
     if search is not None:
         report["budget_search"] = search.as_dict(recipe.max_drop)
     if references:

@@ -4,15 +4,17 @@
 importing a module never registers anything behind your back.
 """
 
-from onnxprune.passes import (  # noqa: F401, E402  (register the seed allocators and importances)  # noqa: F401 - registers the in-loop methods
+# registered entries (importances, allocators, sparse-training methods) live in these modules
+from onnxprune.passes import (  # noqa: F401
     _campfire,
-    _dst_methods,  # noqa: F401 - registers finetune --method rigl, gap, scl
+    _dst_methods,
     _early_bird,
-    _ispasp,  # noqa: F401  (registers the i-SpaSP channel importance)
+    _ispasp,
     _kfac,
     _platon,
     _pqi,
     _sipp,
+    _ticket_methods,
 )
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
@@ -23,6 +25,7 @@ from onnxprune.passes.finetune import FinetuneConfig, FinetunePass
 from onnxprune.passes.gradient import GradientPruneConfig, GradientPrunePass
 from onnxprune.passes.lowrank import LowRankConfig, LowRankPass
 from onnxprune.passes.quantize import QuantizeConfig, QuantizePass
+from onnxprune.passes.scratch import ScratchConfig, ScratchPass
 from onnxprune.passes.sparsegpt import SparseGPTConfig, SparseGPTPass
 from onnxprune.passes.sparsify import NMPruneConfig, NMPrunePass, UnstructuredPruneConfig, UnstructuredPrunePass
 
@@ -36,6 +39,7 @@ PASSES: dict[str, type[OnnxPrunePass]] = {
     LowRankPass.name: LowRankPass,
     DepthPrunePass.name: DepthPrunePass,
     FinetunePass.name: FinetunePass,
+    ScratchPass.name: ScratchPass,
     QuantizePass.name: QuantizePass,
     CleanupPass.name: CleanupPass,
 }
@@ -62,6 +66,8 @@ __all__ = [
     "PassReport",
     "QuantizeConfig",
     "QuantizePass",
+    "ScratchConfig",
+    "ScratchPass",
     "PruneResult",
     "SparseGPTConfig",
     "SparseGPTPass",

@@ -8,6 +8,9 @@ training loop (:func:`onnxprune.passes._train.train`) calls at every step:
 * ``after_backward``: gradients are on ``masks.params[name].grad`` -- dense: a masked weight is a zero
   entry of the parameter, so its gradient is the one a regrown connection would get (RigL, PLATON).
 * ``after_step``: after the optimizer step and the mask re-application.
+* ``learning_rate``: the rate of a step (default: the run's schedule) -- cyclic methods (Sup-tickets,
+  FreeTickets) drive their own.
+* ``outputs``: after training, models written next to the output (FreeTickets' members, by suffix).
 
 ``settled_at`` is the step after which the masks stop changing (held-out snapshots compete only
 after it); setting ``stop`` ends training early (Early-Bird). Methods are registered by the modules
@@ -25,6 +28,8 @@ from onnxprune.errors import RecipeError
 from onnxprune.passes._registry import Registry
 
 if TYPE_CHECKING:
+    import numpy as np
+    import onnx_ir as ir
     import torch
 
     from onnxprune.passes._train import Masks, TrainSettings
@@ -72,6 +77,17 @@ class MethodRun:
 
     def after_step(self, state: StepState) -> None:
         """After the optimizer step and ``masks.apply()``."""
+
+    def learning_rate(self, step: int, steps: int, lr: float) -> float:
+        """The learning rate of ``step``; ``lr`` is the run's schedule there (kept by default)."""
+        return lr
+
+    def outputs(self, model: ir.Model, inputs: Mapping[str, np.ndarray]) -> dict[str, ir.Model]:
+        """Models to save next to the output, by file-name suffix (``_member0``), built from the trained ``model``.
+
+        ``inputs``: training samples stacked along axis 0, to check them on. Default: none.
+        """
+        return {}
 
     def summary(self) -> dict[str, Any]:
         """Figures for the pass report (JSON-serializable)."""

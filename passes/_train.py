@@ -342,6 +342,7 @@ def train(
             silo_alpha=settings.silo_alpha,
             silo_beta=settings.silo_beta,
         )
+        lr = method.learning_rate(step, settings.steps, lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         state = StepState(step, settings.steps, lr, masks, view, generator, settings)

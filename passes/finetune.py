@@ -324,6 +324,7 @@ class FinetunePass(OnnxPrunePass):
             torch.set_num_threads(old_threads)
         masks_change = config.final_sparsity is not None or config.method != "none"
         written = write_back(view, model, [*names, *prunable] if masks_change else names)
+        self.context.extra_outputs.update(run.outputs(model, data.inputs))
         losses = history["losses"]
         report.changed = [{"tensor": name} for name in written]
         report.summary = {
@@ -341,7 +342,7 @@ class FinetunePass(OnnxPrunePass):
             "method": config.method,
         }
         if history["method"]:
-            report.details["method"] = history["method"]
+            report.details["method"] = run.summary()  # again: ``outputs`` may have added to it
         if heldout is not None:
             curve = history["curve"]
             report.summary.update(

@@ -7,6 +7,7 @@ from onnxprune.presets import (
     allocators,  # noqa: F401  (registers pca-width, sipp, kfac-neuron, pqi)
     classic,  # noqa: F401 - registers the presets of the methods that already work
     dst,  # noqa: F401 - registers rigl, set, gap, scl
+    ensembles,  # noqa: F401  (registers its presets)
     schedules,  # noqa: F401 - registers platon, campfire, early-bird
     scorers,  # noqa: F401  (i-SpaSP, NNrelief, SNIP, GraSP, DRIVE)
 )
