@@ -174,7 +174,7 @@ def depth(
 )
 @click.option(
     "--method",
-    type=click.Choice(SPARSE_METHODS.names()),
+    type=click.Choice(SPARSE_METHODS.names(aliases=True)),
     default="none",
     show_default=True,
     help="Sparse-training method run inside the loop (see `onnxprune passes finetune`).",

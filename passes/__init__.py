@@ -17,6 +17,7 @@ from onnxprune.passes import (  # noqa: F401
     _ticket_methods,
 )
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult
+from onnxprune.passes._sparse_methods import SPARSE_METHODS
 from onnxprune.passes.channels import ChannelPruneConfig, ChannelPrunePass
 from onnxprune.passes.cleanup import CleanupConfig, CleanupPass
 from onnxprune.passes.cumulative import CumulativePruneConfig, CumulativePrunePass
@@ -74,3 +75,6 @@ __all__ = [
     "UnstructuredPruneConfig",
     "UnstructuredPrunePass",
 ]
+
+for _alias, _name in (("early-bird", "early_bird"), ("sup_tickets", "sup-tickets"), ("free_tickets", "free-tickets")):
+    SPARSE_METHODS.alias(_alias, _name)  # both spellings of the multi-word methods

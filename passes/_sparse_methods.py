@@ -121,6 +121,7 @@ SPARSE_METHODS.register(SparseMethod())
 
 def method_options(name: str, raw: Mapping[str, Any]) -> MethodOptions:
     """The checked options of method ``name`` from a mapping (unknown keys refused, with the known ones)."""
+    name = SPARSE_METHODS.canonical("method", name)
     method = SPARSE_METHODS[name]
     known = {f.name for f in dataclasses.fields(method.options)}
     unknown = sorted(set(raw) - known)
