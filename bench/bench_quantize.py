@@ -57,6 +57,7 @@ CASES = (
     Case("ocr_rec", "channels 25% + INT8", "--channels 0.25"),
     Case("ocr_rec", "INT8 only, percentile ranges", quantize="--calibrate-method percentile"),
     Case("ocr_rec", "channels 10% + INT8, percentile", "--channels 0.1", "--calibrate-method percentile"),
+    Case("ocr_rec", "channels 15% + INT8, percentile", "--channels 0.15", "--calibrate-method percentile"),
 )
 
 
@@ -161,7 +162,9 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--only", help="Run only the cases whose id contains this text.")
+    parser.add_argument(
+        "--only", help="Run only the cases whose id contains this text (the others keep their stored rows)."
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     setup_logging("bench_quantize")
@@ -176,7 +179,13 @@ def main() -> None:
         except Exception as e:  # one failing case is a row with its error, not a lost run
             logger.exception("%s/%s failed", case.model, case.label)
             rows.append({"id": f"{case.model}/{case.label}", "error": str(e)[:300]})
-    command = "python bench/bench_quantize.py" + (f" --only {args.only}" if args.only else "")
+    command = "python bench/bench_quantize.py"
+    stored = args.out / "quantize.json"
+    if args.only and stored.is_file():  # the other cases keep their stored rows, in the cases' order
+        fresh = {r["id"]: r for r in rows}
+        kept = {r["id"]: r for r in json.loads(stored.read_text())["rows"]}
+        ids = [f"{c.model}/{c.label}" for c in CASES]
+        rows = [fresh.get(i) or kept[i] for i in ids if i in fresh or i in kept]
     meta = {"command": command, "threads": args.threads, "environment": environment()}
     write_results(args.out, "quantize", meta, rows, render(rows, meta))
     logger.info("wrote %s", rel(args.out / "quantize.md"))
