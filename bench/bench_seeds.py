@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -41,9 +42,15 @@ def _order(key: str) -> tuple[int, str]:
     return (int(match.group(1)) if match else 999, key)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (insensitive to other programs' load)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_claim(item: Claim, quick: bool) -> dict[str, Any]:
     """Run one claim; its outcome as a JSON-ready record."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     outcome: Outcome = item.run(quick)
     return {
         "key": item.key,
@@ -56,6 +63,7 @@ def run_claim(item: Claim, quick: bool) -> dict[str, Any]:
         "rows": outcome.rows,
         "notes": outcome.notes,
         "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(_cpu_seconds() - cpu, 1),
         "loadavg": loadavg(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -104,7 +112,8 @@ def render(records: list[dict[str, Any]]) -> str:
         lines += _table(r["rows"])
         if r["notes"]:
             lines += ["", r["notes"]]
-        lines += ["", f"Reproduce: `{r['command']}` ({r['seconds']} s, load average {r['loadavg']}, {r['date']})."]
+        cpu = f", {r['cpu_seconds']} s of CPU" if "cpu_seconds" in r else ""
+        lines += ["", f"Reproduce: `{r['command']}` ({r['seconds']} s{cpu}, load average {r['loadavg']}, {r['date']})."]
     return "\n".join(lines) + "\n"
 
 
