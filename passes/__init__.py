@@ -6,14 +6,17 @@ importing a module never registers anything behind your back.
 
 # registered entries (importances, allocators, sparse-training methods) live in these modules
 from onnxprune.passes import (  # noqa: F401
+    _ap,
     _campfire,
     _dst_methods,
     _early_bird,
     _ispasp,
     _kfac,
+    _lrpet,
     _platon,
     _pqi,
     _sipp,
+    _spectral,
     _ticket_methods,
 )
 from onnxprune.passes._base import OnnxPrunePass, PassReport, PruneResult

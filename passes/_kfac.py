@@ -27,7 +27,7 @@ from onnxprune.passes._importance import CHANNEL_IMPORTANCES, ChannelImportance,
 if TYPE_CHECKING:
     from onnxprune.context import PassContext
 
-__all__ = ["KFAC", "Factors", "kfac_factors", "kfac_saliency", "layer_rows", "spectral_radius"]
+__all__ = ["KFAC", "Factors", "fan_in", "kfac_factors", "kfac_saliency", "layer_rows", "spectral_radius", "torch_rows"]
 
 _OPS = ("Conv", "Gemm", "MatMul")
 
@@ -94,7 +94,7 @@ def layer_rows(node: ir.Node) -> np.ndarray | None:
     return rows
 
 
-def _torch_rows(node: ir.Node, x: Any, y: Any, bias: bool) -> tuple[Any, Any]:
+def torch_rows(node: ir.Node, x: Any, y: Any, bias: bool) -> tuple[Any, Any]:
     """Input rows ``[R, fan-in]`` and output-gradient rows ``[samples·positions, neurons]`` of one node."""
     import torch
 
@@ -154,8 +154,8 @@ def kfac_factors(
         grads = torch.autograd.grad(loss, outputs)
         with torch.no_grad():
             for (key, (node, rows)), grad in zip(layers.items(), grads, strict=True):
-                bias = rows.shape[1] != _fan_in(node)
-                x_rows, d_rows = _torch_rows(node, values[names[key][0]].detach(), grad * count, bias)
+                bias = rows.shape[1] != fan_in(node)
+                x_rows, d_rows = torch_rows(node, values[names[key][0]].detach(), grad * count, bias)
                 entry = sums[key]
                 entry[0] = entry[0] + (x_rows.T @ x_rows).numpy()
                 entry[1] = entry[1] + (d_rows.T @ d_rows).numpy()
@@ -168,7 +168,7 @@ def kfac_factors(
     }
 
 
-def _fan_in(node: ir.Node) -> int:
+def fan_in(node: ir.Node) -> int:
     weight = np.asarray(node.inputs[1].const_value.numpy())  # type: ignore[union-attr]
     if node.op_type == "Conv":
         return int(np.prod(weight.shape[1:]))

@@ -25,11 +25,12 @@ __all__ = ["Layout", "layouts"]
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """A masked weight's output-channel axis, the BN scale tensor after it and whether it feeds a graph output."""
+    """A masked weight's output-channel axis, BN scale after it, graph-output flag and weight-using node."""
 
     out_axis: int
     bn_scale: str | None
     feeds_output: bool
+    node: ir.Node | None = None
 
 
 def _consumers(nodes: Sequence[ir.Node]) -> dict[str, list[tuple[ir.Node, int]]]:
@@ -71,6 +72,6 @@ def layouts(view: TorchView, names: Sequence[str]) -> dict[str, Layout]:
         scale = bn.inputs[1].name if bn is not None and bn.inputs[1] is not None else None
         after = bn.outputs[0] if bn is not None else output
         found[name] = Layout(
-            axis, scale if scale in params else None, output.is_graph_output() or after.is_graph_output()
+            axis, scale if scale in params else None, output.is_graph_output() or after.is_graph_output(), node
         )
     return found

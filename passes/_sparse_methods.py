@@ -8,6 +8,11 @@ training loop (:func:`onnxprune.passes._train.train`) calls at every step:
 * ``after_backward``: gradients are on ``masks.params[name].grad`` -- dense: a masked weight is a zero
   entry of the parameter, so its gradient is the one a regrown connection would get (RigL, PLATON).
 * ``after_step``: after the optimizer step and the mask re-application.
+* ``values`` + ``penalty``: the forward's intermediate values a method reads (by name), and a term
+  added to the loss before backward (K-FAC's spectral-radius regularizer).
+* ``prune_to``: the scheduled pruning of a step (default: magnitude, :meth:`Masks.prune_to`) -- AP
+  chooses part of each cycle's weights itself.
+* ``finish``: after training and the restore of the kept weights (LRPET's last projection).
 * ``learning_rate``: the rate of a step (default: the run's schedule) -- cyclic methods (Sup-tickets,
   FreeTickets) drive their own.
 * ``outputs``: after training, models written next to the output (FreeTickets' members, by suffix).
@@ -64,6 +69,8 @@ class MethodRun:
 
     #: Set by a hook to end training after the current step.
     stop: bool = False
+    #: Names of the graph values :meth:`penalty` reads (they come with every training forward).
+    values: tuple[str, ...] = ()
 
     def settled_at(self, steps: int) -> int:
         """The first step count after which the masks no longer change (0: they never change)."""
@@ -77,6 +84,17 @@ class MethodRun:
 
     def after_step(self, state: StepState) -> None:
         """After the optimizer step and ``masks.apply()``."""
+
+    def penalty(self, state: StepState, loss: torch.Tensor, values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """A term added to ``loss`` before backward (``values``: the forward's, by name); ``None``: none."""
+        return None
+
+    def prune_to(self, masks: Masks, target: float, generator: torch.Generator, settings: TrainSettings) -> None:
+        """Prune to the scheduled ``target`` sparsity (default: by magnitude, with the run's drop/scope)."""
+        masks.prune_to(target, generator, settings.drop_out, settings.drop_in, settings.prune_scope)
+
+    def finish(self, masks: Masks, view: TorchView) -> None:
+        """After the last step and the restore of the kept weights."""
 
     def learning_rate(self, step: int, steps: int, lr: float) -> float:
         """The learning rate of ``step``; ``lr`` is the run's schedule there (kept by default)."""

@@ -212,8 +212,21 @@ def _loss(
     view: TorchView, data: TrainData, index: np.ndarray, settings: TrainSettings, features: Sequence[str]
 ) -> torch.Tensor:
     """The training objective on the samples at ``index``: distillation (plus cross-entropy with labels)."""
+    return _objective(view, data, index, settings, features)[0]
+
+
+def _objective(
+    view: TorchView,
+    data: TrainData,
+    index: np.ndarray,
+    settings: TrainSettings,
+    features: Sequence[str],
+    extra: Sequence[str] = (),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`_loss` and the forward's values: outputs, ``features`` and ``extra`` (graph inputs included)."""
     feeds = {k: torch.from_numpy(np.ascontiguousarray(v[index])) for k, v in data.inputs.items()}
-    result = view(**feeds, _extra=tuple(features))
+    wanted = tuple(dict.fromkeys(n for n in (*features, *extra) if n not in feeds))
+    result = view(**feeds, _extra=wanted)
     names = [name for name in (*view.output_names, *features) if name in data.teacher]
     tokens = feeds.get(TOKEN_MASK)
     terms = [
@@ -227,7 +240,7 @@ def _loss(
         logits = result[view.output_names[0]]
         ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(data.labels[index]).long())
         loss = ce + settings.distill_weight * loss
-    return loss
+    return loss, {**feeds, **result}
 
 
 def heldout_loss(view: TorchView, data: TrainData, settings: TrainSettings, features: Sequence[str] = ()) -> float:
@@ -323,7 +336,7 @@ def train(
     for step in range(settings.steps):
         target = _sparsity_at(settings, step, initial)
         if target is not None and target > masks.sparsity - 1e-9:
-            masks.prune_to(target, generator, settings.drop_out, settings.drop_in, settings.prune_scope)
+            method.prune_to(masks, target, generator, settings)
             if settings.rewind and step > 0:
                 with torch.no_grad():
                     for name, param in masks.params.items():
@@ -347,12 +360,14 @@ def train(
             group["lr"] = lr
         state = StepState(step, settings.steps, lr, masks, view, generator, settings)
         method.before_step(state)
-        loss = _loss(view, data, index, settings, features)
-        if not torch.isfinite(loss.detach()):
+        loss, values = _objective(view, data, index, settings, features, method.values)
+        penalty = method.penalty(state, loss, values)
+        objective = loss if penalty is None else loss + penalty
+        if not torch.isfinite(objective.detach()):
             diverged = step  # the weights after this many steps give NaN/inf: stop, never step on them
             break
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         method.after_backward(state)
         optimizer.step()
         masks.apply()
@@ -370,6 +385,7 @@ def train(
             break
     if heldout is not None and best.step >= 0 and (diverged is not None or best.step != curve[-1]["step"]):
         best.restore()
+    method.finish(masks, view)
     return {
         "diverged_at": diverged,
         "losses": losses,

@@ -60,6 +60,29 @@ CLASSIC_PRESETS: tuple[Preset, ...] = (
         + _IN_FINETUNE,
     ),
     Preset(
+        name="ap",
+        method="M19",
+        paper="Liu, Xu, Fu, Zhang, Wang, Yan, Xu: AP: Selective Activation for De-sparsifying Pruned Neural"
+        " Networks (arXiv 2212.06145)",
+        description="Lottery-ticket IMP with rewinding (7 levels to 79%) where AP chooses a tenth of each level's"
+        " weights: the surviving negative weights that moved least, so fewer ReLU units die",
+        passes=(
+            _finetune(
+                final_sparsity=0.79,
+                cycles=7,
+                rewind=True,
+                prune_scope="global",
+                schedule="slr",
+                steps=700,
+                method="ap",
+                method_options={"fraction": 0.1},
+                **_SGD,
+            ),
+        ),
+        notes="The paper's 2% of each 20% level; the first level is plain magnitude (AP needs a trained cycle). "
+        + _IN_FINETUNE,
+    ),
+    Preset(
         name="drop-pruning",
         method="M1",
         paper="Jia et al.: DropPruning for Model Compression (arXiv 1812.02035)",
@@ -161,14 +184,16 @@ CLASSIC_PRESETS: tuple[Preset, ...] = (
         method="M36",
         paper="Guo, Lin, Xing, Liu, Xu: Compact Model Training by Low-Rank Projection with Energy Transfer"
         " (TNNLS 2024)",
-        description="Truncated SVD of every weight (BatchNorm-rectified) to half the MACs, the kept singular values"
-        " scaled to keep the energy, then fine-tune the two factors",
+        description="Train in full rank, projecting every hidden weight onto half its rank (energy kept) every 50"
+        " steps, then factorize the low-rank weights into two layers each",
         passes=(
-            {"name": "lowrank", "config": {"target_flops": 0.5, "energy_transfer": True, "bn_rectify": True}},
-            _finetune(steps=200),
+            _finetune(steps=500, method="lrpet", method_options={"rank_ratio": 0.5, "every": 50}),
+            {"name": "lowrank", "config": {"energy": 0.999999, "round_to": 1, "bn_rectify": False}},
         ),
-        notes="One projection then fine-tuning of the factors; the paper projects the full-rank weights after every"
-        " epoch of training from scratch. BatchNorm folded into a Conv by the exporter is rectified implicitly.",
+        notes="The weights leave fine-tuning at exactly rank (1 - rank_ratio) x n (to float rounding), so lowrank"
+        " at energy 1 - 1e-6 recovers those ranks; a layer whose factors would not be smaller stays one layer. The"
+        " paper trains from scratch (400 epochs); here a pretrained model is fine-tuned. BatchNorm folded into a"
+        " Conv by the exporter is rectified implicitly; the classifier keeps its full rank (method option keep_last).",
     ),
     Preset(
         name="global-magnitude",
