@@ -17,6 +17,7 @@ from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._allocators import (
     ALLOCATORS,
+    Gains,
     Ratio,
     check_allocation,
     nm_coverage,
@@ -285,7 +286,13 @@ class UnstructuredPrunePass(OnnxPrunePass):
 
         def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
             values = read_weight(weight)
-            keep = layer_keep(weight, importance.score(weight, values, stats), ratios[weight.name], config.importance)
+            ratio = ratios[weight.name]
+            if isinstance(ratio, Gains):  # the allocator rewrites the kept values (SiPP's reweighted samples)
+                gains = from_neuron_rows(weight, ratio.rows)
+                write_weight(weight, (values * gains).astype(values.dtype))
+                report.changed.append(_entry(weight, int(np.count_nonzero(gains == 0))))
+                return
+            keep = layer_keep(weight, importance.score(weight, values, stats), ratio, config.importance)
             write_weight(weight, np.where(keep, values, 0))
             report.changed.append(_entry(weight, int(np.count_nonzero(~keep))))
 
