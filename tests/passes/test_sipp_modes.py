@@ -62,7 +62,7 @@ def _layer_sensitivities(proto: onnx.ModelProto, x: np.ndarray) -> dict[str, np.
 
 
 def test_deterministic_matches_the_reference_rule_by_brute_force() -> None:
-    """torchprune SiPPAllocator: top-k over [sens⁺ | sens⁻] of every layer → counts per (neuron, sign) → top per side."""
+    """torchprune SiPPAllocator: top-k over [sens⁺ | sens⁻] of all layers → counts per (neuron, sign) → top per side."""
     proto, x = _mlp(), _x()
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.name in ("w1", "w2")}
     sens = _layer_sensitivities(proto, x)
