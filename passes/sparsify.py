@@ -67,9 +67,10 @@ class UnstructuredPruneConfig(_Selection):
         normalize: Per-tensor score normalization before the global threshold (``scope: global``).
         allocation: How the sparsity is spread over the tensors (mean weighted by size):
             ``uniform``, ``global``, ``sensitivity`` (measured output error), ``owl``
-            (outlier-weighed), ``sipp`` (SiPP: one threshold over empirical sensitivities gives each
-            neuron its count; importance ``sipp``) or ``pqi`` (PQ-index bound per neuron/layer, by
-            magnitude; the sparsity follows from the index unless its option ``fit`` is set);
+            (outlier-weighed), ``sipp`` (SiPP on empirical sensitivities: option ``mode``
+            ``deterministic`` -- one threshold gives each neuron its count --, ``random`` -- sampled,
+            reweighted -- or ``hybrid``; options ``C``, ``delta``, ``seed``) or ``pqi`` (PQ-index bound
+            per neuron/layer, by magnitude; the sparsity follows from the index unless its option ``fit`` is set);
             ``sensitivity``, ``owl`` and ``sipp`` need calibration data.
         allocation_options: The allocator's options (``--allocation-option KEY=VALUE``), e.g. ``pqi``'s
             ``p``, ``q``, ``eta``, ``gamma``, ``beta``, ``scope``, ``fit``.
