@@ -239,7 +239,7 @@ def _allocation(scope: str, allocation: str | None, job: Job, *, pattern: bool) 
     multiple=True,
     metavar="KEY=VALUE",
     help="An option of --allocation (repeatable), e.g. --allocation-option variance=0.95 for pca,"
-    " --allocation-option scope=layer for pqi.",
+    " --allocation-option scope=layer for pqi, --allocation-option mode=random for sipp.",
 )
 @click.option("--normalize", type=click.Choice(NORMALIZERS.names()))
 @click.option("--aggregate", type=click.Choice(AGGREGATES.names()))

@@ -38,6 +38,7 @@ __all__ = [
     "ALLOCATORS",
     "AllocUnit",
     "Allocator",
+    "Gains",
     "Ratio",
     "allocator",
     "check_allocation",
@@ -57,16 +58,34 @@ OWL_LAMBDA = 0.08
 
 @dataclasses.dataclass(frozen=True)
 class AllocUnit:
-    """A unit to allocate: its name, its cost (elements or channels) and, lazily, its scores."""
+    """A unit to allocate: its name, its cost (elements or channels) and, lazily, its scores.
+
+    For an allocator with ``rows`` also, lazily, the weight's values as ``[neurons, fan-in]`` rows,
+    its kernel size (``kh·kw``; 1 for Gemm/MatMul) and its output positions per sample (a Conv's
+    ``H·W`` where the shape is known, else 1).
+    """
 
     name: str
     cost: float
     scores: Callable[[], np.ndarray] | None = None
+    values: Callable[[], np.ndarray] | None = None
+    kernel: int = 1
+    patches: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Gains:
+    """Per-weight multipliers as ``[neurons, fan-in]`` rows (0: pruned).
+
+    The ratio of an allocator that rewrites the kept values too (randomized SiPP's reweighted samples).
+    """
+
+    rows: np.ndarray
 
 
 Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]
-#: a unit's ratio: one for the unit, or (allocators with ``rows``) one per neuron
-Ratio = float | np.ndarray
+#: a unit's ratio: one for the unit, or (allocators with ``rows``) one per neuron, or multipliers
+Ratio = float | np.ndarray | Gains
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,6 +371,16 @@ def nm_coverage(
     return chosen
 
 
+def _geometry(weight: Weight) -> tuple[int, int]:
+    """A weight's kernel size and output positions per sample (1 where unknown or not a Conv)."""
+    if weight.op_type != "Conv":
+        return 1, 1
+    kernel = int(np.prod(weight.shape[2:]))
+    shape = weight.uses[0].node.outputs[0].shape
+    dims = list(shape)[2:] if shape is not None else []
+    return kernel, int(np.prod(dims)) if dims and all(isinstance(d, int) for d in dims) else 1
+
+
 def weight_ratios(
     context: PassContext,
     model: ir.Model,
@@ -366,8 +395,8 @@ def weight_ratios(
 ) -> dict[str, Ratio]:
     """Sparsity per weight name for ``allocation`` at mean sparsity ``budget`` (weighted by size).
 
-    An allocator with ``rows`` may give a weight one sparsity per neuron (an array); ``options`` are
-    the allocator's (``--allocation-option``).
+    An allocator with ``rows`` may give a weight one sparsity per neuron (an array) or multipliers
+    (:class:`Gains`); ``options`` are the allocator's (``--allocation-option``).
 
     ``global`` thresholds ``importance`` scores (normalized per tensor); ``owl`` uses Wanda scores;
     ``sensitivity`` measures (or reads) the per-weight curves with ``curves_by`` (default: magnitude
@@ -390,7 +419,14 @@ def weight_ratios(
 
         return fn
 
-    units = [AllocUnit(w.name, w.size, scores_of(w)) for w in weights]
+    def values_of(weight: Weight) -> Callable[[], np.ndarray]:
+        return lambda: neuron_rows(weight, read_weight(weight))
+
+    units = [
+        AllocUnit(w.name, w.size, scores_of(w), values_of(w), *_geometry(w)) if allocator.rows
+        else AllocUnit(w.name, w.size, scores_of(w))
+        for w in weights
+    ]  # fmt: skip
     curves = None
     if allocator.needs_sensitivity:
         method = curves_by or ("wanda" if WEIGHT_IMPORTANCES[importance].needs_data else "magnitude")

@@ -17,6 +17,7 @@ from onnxprune.calibration.stats import ChannelStats
 from onnxprune.errors import RecipeError
 from onnxprune.passes._allocators import (
     ALLOCATORS,
+    Gains,
     Ratio,
     check_allocation,
     nm_coverage,
@@ -66,9 +67,10 @@ class UnstructuredPruneConfig(_Selection):
         normalize: Per-tensor score normalization before the global threshold (``scope: global``).
         allocation: How the sparsity is spread over the tensors (mean weighted by size):
             ``uniform``, ``global``, ``sensitivity`` (measured output error), ``owl``
-            (outlier-weighed), ``sipp`` (SiPP: one threshold over empirical sensitivities gives each
-            neuron its count; importance ``sipp``) or ``pqi`` (PQ-index bound per neuron/layer, by
-            magnitude; the sparsity follows from the index unless its option ``fit`` is set);
+            (outlier-weighed), ``sipp`` (SiPP on empirical sensitivities: option ``mode``
+            ``deterministic`` -- one threshold gives each neuron its count --, ``random`` -- sampled,
+            reweighted -- or ``hybrid``; options ``C``, ``delta``, ``seed``) or ``pqi`` (PQ-index bound
+            per neuron/layer, by magnitude; the sparsity follows from the index unless its option ``fit`` is set);
             ``sensitivity``, ``owl`` and ``sipp`` need calibration data.
         allocation_options: The allocator's options (``--allocation-option KEY=VALUE``), e.g. ``pqi``'s
             ``p``, ``q``, ``eta``, ``gamma``, ``beta``, ``scope``, ``fit``.
@@ -285,7 +287,13 @@ class UnstructuredPrunePass(OnnxPrunePass):
 
         def prune(weight: Weight, stats: Mapping[str, ChannelStats] | None) -> None:
             values = read_weight(weight)
-            keep = layer_keep(weight, importance.score(weight, values, stats), ratios[weight.name], config.importance)
+            ratio = ratios[weight.name]
+            if isinstance(ratio, Gains):  # the allocator rewrites the kept values (SiPP's reweighted samples)
+                gains = from_neuron_rows(weight, ratio.rows)
+                write_weight(weight, (values * gains).astype(values.dtype))
+                report.changed.append(_entry(weight, int(np.count_nonzero(gains == 0))))
+                return
+            keep = layer_keep(weight, importance.score(weight, values, stats), ratio, config.importance)
             write_weight(weight, np.where(keep, values, 0))
             report.changed.append(_entry(weight, int(np.count_nonzero(~keep))))
 

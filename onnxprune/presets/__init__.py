@@ -4,7 +4,7 @@ Each family module registers its presets in :data:`PRESETS` when imported below.
 """
 
 from onnxprune.presets import (
-    allocators,  # noqa: F401  (registers pca-width, sipp, kfac-neuron, pqi)
+    allocators,  # noqa: F401  (registers pca-width, sipp, sipp-random, sipp-hybrid, kfac-neuron, pqi)
     classic,  # noqa: F401 - registers the presets of the methods that already work
     dst,  # noqa: F401 - registers rigl, set, gap, scl
     ensembles,  # noqa: F401  (registers its presets)

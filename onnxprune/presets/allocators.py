@@ -32,18 +32,53 @@ PRESETS.register(
         " is a 300-step distillation fine-tune",
     )
 )
+_SIPP_PAPER = (
+    "Baykal, Liebenwein, Gilitschenski, Feldman, Rus: SiPPing Neural Networks: Sensitivity-informed"
+    " Provable Pruning of Neural Networks (SIAM J. Math. Data Sci. 2022, arXiv 1910.05422)"
+)
+
+
+def _sipp(mode: str) -> tuple[dict, ...]:
+    options = {"mode": mode}
+    return ({"name": "unstructured", "config": {"sparsity": 0.5, "allocation": "sipp", "allocation_options": options}},)
+
+
 PRESETS.register(
     Preset(
         name="sipp",
         method="M6",
-        paper="Baykal, Liebenwein, Gilitschenski, Feldman, Rus: SiPPing Neural Networks: Sensitivity-informed"
-        " Provable Pruning of Neural Networks (SIAM J. Math. Data Sci. 2022, arXiv 1910.05422)",
+        paper=_SIPP_PAPER,
         description="50% unstructured: empirical sensitivities on 128 calibration points, one global top-k"
-        " gives each neuron its count",
-        passes=({"name": "unstructured", "config": {"sparsity": 0.5, "allocation": "sipp"}},),
+        " gives each neuron its count (deterministic SiPP)",
+        passes=_sipp("deterministic"),
         needs=("calibration",),
-        notes="deterministic SiPP only (no sampling, no reweighting); a Conv's sensitivity is the mean over 64"
-        " evenly spaced patches; a zero same-sign sum adds nothing (the paper's code makes it infinite)",
+        notes="the reference's SiPPNet; a Conv's sensitivity is the mean over 64 evenly spaced patches; the"
+        " reference's gradient-based propagation of pruned weights is not done",
+    )
+)
+PRESETS.register(
+    Preset(
+        name="sipp-random",
+        method="M6",
+        paper=_SIPP_PAPER,
+        description="50% unstructured: per-neuron sample sizes from the paper's error-bound program, weights"
+        " sampled by sensitivity and reweighted (unbiased); seeded",
+        passes=_sipp("random"),
+        needs=("calibration",),
+        notes="the reference's SiPPRandNet (C=3, delta=1e-16; allocation options C, delta, seed); the sparsity is"
+        " met to within 0.2% of the kept weights",
+    )
+)
+PRESETS.register(
+    Preset(
+        name="sipp-hybrid",
+        method="M6",
+        paper=_SIPP_PAPER,
+        description="50% unstructured: the random sizes; each neuron side sampled or kept top-k, whichever has"
+        " the smaller theoretical error",
+        passes=_sipp("hybrid"),
+        needs=("calibration",),
+        notes="the reference's SiPPHybridNet; both errors on the max-over-patches sensitivities",
     )
 )
 PRESETS.register(
