@@ -1,7 +1,7 @@
 """Reproductions of the methods onnxprune already had (issue 14, part "classic").
 
 Drop Pruning (M1), IMP with rewinding (M28) and SLR (M21), SILO (M20), DropNet / APoZ (M22), LRPET's
-energy transfer (M36), the cubic gradual schedule (Zhu & Gupta), mask similarity and induced structure
+energy transfer and projected training (M36), the cubic gradual schedule (Zhu & Gupta), mask similarity and induced structure
 (Paganini & Forde, M5) and ShrinkBench's global vs layer magnitude (M35). Every run goes through the CLI
 (``finetune``, ``prune``, ``lowrank``) on the kit's models: trained on the 4,000 training digits, which are
 also the calibration / fine-tuning pool (with labels); accuracy is on the 1,000 held-out digits. Runs
@@ -10,7 +10,6 @@ compared in one claim get the same steps, learning rate and data.
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,7 @@ def imp_runs(quick: bool, variants: dict[str, tuple[Any, ...]], tag: str) -> tup
     return rows[0]["accuracy"], rows, steps
 
 
-def _imp_notes(steps: int, extra: str) -> str:
+def imp_notes(steps: int, extra: str) -> str:
     return (
         f"LeNet-300-100 ({EPOCHS['lenet300']} epochs Adam on 4,000 digits); IMP: {IMP_CYCLES} cycles of 20% of the "
         f"remaining weights (global magnitude) to {IMP_SPARSITY:.1%} sparsity, {steps} steps in all (batch 32). {extra}"
@@ -132,7 +131,7 @@ def lth_rewind(quick: bool) -> Outcome:
         f"At {rows[2]['compression']:.1f}x: dense {dense:.3f}, rewinding {rewind:.3f}, fine-tuning {tune:.3f}.",
         verdict,
         rows,
-        _imp_notes(
+        imp_notes(
             steps,
             "Rewinding resets the survivors to the trained dense weights (the only early checkpoint an imported ONNX "
             "has), not to the initialization: this is late rewinding, and the random re-init control is not run.",
@@ -155,7 +154,7 @@ def imp_slr(quick: bool) -> Outcome:
         f"At {rows[2]['compression']:.1f}x: dense {dense:.3f}, SLR {slr:.3f}, constant lr {ft:.3f}.",
         "reproduced" if slr > ft else "not reproduced",
         rows,
-        _imp_notes(steps, f"Adam, peak / constant lr {LR}; SLR restarts a 10% warm-up + cosine every cycle."),
+        imp_notes(steps, f"Adam, peak / constant lr {LR}; SLR restarts a 10% warm-up + cosine every cycle."),
     )
 
 
@@ -179,7 +178,7 @@ def silo(quick: bool) -> Outcome:
         f"({(curve - fixed) * 100:+.1f} points).",
         "reproduced" if curve - fixed >= 0.02 else "partly" if curve > fixed else "not reproduced",
         rows,
-        _imp_notes(
+        imp_notes(
             steps,
             "SGD momentum 0.9; SILO's peak is 0.01 + 0.04 / (1 + (P/(1-P))^-5) (the released ResNet-20 alpha, "
             "beta), the fixed run keeps 0.01; both warm up over 10% of each cycle.",
@@ -527,55 +526,4 @@ def shrinkbench(quick: bool) -> Outcome:
         "(c over the Conv/Gemm weights; "
         f"ShrinkBench also excludes the classifier, we do not), accuracy one-shot and after {steps} fine-tuning "
         "steps; compression = prunable weights / nonzero, speedup = dense MACs / density-scaled MACs at 1x28x28.",
-    )
-
-
-# --- M19 / M7: dead-neuron rate and activation density under pruning --------------------------------
-
-
-def activity(path: Path) -> dict[str, Any]:
-    """Overall dead-neuron rate and per-layer activation density on the 1,000 held-out digits."""
-    from onnxprune.analysis.activity import measure_activity
-    from onnxprune.calibration.sources import open_source
-
-    model = _io.load(str(path))
-    data = kit.digits()
-    held_out = OUT / "heldout_inputs.npz"
-    if not held_out.is_file():
-        kit.write_npz(held_out.with_suffix(f".{os.getpid()}.npz"), input=data["x_test"]).replace(held_out)
-    found = measure_activity(model, open_source(str(held_out), model), batch_size=250, threads=1)
-    return {
-        "dead_rate": round(found.dead_rate, 4),
-        "dead_units": f"{sum(layer.dead_units for layer in found.layers)}/{sum(layer.units for layer in found.layers)}",
-        "density_per_layer": " / ".join(f"{layer.density:.3f}" for layer in found.layers),
-    }
-
-
-@claim(
-    "M19-dnr",
-    "M19",
-    "AP: dead-neuron rate under pruning",
-    "Pruning raises the dynamic dead-neuron rate (the fraction of ReLU units at zero for an input), which "
-    "AP counters; activation density per layer (M7) shrinks as layers lose weights.",
-)
-def dead_neurons(quick: bool) -> Outcome:
-    model = base("lenet300")
-    steps = 50 if quick else 500
-    rows = [{"sparsity": 0.0, **measure(model), **activity(model)}]
-    levels = (0.8,) if quick else (0.5, 0.8, 0.9, 0.95, 0.98)
-    tunes = [Tune(model, f"m19_{sparsity}", steps, ("--final-sparsity", sparsity)) for sparsity in levels]
-    for sparsity, tuned in zip(levels, finetune_all(tunes), strict=True):
-        rows.append({"sparsity": sparsity, **measure(tuned), **activity(tuned)})
-    rates = [r["dead_rate"] for r in rows]
-    rising = all(b >= a - 0.005 for a, b in zip(rates, rates[1:], strict=False)) and rates[-1] > rates[0]
-    return Outcome(
-        f"Dead-neuron rate on the held-out digits: dense {rates[0]:.3f}, then "
-        + ", ".join(f"{r['sparsity']:.0%}: {r['dead_rate']:.3f}" for r in rows[1:])
-        + ".",
-        "reproduced" if rising else "partly" if rates[-1] > rates[0] else "not reproduced",
-        rows,
-        f"LeNet-300-100, cubic gradual magnitude pruning inside {steps} fine-tuning steps per sparsity "
-        "(`finetune --final-sparsity`); dead rate = 1 - activation density over both ReLUs, per input, averaged "
-        "over the 1,000 held-out digits (`onnxprune validate` reports the same figures). AP itself (pruning "
-        "negative weights with small movement) is not implemented.",
     )
