@@ -1,11 +1,12 @@
 """Reproductions of the methods onnxprune already had (issue 14, part "classic").
 
 Drop Pruning (M1), IMP with rewinding (M28) and SLR (M21), SILO (M20), DropNet / APoZ (M22), LRPET's
-energy transfer and projected training (M36), the cubic gradual schedule (Zhu & Gupta), mask similarity and induced structure
-(Paganini & Forde, M5) and ShrinkBench's global vs layer magnitude (M35). Every run goes through the CLI
-(``finetune``, ``prune``, ``lowrank``) on the kit's models: trained on the 4,000 training digits, which are
-also the calibration / fine-tuning pool (with labels); accuracy is on the 1,000 held-out digits. Runs
-compared in one claim get the same steps, learning rate and data.
+energy transfer and projected training (M36), the cubic gradual schedule (Zhu & Gupta), mask similarity
+and induced structure (Paganini & Forde, M5) and ShrinkBench's global vs layer magnitude (M35). Every run
+goes through the CLI (``finetune``, ``prune``, ``lowrank``) on the kit's models: trained on the 4,000
+training digits, which are also the calibration / fine-tuning pool (with labels); accuracy is on the
+1,000 held-out digits. Runs compared in one claim get the same steps, learning rate and data. AP and the
+dead-neuron rate (M19) are in ``_seeds_ap.py``.
 """
 
 from __future__ import annotations
