@@ -147,6 +147,8 @@ class LRPETRun(MethodRun):
 class _LRPET(SparseMethod):
     def start(self, options: MethodOptions, settings: TrainSettings, masks: Masks, view: TorchView) -> MethodRun:
         assert isinstance(options, LRPETOptions)
+        if settings.final_sparsity is not None:
+            raise RecipeError("method lrpet projects dense weights: it does not combine with final_sparsity")
         return LRPETRun(options, masks, view)
 
 

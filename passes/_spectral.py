@@ -124,10 +124,12 @@ class SpectralRun(MethodRun):
         names = list(self.layers)
         outputs = [values[self.layers[n].outputs[0].name] for n in names]  # type: ignore[index]
         count = outputs[0].shape[0]
-        grads = torch.autograd.grad(loss, outputs, create_graph=True)
+        grads = torch.autograd.grad(loss, outputs, create_graph=True, allow_unused=True)
         total = loss.new_zeros(())
         radius = {}
         for name, grad in zip(names, grads, strict=True):
+            if grad is None:  # a layer the loss does not depend on has a zero G: no radius
+                continue
             node = self.layers[name]
             x = values[node.inputs[0].name]  # type: ignore[index, union-attr]
             x_rows, d_rows = torch_rows(node, x, grad * count, bias=False)

@@ -242,9 +242,11 @@ def test_ap_in_an_imp_run_reaches_the_sparsity_and_fraction_zero_is_plain_imp() 
     assert np.isfinite(_logits(model)).all()
 
 
-def test_ap_without_a_pruning_schedule_is_refused() -> None:
+def test_ap_without_a_pruning_schedule_and_lrpet_with_one_are_refused() -> None:
     with pytest.raises(RecipeError, match="method ap adds to an iterative pruning run"):
         _finetune(DIGITS / "digits_calib.npz", steps=2, method="ap")
+    with pytest.raises(RecipeError, match="method lrpet projects dense weights"):
+        _finetune(DIGITS / "digits_calib.npz", steps=2, method="lrpet", final_sparsity=0.5)
 
 
 @pytest.mark.parametrize(
