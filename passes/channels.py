@@ -314,6 +314,8 @@ class ChannelPrunePass(OnnxPrunePass):
             )
         if masked is not None:
             report.summary["verify_max_rel_diff"] = _verify(masked, model, self.context, config.verify_tolerance)
+        elif config.verify and not keep:
+            report.summary["verify_max_rel_diff"] = 0.0  # no channel removed: nothing to differ
         self._summarize(report, analysis, chosen, keep, plan_info, refits)
         if keep:
             self.context.analyses.invalidate()

@@ -222,7 +222,8 @@ def test_measured_widths_are_in_the_table_and_exact(tmp_path: Path) -> None:
     config = ChannelPruneConfig(ratio=0.5, widths="measured", latency_cache=cache, reconstruct=False, verify=True)
     result = ChannelPrunePass(config, PassContext(threads=1))(model)
     summary = result.report.summary
-    assert summary["verify_max_rel_diff"] < 1e-5 and summary["groups_measured"] > 0
+    # measured widths on a loaded machine may keep every group whole; either way shrunk == masked
+    assert summary["verify_max_rel_diff"] < 1e-5 and summary["groups_measured"] > 0, summary
     assert summary["latency_measured_ms"] > 0 and summary["latency_predicted_ms"] > 0
     table = LatencyTable.from_dict(json.loads(Path(summary["latency_table"]).read_text()))
     for change in result.report.changed:
