@@ -94,12 +94,17 @@ def layer_rows(node: ir.Node) -> np.ndarray | None:
     return rows
 
 
-def torch_rows(node: ir.Node, x: Any, y: Any, bias: bool) -> tuple[Any, Any]:
-    """Input rows ``[R, fan-in]`` and output-gradient rows ``[samples·positions, neurons]`` of one node."""
+def torch_rows(node: ir.Node, x: Any, y: Any, bias: bool, kernel: tuple[int, ...] | None = None) -> tuple[Any, Any]:
+    """Input rows ``[R, fan-in]`` and output-gradient rows ``[samples·positions, neurons]`` of one node.
+
+    ``kernel``: a Conv's ``(kh, kw)`` (default: read from its constant weight).
+    """
     import torch
 
     if node.op_type == "Conv":
-        kh, kw = (int(k) for k in np.asarray(node.inputs[1].const_value.numpy()).shape[2:])  # type: ignore[union-attr]
+        if kernel is None:
+            kernel = tuple(np.asarray(node.inputs[1].const_value.numpy()).shape[2:])  # type: ignore[union-attr]
+        kh, kw = (int(k) for k in kernel)
         attrs = node.attributes
         top, left, bottom, right = tuple(attrs.get_ints("pads", (0, 0, 0, 0)))
         x = torch.nn.functional.pad(x, (left, right, top, bottom))

@@ -94,6 +94,7 @@ class SpectralRun(MethodRun):
     def __init__(self, options: SpectralOptions, masks: Masks, view: TorchView) -> None:
         self.options = options
         found = layouts(view, list(masks.params))
+        self.kernels = {name: tuple(p.shape[2:]) for name, p in masks.params.items()}
         self.layers: dict[str, ir.Node] = {
             name: layout.node
             for name, layout in found.items()
@@ -132,7 +133,7 @@ class SpectralRun(MethodRun):
                 continue
             node = self.layers[name]
             x = values[node.inputs[0].name]  # type: ignore[index, union-attr]
-            x_rows, d_rows = torch_rows(node, x, grad * count, bias=False)
+            x_rows, d_rows = torch_rows(node, x, grad * count, bias=False, kernel=self.kernels[name])
             start = self.vectors.get(name) or (
                 _unit(x_rows.shape[1], self.generator),
                 _unit(d_rows.shape[1], self.generator),

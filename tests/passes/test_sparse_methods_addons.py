@@ -291,3 +291,26 @@ def test_the_kfac_and_ap_presets_run(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["run", str(tmp_path / "r.yaml")])
         assert result.exit_code == 0, (name, result.output)
         assert np.isfinite(_logits(_io.load(out))).all()
+
+
+def test_the_penalty_reads_conv_kernels_held_by_constant_nodes(tmp_path: Path) -> None:
+    """PaddlePaddle exports keep weights in Constant nodes (PP-OCR's classifier): no initializer to read."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(DIGITS / "digits_cnn.onnx")
+    first = next(i for i in proto.graph.initializer if i.name == HIDDEN[0])
+    proto.graph.initializer.remove(first)
+    constant = helper.make_node(
+        "Constant", [], [HIDDEN[0]], value=numpy_helper.from_array(numpy_helper.to_array(first))
+    )
+    proto.graph.node.insert(0, constant)
+    path = tmp_path / "constants.onnx"
+    onnx.save(proto, path)
+    model = _io.load(path)
+    context = PassContext(calibration=open_source(_labelled(tmp_path), model), reference=_io.load(path))
+    config = FinetuneConfig(lr=1e-3, seed=0, steps=2, holdout=0, method="spectral", method_options={"mu": 1e-3})
+    report = FinetunePass(config, context)(model).report
+    assert report.details["method"]["regularized_steps"] == 2
+    assert HIDDEN[0] in report.details["method"]["spectral_radius_last"]
+    assert np.isfinite(_logits(model)).all()
