@@ -47,6 +47,8 @@ class LRPETOptions(MethodOptions):
         energy_transfer: Scale the kept singular values so that ``Σσ²`` is conserved.
         keep_last: Leave the weights whose layer feeds a graph output (the classifier) at full rank
             (the paper projects the convolutions only).
+        only_if_smaller: Project only the weights whose two factors would hold fewer parameters
+            (``r·(m + n) < m·n``): a square layer at half its rank would be projected for nothing.
     """
 
     rank_ratio: float = 0.5
@@ -54,6 +56,7 @@ class LRPETOptions(MethodOptions):
     every: int = 50
     energy_transfer: bool = True
     keep_last: bool = True
+    only_if_smaller: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,12 +100,17 @@ class LRPETRun(MethodRun):
         }
         if not self.layers:
             raise RecipeError("method lrpet: the model has no Conv/Gemm/MatMul weight to project")
-        self.ranks = {name: projected_rank(self._shape(masks.params[name]), options.rank_ratio) for name in self.layers}
+        shapes = {name: _matrix_shape(masks.params[name], axis) for name, axis in self.layers.items()}
+        self.ranks = {name: projected_rank(shape, options.rank_ratio) for name, shape in shapes.items()}
+        self.skipped = {
+            name: f"rank {self.ranks[name]} of {m}x{n} does not save parameters"
+            for name, (m, n) in shapes.items()
+            if options.only_if_smaller and self.ranks[name] * (m + n) >= m * n
+        }
+        for name in self.skipped:
+            del self.layers[name], self.ranks[name]
         self.projections = 0
         self.lost: dict[str, float] = {}
-
-    def _shape(self, param: torch.Tensor) -> tuple[int, int]:
-        return self._matrix(param, 0).shape  # type: ignore[return-value]
 
     def _matrix(self, param: torch.Tensor, axis: int) -> np.ndarray:
         return param.detach().movedim(axis, 0).reshape(param.shape[axis], -1).double().numpy()
@@ -140,7 +148,13 @@ class LRPETRun(MethodRun):
             "projections": self.projections,
             "ranks": self.ranks,
             "energy_removed_last": self.lost,
+            "skipped": self.skipped,
         }
+
+
+def _matrix_shape(param: torch.Tensor, axis: int) -> tuple[int, int]:
+    """``(out, fan-in)`` of a weight seen as a matrix along its output ``axis``."""
+    return int(param.shape[axis]), int(param.numel() // max(param.shape[axis], 1))
 
 
 @dataclasses.dataclass(frozen=True)

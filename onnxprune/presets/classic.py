@@ -191,7 +191,8 @@ CLASSIC_PRESETS: tuple[Preset, ...] = (
             {"name": "lowrank", "config": {"energy": 0.999999, "round_to": 1, "bn_rectify": False}},
         ),
         notes="The weights leave fine-tuning at exactly rank (1 - rank_ratio) x n (to float rounding), so lowrank"
-        " at energy 1 - 1e-6 recovers those ranks; a layer whose factors would not be smaller stays one layer. The"
+        " at energy 1 - 1e-6 recovers those ranks; a weight whose factors would not be smaller (a square layer at half"
+        " its rank) is neither projected nor factorized (method option only_if_smaller). The"
         " paper trains from scratch (400 epochs); here a pretrained model is fine-tuned. BatchNorm folded into a"
         " Conv by the exporter is rectified implicitly; the classifier keeps its full rank (method option keep_last).",
     ),

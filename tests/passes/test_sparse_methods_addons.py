@@ -314,3 +314,23 @@ def test_the_penalty_reads_conv_kernels_held_by_constant_nodes(tmp_path: Path) -
     assert report.details["method"]["regularized_steps"] == 2
     assert HIDDEN[0] in report.details["method"]["spectral_radius_last"]
     assert np.isfinite(_logits(model)).all()
+
+
+def test_lrpet_skips_a_weight_whose_factors_would_not_be_smaller() -> None:
+    from onnxprune.passes._lrpet import LRPETOptions, LRPETRun
+    from tests.conftest import to_ir
+    from tests.models.lowrank_models import matmul_layer
+
+    model = to_ir(matmul_layer(48, 40))  # one [48, 40] MatMul weight: factors save below rank 21
+    view = TorchView(model)
+    name = next(n for n, p in view.named_tensors().items() if p.dim() == 2)
+    masks = Masks(view, [name], {name: 1})
+    half = LRPETRun(LRPETOptions(rank_ratio=0.4, keep_last=False), masks, view)  # rank 24
+    assert name in half.skipped and half.ranks == {}
+    before = masks.params[name].detach().clone()
+    half.finish(masks, view)
+    assert torch.equal(masks.params[name].detach(), before)  # a skipped weight is never projected
+    deep = LRPETRun(LRPETOptions(rank_ratio=0.6, keep_last=False), masks, view)  # rank 16
+    assert deep.ranks == {name: 16} and not deep.skipped
+    deep.finish(masks, view)
+    assert np.linalg.matrix_rank(masks.params[name].detach().numpy(), tol=1e-4) == 16
