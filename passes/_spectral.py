@@ -115,7 +115,7 @@ class SpectralRun(MethodRun):
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
         self.sums: list[float] = []
-        self.generator = torch_generator()
+        self.generator = _generator()
 
     def penalty(self, state: StepState, loss: torch.Tensor, values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         import torch
@@ -125,7 +125,8 @@ class SpectralRun(MethodRun):
         names = list(self.layers)
         outputs = [values[self.layers[n].outputs[0].name] for n in names]  # type: ignore[index]
         count = outputs[0].shape[0]
-        grads = torch.autograd.grad(loss, outputs, create_graph=True, allow_unused=True)
+        penalize = self.options.mu > 0  # else only measured: no double backward
+        grads = torch.autograd.grad(loss, outputs, create_graph=penalize, retain_graph=True, allow_unused=True)
         total = loss.new_zeros(())
         radius = {}
         for name, grad in zip(names, grads, strict=True):
@@ -148,7 +149,7 @@ class SpectralRun(MethodRun):
             self.first = radius
         self.last = radius
         self.sums.append(sum(radius.values()))
-        return (self.options.mu * total).to(loss.dtype) if self.options.mu > 0 else None
+        return (self.options.mu * total).to(loss.dtype) if penalize else None
 
     def summary(self) -> dict[str, Any]:
         tail = self.sums[-max(1, len(self.sums) // 4) :]
@@ -162,7 +163,7 @@ class SpectralRun(MethodRun):
         }
 
 
-def torch_generator(seed: int = 0) -> torch.Generator:
+def _generator(seed: int = 0) -> torch.Generator:
     """The power iterations' own generator (the run's is left to the training loop)."""
     import torch
 

@@ -131,12 +131,27 @@ def test_method_options_are_checked(probe: _Probe) -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "message"),
-    [("x", "--method-option takes KEY=VALUE, got 'x'"), ("a=1", "method 'none' has no option 'a'")],
+    ("method", "option", "message"),
+    [
+        ("none", "x", "--method-option takes KEY=VALUE, got 'x'"),
+        ("none", "a=1", "method 'none' has no option 'a'"),
+        ("platon", "sparsity=1.5", "sparsity must be in (0, 1)"),
+        ("platon", "beta2=0", "beta2 in (0, 1]"),
+        ("campfire", "block=window", "block must be one of kernel, filter"),
+        ("campfire", "freeze_after=0", "freeze_after must be in"),
+        ("early_bird", "eps=-1", "eps must be in [0, 1]"),
+        ("early_bird", "scope=everywhere", "scope must be one of"),
+        ("early_bird", "rate=0.5", "has no option 'rate'"),
+        ("spectral", "mu=-1", "mu must be >= 0"),
+        ("lrpet", "rank_ratio=1", "rank_ratio must be in (0, 1)"),
+        ("lrpet", "redu_fac=1.5", "redu_fac in [0, 1)"),
+        ("ap", "fraction=2", "fraction must be in [0, 1]"),
+        ("ap", "from_cycle=0", "from_cycle >= 1"),
+    ],
 )
-def test_cli_method_option_errors_are_one_line(tmp_path: Any, option: str, message: str) -> None:
+def test_cli_method_option_errors_are_one_line(tmp_path: Any, method: str, option: str, message: str) -> None:
     model = str(DIGITS / "digits_cnn.onnx")
-    args = ["finetune", model, "-o", str(tmp_path / "o.onnx"), "--teacher", model]
+    args = ["finetune", model, "-o", str(tmp_path / "o.onnx"), "--teacher", model, "--method", method]
     args += ["--calib", str(DIGITS / "digits_calib.npz"), "--method-option", option]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output

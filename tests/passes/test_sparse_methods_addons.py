@@ -249,29 +249,6 @@ def test_ap_without_a_pruning_schedule_and_lrpet_with_one_are_refused() -> None:
         _finetune(DIGITS / "digits_calib.npz", steps=2, method="lrpet", final_sparsity=0.5)
 
 
-@pytest.mark.parametrize(
-    ("method", "option", "message"),
-    [
-        ("spectral", "mu=-1", "mu must be >= 0"),
-        ("lrpet", "rank_ratio=1", "rank_ratio must be in (0, 1)"),
-        ("lrpet", "redu_fac=1.5", "redu_fac in [0, 1)"),
-        ("ap", "fraction=2", "fraction must be in [0, 1]"),
-        ("ap", "from_cycle=0", "from_cycle >= 1"),
-    ],
-)
-def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, method: str, option: str, message: str) -> None:
-    model = DIGITS / "digits_cnn.onnx"
-    result = CliRunner().invoke(
-        cli,
-        ["finetune", str(model), "-o", str(tmp_path / "x.onnx"), "--teacher", str(model), "--calib",
-         str(DIGITS / "digits_calib.npz"), "--method", method, "--method-option", option],
-    )  # fmt: skip
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.output
-    assert not (tmp_path / "x.onnx").exists()
-
-
 def test_the_kfac_and_ap_presets_run(tmp_path: Path) -> None:
     calib = _labelled(tmp_path)
     for name in ("kfac-neuron", "ap"):

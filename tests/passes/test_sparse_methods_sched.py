@@ -257,31 +257,6 @@ def test_early_bird_reads_the_batchnorm_scale_and_refuses_bn_without_one() -> No
         )
 
 
-@pytest.mark.parametrize(
-    ("method", "option", "message"),
-    [
-        ("platon", "sparsity=1.5", "sparsity must be in (0, 1)"),
-        ("platon", "beta2=0", "beta2 in (0, 1]"),
-        ("campfire", "block=window", "block must be one of kernel, filter"),
-        ("campfire", "freeze_after=0", "freeze_after must be in"),
-        ("early_bird", "eps=-1", "eps must be in [0, 1]"),
-        ("early_bird", "scope=everywhere", "scope must be one of"),
-        ("early_bird", "rate=0.5", "has no option 'rate'"),
-    ],
-)
-def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, method: str, option: str, message: str) -> None:
-    model = DIGITS / "digits_cnn.onnx"
-    result = CliRunner().invoke(
-        cli,
-        ["finetune", str(model), "-o", str(tmp_path / "x.onnx"), "--teacher", str(model), "--calib",
-         str(DIGITS / "digits_calib.npz"), "--method", method, "--method-option", option],
-    )  # fmt: skip
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.output
-    assert not (tmp_path / "x.onnx").exists()
-
-
 @pytest.mark.parametrize("name", ["platon", "campfire", "early-bird"])
 def test_presets_recipes_run(tmp_path: Path, name: str) -> None:
     preset = PRESETS[name]
