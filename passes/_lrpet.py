@@ -23,6 +23,7 @@ import numpy as np
 
 from onnxprune.errors import RecipeError
 from onnxprune.passes._layouts import layouts
+from onnxprune.passes._rank import energy_kept
 from onnxprune.passes._sparse_methods import SPARSE_METHODS, MethodOptions, MethodRun, SparseMethod, StepState
 
 if TYPE_CHECKING:
@@ -75,7 +76,15 @@ def projected_rank(shape: tuple[int, int], rank_ratio: float) -> int:
 
 def project(matrix: np.ndarray, rank: int, redu_fac: float = 0.0, energy_transfer: bool = True) -> np.ndarray:
     """``matrix`` with its singular values beyond ``rank`` scaled by ``redu_fac`` (energy kept if asked)."""
-    u, sigma, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
+    svd = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
+    return _rebuilt(svd, rank, redu_fac, energy_transfer)
+
+
+def _rebuilt(
+    svd: tuple[np.ndarray, np.ndarray, np.ndarray], rank: int, redu_fac: float, energy_transfer: bool
+) -> np.ndarray:
+    """:func:`project` from the matrix's SVD ``(U, σ, Vᵀ)``."""
+    u, sigma, vt = svd
     head, tail = sigma[:rank].copy(), sigma[rank:] * redu_fac
     kept = float(np.sum(head**2))
     if energy_transfer and kept > 0:
@@ -121,12 +130,10 @@ class LRPETRun(MethodRun):
         with torch.no_grad():
             for name, axis in self.layers.items():
                 param = masks.params[name]
-                matrix = self._matrix(param, axis)
-                sigma = np.linalg.svd(matrix, compute_uv=False)
-                total = float(np.sum(sigma**2))
+                svd = np.linalg.svd(self._matrix(param, axis), full_matrices=False)
                 if record:
-                    self.lost[name] = float(np.sum(sigma[self.ranks[name] :] ** 2)) / total if total > 0 else 0.0
-                new = project(matrix, self.ranks[name], redu_fac, transfer)
+                    self.lost[name] = 1.0 - energy_kept(svd[1], self.ranks[name])
+                new = _rebuilt(svd, self.ranks[name], redu_fac, transfer)
                 moved = param.movedim(axis, 0)
                 param.copy_(torch.from_numpy(new).reshape(moved.shape).movedim(0, axis).to(param.dtype))
                 masks.keep[name] = torch.ones_like(masks.keep[name])
